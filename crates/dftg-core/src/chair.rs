@@ -1,0 +1,1 @@
+//! CHAIR-compatible extraction and metric (placeholder; being written).

@@ -1,0 +1,21 @@
+//! dftg-core: the DFTG method as pure functions. No I/O, no async, no clocks.
+//!
+//! Layout, one file per pipeline step:
+//! - `vocab`   — concepts, surface forms, attribute families (data from `configs/vocab`)
+//! - `truth`   — image information: ground-truth parsers (COCO, JSONL manifest, id → objects)
+//! - `extract` — text information extraction: mentions, counts, attributes, negation
+//! - `chair`   — the CHAIR-compatible extractor and metric (reproduces the reference exactly)
+//! - `check`   — hallucination checking: object / count / attribute, CHAIR-style scores
+//! - `profile` — mergeable shard summaries and the model's hallucination profile
+//! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
+//! - `compare` — how two profiles differ
+//! - `seed`    — deterministic seeding by key, never by arrival order
+//! - `record`  — the records written between stages
+
+pub mod chair;
+pub mod error;
+pub mod record;
+pub mod truth;
+pub mod vocab;
+
+pub use error::CoreError;

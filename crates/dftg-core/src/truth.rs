@@ -1,0 +1,261 @@
+//! Image information: what is really in each image (stage 1, step 3).
+//!
+//! Parsers for the three ground-truth formats users have: COCO instances JSON, a streaming
+//! JSONL manifest (one image a line), and a map image id → object names (CHAIR's cache format).
+//! Parsing is pure; callers stream lines or pass a document they already read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// One object category present in an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectTruth {
+    pub name: String,
+    /// Number of instances, when the source knows it (COCO instance annotations do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Known attribute values by family ("color" → ["red"]); an absent family is unknown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+/// Ground truth of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageTruth {
+    /// Stable key of the image inside its corpus (COCO id, file stem, …).
+    pub image: String,
+    /// Path of the image file relative to the corpus root, when the corpus has files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub objects: Vec<ObjectTruth>,
+}
+
+impl ImageTruth {
+    pub fn object(&self, name: &str) -> Option<&ObjectTruth> {
+        self.objects.iter().find(|o| o.name == name)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.object(name).is_some()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ManifestObject {
+    Name(String),
+    Full(ObjectTruth),
+}
+
+#[derive(Deserialize)]
+struct ManifestLine {
+    #[serde(alias = "image_id", alias = "id", alias = "key")]
+    image: serde_json::Value,
+    #[serde(default, alias = "file_name", alias = "path")]
+    file: Option<String>,
+    #[serde(default)]
+    objects: Vec<ManifestObject>,
+}
+
+/// One line of a JSONL manifest: `{"image": "k", "file": "images/k.png", "objects":
+/// [{"name": "dog", "count": 2, "attributes": {"color": ["brown"]}}, "person"]}`.
+pub fn parse_manifest_line(line: &str, line_no: usize) -> Result<ImageTruth, CoreError> {
+    let m: ManifestLine = serde_json::from_str(line)
+        .map_err(|e| CoreError::invalid(format!("manifest line {line_no}"), e.to_string()))?;
+    let image = id_to_string(&m.image).ok_or_else(|| {
+        CoreError::invalid(format!("manifest line {line_no}"), "\"image\" must be a string or a number")
+    })?;
+    let mut objects: Vec<ObjectTruth> = Vec::with_capacity(m.objects.len());
+    for o in m.objects {
+        let o = match o {
+            ManifestObject::Name(name) => ObjectTruth { name, count: None, attributes: BTreeMap::new() },
+            ManifestObject::Full(o) => o,
+        };
+        if o.name.trim().is_empty() {
+            return Err(CoreError::invalid(format!("manifest line {line_no}"), "an object has an empty name"));
+        }
+        objects.push(o);
+    }
+    Ok(ImageTruth { image, file: m.file, objects })
+}
+
+fn id_to_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct CocoFile {
+    images: Vec<CocoImage>,
+    annotations: Vec<CocoAnnotation>,
+    categories: Vec<CocoCategory>,
+}
+
+#[derive(Deserialize)]
+struct CocoImage {
+    id: serde_json::Value,
+    #[serde(default)]
+    file_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CocoAnnotation {
+    image_id: serde_json::Value,
+    category_id: u64,
+    #[serde(default)]
+    iscrowd: u8,
+    /// dftg extension: attribute values of this instance, `{"color": "red"}` or lists.
+    #[serde(default)]
+    attributes: BTreeMap<String, AttrValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AttrValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct CocoCategory {
+    id: u64,
+    name: String,
+}
+
+/// COCO instances JSON → ground truth per image, in the file's image order. Counts are the
+/// number of instance annotations; a crowd annotation makes that category's count unknown.
+pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
+    let coco: CocoFile = serde_json::from_str(text)
+        .map_err(|e| CoreError::invalid("coco annotations", format!("not COCO instances JSON: {e}")))?;
+    let cats: BTreeMap<u64, &str> = coco.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
+    let mut index: ahash::AHashMap<String, usize> = ahash::AHashMap::with_capacity(coco.images.len());
+    // per image: category name → (count, crowd, attributes)
+    let mut acc: Vec<BTreeMap<&str, (u32, bool, BTreeMap<String, Vec<String>>)>> = Vec::new();
+    let mut truths = Vec::with_capacity(coco.images.len());
+    for (i, img) in coco.images.iter().enumerate() {
+        let key = id_to_string(&img.id)
+            .ok_or_else(|| CoreError::invalid(format!("coco images[{i}].id"), "must be a string or a number"))?;
+        if index.insert(key.clone(), i).is_some() {
+            return Err(CoreError::invalid(format!("coco images[{i}].id"), format!("duplicate image id {key}")));
+        }
+        truths.push(ImageTruth { image: key, file: img.file_name.clone(), objects: Vec::new() });
+        acc.push(BTreeMap::new());
+    }
+    for (i, a) in coco.annotations.iter().enumerate() {
+        let key = id_to_string(&a.image_id).ok_or_else(|| {
+            CoreError::invalid(format!("coco annotations[{i}].image_id"), "must be a string or a number")
+        })?;
+        let Some(&img) = index.get(&key) else {
+            return Err(CoreError::invalid(
+                format!("coco annotations[{i}].image_id"),
+                format!("image {key} is not in \"images\""),
+            ));
+        };
+        let name = cats.get(&a.category_id).ok_or_else(|| {
+            CoreError::invalid(format!("coco annotations[{i}].category_id"), format!("unknown category {}", a.category_id))
+        })?;
+        let slot = acc[img].entry(name).or_insert_with(|| (0, false, BTreeMap::new()));
+        slot.0 += 1;
+        slot.1 |= a.iscrowd != 0;
+        for (family, v) in &a.attributes {
+            let values = slot.2.entry(family.clone()).or_default();
+            let new: Vec<String> = match v {
+                AttrValue::One(s) => vec![s.clone()],
+                AttrValue::Many(vs) => vs.clone(),
+            };
+            for s in new {
+                if !values.contains(&s) {
+                    values.push(s);
+                }
+            }
+        }
+    }
+    for (t, objs) in truths.iter_mut().zip(acc) {
+        t.objects = objs
+            .into_iter()
+            .map(|(name, (count, crowd, attributes))| ObjectTruth {
+                name: name.to_string(),
+                count: (!crowd).then_some(count),
+                attributes,
+            })
+            .collect();
+    }
+    Ok(truths)
+}
+
+/// CHAIR's cache format `{"<image_id>": ["bowl", "broccoli"]}` → ground truth without counts,
+/// in ascending id order (numeric ids sort numerically).
+pub fn parse_object_map(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
+    let map: BTreeMap<String, Vec<String>> = serde_json::from_str(text)
+        .map_err(|e| CoreError::invalid("object map", format!("expected {{\"<image id>\": [names]}}: {e}")))?;
+    let mut out: Vec<ImageTruth> = map
+        .into_iter()
+        .map(|(image, names)| {
+            let mut objects: Vec<ObjectTruth> = Vec::with_capacity(names.len());
+            for name in names {
+                if !objects.iter().any(|o| o.name == name) {
+                    objects.push(ObjectTruth { name, count: None, attributes: BTreeMap::new() });
+                }
+            }
+            ImageTruth { image, file: None, objects }
+        })
+        .collect();
+    out.sort_by(|a, b| match (a.image.parse::<u64>(), b.image.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.image.cmp(&b.image),
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coco_counts_instances_and_marks_crowds_unknown() {
+        let text = r#"{"images":[{"id":1,"file_name":"a.jpg"},{"id":2,"file_name":"b.jpg"}],
+          "annotations":[{"image_id":1,"category_id":18},{"image_id":1,"category_id":18,"attributes":{"color":"brown"}},
+                         {"image_id":2,"category_id":1,"iscrowd":1},{"image_id":2,"category_id":1}],
+          "categories":[{"id":1,"name":"person"},{"id":18,"name":"dog"}]}"#;
+        let t = parse_coco_instances(text).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].image, "1");
+        assert_eq!(t[0].object("dog").unwrap().count, Some(2));
+        assert_eq!(t[0].object("dog").unwrap().attributes["color"], vec!["brown".to_string()]);
+        assert_eq!(t[1].object("person").unwrap().count, None);
+    }
+
+    #[test]
+    fn coco_annotation_for_missing_image_names_it() {
+        let text = r#"{"images":[{"id":1}],"annotations":[{"image_id":7,"category_id":1}],"categories":[{"id":1,"name":"dog"}]}"#;
+        let err = parse_coco_instances(text).unwrap_err().to_string();
+        assert!(err.contains("annotations[0].image_id") && err.contains("image 7"), "{err}");
+    }
+
+    #[test]
+    fn manifest_lines_accept_names_and_full_objects() {
+        let t = parse_manifest_line(
+            r#"{"image": 5, "file": "x.png", "objects": ["cat", {"name": "dog", "count": 2}]}"#,
+            1,
+        )
+        .unwrap();
+        assert_eq!(t.image, "5");
+        assert_eq!(t.objects.len(), 2);
+        assert_eq!(t.object("dog").unwrap().count, Some(2));
+        let err = parse_manifest_line("{not json", 9).unwrap_err().to_string();
+        assert!(err.contains("manifest line 9"), "{err}");
+    }
+
+    #[test]
+    fn object_map_sorts_numerically_and_dedups() {
+        let t = parse_object_map(r#"{"10": ["dog", "dog"], "9": ["cat"]}"#).unwrap();
+        assert_eq!(t[0].image, "9");
+        assert_eq!(t[1].objects.len(), 1);
+    }
+}

@@ -1,0 +1,1 @@
+//! Model client (being written).

@@ -1,0 +1,1 @@
+//! Model simulator (being written).

@@ -1,0 +1,1 @@
+//! dftg-pipeline: stages and runner.

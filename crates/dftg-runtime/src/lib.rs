@@ -1,0 +1,1 @@
+//! dftg-runtime: store and queue traits.
