@@ -13,6 +13,9 @@
 //! - `record`  — the records written between stages
 
 pub mod chair;
+pub mod check;
+pub mod extract;
+pub mod seed;
 pub mod error;
 pub mod record;
 pub mod truth;

@@ -219,6 +219,11 @@ impl Vocabulary {
         self.phrases.get(surface).copied()
     }
 
+    /// Every surface phrase the vocabulary knows.
+    pub fn phrase_keys(&self) -> impl Iterator<Item = &str> {
+        self.phrases.keys().map(|k| k.as_str())
+    }
+
     /// Longest phrase length in words.
     pub fn max_words(&self) -> usize {
         self.max_words

@@ -1,0 +1,607 @@
+//! Text information extraction (stage 1, step 2): what a response *asserts* is in this image.
+//!
+//! A careful-reader extractor over the vocabulary:
+//! - phrases match longest-first ("hot dog" is not a dog, "teddy bear" is not a bear), with
+//!   plural and irregular forms from the vocabulary, possessives stripped ("man's" → man);
+//! - explicit quantities directly before the noun ("two dogs", "3 cars", "a pair of skis");
+//! - attribute words (colour, size, material) directly before the noun ("a large brown dog");
+//! - a colour word that is also a concept, followed by a noun, is an attribute ("an orange
+//!   sign" is not the fruit);
+//! - negated mentions are not claims: a negator ("no", "not", "without", "n't", "nor",
+//!   "cannot") negates the coordinated noun phrase after it ("no other objects or people"),
+//!   and "X is not visible / X cannot be seen / X is absent" negates the subject;
+//! - sentences of general knowledge ("Giraffes are known for their long necks.") without a
+//!   reference to the image are not claims about this image.
+//!
+//! The hot path allocates nothing per token: scratch buffers are reused across calls.
+
+use crate::vocab::{AttributeId, ConceptId, Vocabulary};
+
+/// Up to this many attributes are kept per mention.
+pub const MAX_ATTRIBUTES: usize = 3;
+
+/// A mention before it is turned into a record (ids, not strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawMention {
+    pub concept: ConceptId,
+    /// Byte span of the noun phrase head in the text.
+    pub span: (u32, u32),
+    pub count: Option<u32>,
+    pub attributes: [Option<(AttributeId, (u32, u32))>; MAX_ATTRIBUTES],
+    /// Sentence number inside the text.
+    pub sentence: u32,
+    /// Index of the surface form's first token (tells apart "men" and "woman" of one concept).
+    pub surface: u32,
+}
+
+impl RawMention {
+    pub fn attributes(&self) -> impl Iterator<Item = (AttributeId, (u32, u32))> + '_ {
+        self.attributes.iter().flatten().copied()
+    }
+}
+
+/// Result of one extraction, reused across calls.
+#[derive(Debug, Default, Clone)]
+pub struct Extraction {
+    pub mentions: Vec<RawMention>,
+    /// Concepts the text denies, with their spans.
+    pub negated: Vec<(ConceptId, (u32, u32))>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Word,
+    /// A clause or sentence boundary (`.`, `!`, `?`, `;`, `:`, parentheses, blank line).
+    Stop { sentence_end: bool },
+    Comma,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tok {
+    start: u32,
+    end: u32,
+    /// Range of the normalized word in `ExtractScratch::norm`.
+    ns: u32,
+    ne: u32,
+    kind: Kind,
+}
+
+/// Reusable buffers for [`Extractor::extract_into`].
+#[derive(Debug, Default)]
+pub struct ExtractScratch {
+    norm: String,
+    toks: Vec<Tok>,
+    generic_sentence: Vec<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Neg {
+    Off,
+    /// After a negator, before the noun phrase head.
+    Seeking,
+    /// After a head: only coordination keeps the scope open.
+    AfterHead,
+    /// After "," / "and" / "or": the next head is negated too.
+    Coord,
+}
+
+/// The project's own extractor.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    vocab: std::sync::Arc<Vocabulary>,
+    /// Words that begin some vocabulary phrase: everything else is skipped with one lookup.
+    starters: ahash::AHashSet<String>,
+}
+
+impl Extractor {
+    pub fn new(vocab: std::sync::Arc<Vocabulary>) -> Self {
+        let mut starters = ahash::AHashSet::new();
+        for c in vocab.concepts() {
+            for s in c.synonyms.iter().chain(&c.plurals) {
+                if let Some(first) = s.split(' ').next() {
+                    starters.insert(first.to_string());
+                }
+            }
+        }
+        for p in vocab.phrase_keys() {
+            if let Some(first) = p.split(' ').next() {
+                starters.insert(first.to_string());
+            }
+        }
+        Extractor { vocab, starters }
+    }
+
+    pub fn vocab(&self) -> &Vocabulary {
+        &self.vocab
+    }
+
+    pub fn vocab_arc(&self) -> &std::sync::Arc<Vocabulary> {
+        &self.vocab
+    }
+
+    /// Convenience wrapper allocating fresh buffers.
+    pub fn extract(&self, text: &str) -> Extraction {
+        let mut scratch = ExtractScratch::default();
+        let mut out = Extraction::default();
+        self.extract_into(text, &mut scratch, &mut out);
+        out
+    }
+
+    pub fn extract_into(&self, text: &str, s: &mut ExtractScratch, out: &mut Extraction) {
+        out.mentions.clear();
+        out.negated.clear();
+        tokenize(text, s);
+        mark_generic_sentences(s);
+        let toks = &s.toks;
+        let norm = s.norm.as_str();
+        let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
+        let n = toks.len();
+        let max_words = self.vocab.max_words();
+        let mut neg = Neg::Off;
+        let mut sentence: u32 = 0;
+        // first mention index of the current clause, for "X and Y are not visible"
+        let mut clause_first_mention = 0usize;
+        let mut last_mention_tok_end: Option<usize> = None;
+        let mut i = 0;
+        while i < n {
+            match toks[i].kind {
+                Kind::Stop { sentence_end } => {
+                    neg = Neg::Off;
+                    if sentence_end {
+                        sentence += 1;
+                    }
+                    clause_first_mention = out.mentions.len();
+                    last_mention_tok_end = None;
+                    i += 1;
+                    continue;
+                }
+                Kind::Comma => {
+                    neg = match neg {
+                        Neg::AfterHead | Neg::Coord => Neg::Coord,
+                        _ => Neg::Off,
+                    };
+                    i += 1;
+                    continue;
+                }
+                Kind::Word => {}
+            }
+            let w = word(i);
+            if is_negator(w) {
+                // "X is not visible": negates the mentions just before it in this clause
+                if let Some(end) = last_mention_tok_end {
+                    if post_nominal_denial(toks, norm, end, i) {
+                        for m in out.mentions.drain(clause_first_mention..) {
+                            out.negated.push((m.concept, m.span));
+                        }
+                        last_mention_tok_end = None;
+                        neg = Neg::Off;
+                        i += 1;
+                        continue;
+                    }
+                }
+                neg = Neg::Seeking;
+                i += 1;
+                continue;
+            }
+            if matches!(w, "absent" | "missing" | "nowhere") {
+                if let Some(end) = last_mention_tok_end {
+                    if (end..i).all(|k| toks[k].kind == Kind::Word && is_be_or_modal(word(k))) && i - end <= 2 {
+                        for m in out.mentions.drain(clause_first_mention..) {
+                            out.negated.push((m.concept, m.span));
+                        }
+                        last_mention_tok_end = None;
+                    }
+                }
+            }
+            // longest phrase starting here
+            let mut hit = None;
+            if self.starters.contains(w) {
+                let mut words = 1;
+                while words < max_words && i + words < n && toks[i + words].kind == Kind::Word {
+                    words += 1;
+                }
+                for len in (1..=words).rev() {
+                    let key = &norm[toks[i].ns as usize..toks[i + len - 1].ne as usize];
+                    if let Some(e) = self.vocab.phrase(key) {
+                        hit = Some((len, e));
+                        break;
+                    }
+                }
+            }
+            let Some((len, entry)) = hit else {
+                neg = match neg {
+                    Neg::Seeking if is_np_filler(w) || self.vocab.attribute_word(w).is_some() => Neg::Seeking,
+                    Neg::Seeking => Neg::AfterHead,
+                    Neg::AfterHead | Neg::Coord if matches!(w, "and" | "or" | "nor") => Neg::Coord,
+                    Neg::Coord if matches!(w, "other" | "any" | "no" | "more") => Neg::Coord,
+                    _ => Neg::Off,
+                };
+                i += 1;
+                continue;
+            };
+            let Some(concept) = entry.concept else {
+                // a phrase that names no object ("bus stop"): a head noun for negation purposes
+                neg = if neg == Neg::Off { Neg::Off } else { Neg::AfterHead };
+                i += len;
+                continue;
+            };
+            // colour word that is also a concept, used as a modifier: "an orange sign"
+            if len == 1 && !entry.plural && self.vocab.attribute_word(w).is_some() && i + 1 < n {
+                let next = toks[i + 1];
+                if next.kind == Kind::Word && !is_function_word(word(i + 1)) {
+                    neg = if neg == Neg::Seeking { Neg::Seeking } else { neg };
+                    i += 1;
+                    continue;
+                }
+            }
+            let span = (toks[i].start, toks[i + len - 1].end);
+            if neg == Neg::Seeking || neg == Neg::Coord {
+                out.negated.push((concept, span));
+                neg = Neg::AfterHead;
+                i += len;
+                continue;
+            }
+            neg = Neg::Off;
+            if s.generic_sentence.get(sentence as usize).copied().unwrap_or(false) {
+                i += len;
+                continue;
+            }
+            let (count, attributes) = self.modifiers_before(toks, norm, i, concept);
+            out.mentions.push(RawMention {
+                concept,
+                span,
+                count,
+                attributes,
+                sentence,
+                surface: i as u32,
+            });
+            last_mention_tok_end = Some(i + len);
+            i += len;
+        }
+    }
+
+    /// Count and attributes written directly before the noun at token `head`.
+    fn modifiers_before(
+        &self,
+        toks: &[Tok],
+        norm: &str,
+        head: usize,
+        concept: ConceptId,
+    ) -> (Option<u32>, [Option<(AttributeId, (u32, u32))>; MAX_ATTRIBUTES]) {
+        let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
+        let mut attrs = [None; MAX_ATTRIBUTES];
+        let mut na = 0;
+        let mut k = head;
+        while k > 0 && toks[k - 1].kind == Kind::Word {
+            let w = word(k - 1);
+            if let Some(a) = self.vocab.attribute_word(w) {
+                if na < MAX_ATTRIBUTES {
+                    attrs[na] = Some((a, (toks[k - 1].start, toks[k - 1].end)));
+                    na += 1;
+                }
+                k -= 1;
+                continue;
+            }
+            // "black and white cat"
+            if w == "and" && na > 0 && k >= 2 && toks[k - 2].kind == Kind::Word && self.vocab.attribute_word(word(k - 2)).is_some() {
+                k -= 1;
+                continue;
+            }
+            break;
+        }
+        let mut count = None;
+        if k > 0 && toks[k - 1].kind == Kind::Word {
+            let w = word(k - 1);
+            count = number_word(w);
+            if count.is_none() && w == "of" && k >= 2 && toks[k - 2].kind == Kind::Word {
+                // "a pair of skis" names one object when the concept is itself a pair
+                match word(k - 2) {
+                    "pair" => count = Some(if self.vocab.name(concept).ends_with('s') { 1 } else { 2 }),
+                    "dozen" => count = Some(12),
+                    _ => {}
+                }
+            }
+        }
+        (count, attrs)
+    }
+}
+
+pub(crate) fn number_word(w: &str) -> Option<u32> {
+    Some(match w {
+        "one" | "single" => 1,
+        "two" | "both" => 2,
+        "three" => 3,
+        "four" => 4,
+        "five" => 5,
+        "six" => 6,
+        "seven" => 7,
+        "eight" => 8,
+        "nine" => 9,
+        "ten" => 10,
+        "eleven" => 11,
+        "twelve" | "dozen" => 12,
+        "thirteen" => 13,
+        "fourteen" => 14,
+        "fifteen" => 15,
+        "sixteen" => 16,
+        "seventeen" => 17,
+        "eighteen" => 18,
+        "nineteen" => 19,
+        "twenty" => 20,
+        _ => {
+            if !w.is_empty() && w.len() <= 4 && w.bytes().all(|b| b.is_ascii_digit()) {
+                return w.parse().ok();
+            }
+            return None;
+        }
+    })
+}
+
+fn is_negator(w: &str) -> bool {
+    matches!(w, "no" | "not" | "without" | "nor" | "none" | "neither" | "cannot" | "never" | "lacks" | "lacking")
+        || (w.len() > 3 && w.ends_with("n't"))
+}
+
+fn is_be_or_modal(w: &str) -> bool {
+    matches!(
+        w,
+        "is" | "are" | "was" | "were" | "be" | "been" | "can" | "could" | "do" | "does" | "did" | "will" | "would" | "seem"
+            | "seems" | "appear" | "appears" | "also" | "clearly"
+    )
+}
+
+/// After a negator at `neg`, does "… not visible / cannot be seen / not in the image" follow,
+/// with only be/modal verbs between the mention (ending at `mention_end`) and the negator?
+fn post_nominal_denial(toks: &[Tok], norm: &str, mention_end: usize, neg: usize) -> bool {
+    let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
+    if neg < mention_end || neg - mention_end > 3 {
+        return false;
+    }
+    if !(mention_end..neg).all(|k| toks[k].kind == Kind::Word && is_be_or_modal(word(k))) {
+        return false;
+    }
+    let mut k = neg + 1;
+    let mut steps = 0;
+    while k < toks.len() && toks[k].kind == Kind::Word && steps < 3 {
+        let w = word(k);
+        if matches!(
+            w,
+            "visible" | "present" | "seen" | "shown" | "found" | "observed" | "spotted" | "depicted" | "apparent"
+                | "included" | "pictured" | "there" | "here"
+        ) {
+            return true;
+        }
+        if w == "in" {
+            return k + 2 < toks.len()
+                && matches!(word(k + 1), "the" | "this")
+                && matches!(word(k + 2), "image" | "picture" | "photo" | "photograph" | "scene" | "frame");
+        }
+        if !is_be_or_modal(w) && !matches!(w, "be" | "to" | "clearly" | "actually") {
+            return false;
+        }
+        k += 1;
+        steps += 1;
+    }
+    false
+}
+
+/// Words that may sit between a negator and the head it negates.
+fn is_np_filler(w: &str) -> bool {
+    matches!(
+        w,
+        "a" | "an" | "the" | "any" | "other" | "another" | "additional" | "more" | "such" | "signs" | "sign" | "trace"
+            | "traces" | "of" | "visible" | "there" | "here" | "to" | "be" | "is" | "are" | "was" | "were" | "seem"
+            | "seems" | "appear" | "appears" | "see" | "seen" | "contain" | "contains" | "include" | "includes"
+            | "show" | "shows" | "have" | "has" | "feature" | "features" | "evidence" | "presence" | "indication"
+            | "kind" | "kinds" | "type" | "types" | "hold" | "holding" | "carry" | "carrying" | "wear" | "wearing"
+            | "ride" | "riding" | "single" | "one" | "two" | "live" | "real" | "actual" | "present" | "notice"
+            | "spot" | "find" | "detect" | "observe" | "identify" | "depict" | "depicts" | "i" | "we" | "you"
+            | "it" | "this" | "image" | "picture" | "photo" | "in" | "at" | "all" | "obvious" | "apparent"
+    )
+}
+
+/// Words after which "orange" is still the fruit ("oranges and apples", "an orange on …").
+fn is_function_word(w: &str) -> bool {
+    matches!(
+        w,
+        "and" | "or" | "is" | "are" | "was" | "were" | "on" | "in" | "with" | "of" | "to" | "that" | "which" | "sitting"
+            | "lying" | "next" | "near" | "from" | "at" | "by" | "for" | "as" | "the" | "a" | "an" | "slice" | "slices"
+            | "half" | "halves" | "placed" | "cut" | "being" | "has" | "have" | "can" | "could" | "also" | "nearby"
+            | "beside" | "behind" | "under" | "over" | "into" | "onto" | "while" | "but" | "so" | "than" | "there"
+    )
+}
+
+/// Lowercased tokens with original byte spans and a single-spaced normalized copy.
+fn tokenize(text: &str, s: &mut ExtractScratch) {
+    s.toks.clear();
+    s.norm.clear();
+    let b = text.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    let push_norm = |norm: &mut String, piece: &[u8]| -> (u32, u32) {
+        if !norm.is_empty() {
+            norm.push(' ');
+        }
+        let ns = norm.len() as u32;
+        for &c in piece {
+            norm.push(c.to_ascii_lowercase() as char);
+        }
+        (ns, norm.len() as u32)
+    };
+    while i < n {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() {
+            let start = i;
+            let mut j = i + 1;
+            let mut apostrophe_at = None;
+            while j < n {
+                let d = b[j];
+                if d.is_ascii_alphanumeric() {
+                    j += 1;
+                } else if (d == b'-' || d == b'\'') && j + 1 < n && b[j + 1].is_ascii_alphanumeric() {
+                    if d == b'\'' {
+                        apostrophe_at = Some(j);
+                    }
+                    j += 1;
+                } else if d == 0xE2 && j + 3 < n && b[j + 1] == 0x80 && b[j + 2] == 0x99 && b[j + 3].is_ascii_alphanumeric() {
+                    // typographic apostrophe ’
+                    apostrophe_at = Some(j);
+                    j += 3;
+                } else {
+                    break;
+                }
+            }
+            let end = j;
+            // normalized text: ’ → ', possessive 's stripped
+            let mut piece_end = end;
+            if let Some(a) = apostrophe_at {
+                let tail = &text[a..end];
+                let tail_l = tail.to_ascii_lowercase();
+                if tail_l.ends_with("s") && (tail_l == "'s" || tail_l == "\u{2019}s") {
+                    piece_end = a;
+                }
+            }
+            let (ns, ne) = if text[start..piece_end].contains('\u{2019}') {
+                let replaced = text[start..piece_end].replace('\u{2019}', "'");
+                push_norm(&mut s.norm, replaced.as_bytes())
+            } else {
+                push_norm(&mut s.norm, &b[start..piece_end])
+            };
+            s.toks.push(Tok { start: start as u32, end: piece_end as u32, ns, ne, kind: Kind::Word });
+            i = end;
+            continue;
+        }
+        let kind = match c {
+            b'.' | b'!' | b'?' => Some(Kind::Stop { sentence_end: true }),
+            b';' | b':' | b'(' | b')' | b'"' => Some(Kind::Stop { sentence_end: false }),
+            b',' => Some(Kind::Comma),
+            b'\n' if i + 1 < n && b[i + 1] == b'\n' => Some(Kind::Stop { sentence_end: true }),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let (ns, ne) = push_norm(&mut s.norm, &b[i..i + 1]);
+            s.toks.push(Tok { start: i as u32, end: i as u32 + 1, ns, ne, kind });
+        }
+        i += 1;
+        // skip the rest of a UTF-8 sequence
+        while i < n && (b[i] & 0xC0) == 0x80 {
+            i += 1;
+        }
+    }
+}
+
+/// Marks sentences that state general knowledge rather than describe the image.
+fn mark_generic_sentences(s: &mut ExtractScratch) {
+    s.generic_sentence.clear();
+    let mut marker = false;
+    let mut deictic = false;
+    let mut prev = "";
+    for t in &s.toks {
+        match t.kind {
+            Kind::Stop { sentence_end: true } => {
+                s.generic_sentence.push(marker && !deictic);
+                marker = false;
+                deictic = false;
+                prev = "";
+            }
+            Kind::Word => {
+                let w = &s.norm[t.ns as usize..t.ne as usize];
+                if matches!(w, "typically" | "generally" | "commonly" | "usually")
+                    || (w == "known" && matches!(prev, "are" | "is"))
+                    || (w == "often" && matches!(prev, "are" | "is"))
+                {
+                    marker = true;
+                }
+                if matches!(
+                    w,
+                    "image" | "picture" | "photo" | "photograph" | "scene" | "here" | "this" | "shown" | "seen" | "visible" | "depicted"
+                ) {
+                    deictic = true;
+                }
+                prev = w;
+            }
+            _ => {}
+        }
+    }
+    s.generic_sentence.push(marker && !deictic);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ex() -> Extractor {
+        Extractor::new(Arc::new(Vocabulary::coco80()))
+    }
+
+    fn names(e: &Extractor, text: &str) -> Vec<String> {
+        e.extract(text).mentions.iter().map(|m| e.vocab().name(m.concept).to_string()).collect()
+    }
+
+    fn negated(e: &Extractor, text: &str) -> Vec<String> {
+        e.extract(text).negated.iter().map(|(c, _)| e.vocab().name(*c).to_string()).collect()
+    }
+
+    #[test]
+    fn multiword_names_match_longest_first() {
+        let e = ex();
+        assert_eq!(names(&e, "A hot dog next to a teddy bear and a fire hydrant."), ["hot dog", "teddy bear", "fire hydrant"]);
+        assert_eq!(names(&e, "A woman holds a cell phone."), ["person", "cell phone"]);
+        assert_eq!(names(&e, "Two puppies and three women."), ["dog", "person"]);
+        assert_eq!(names(&e, "A man waits at the bus stop."), ["person"]);
+    }
+
+    #[test]
+    fn counts_and_attributes_before_the_noun() {
+        let e = ex();
+        let x = e.extract("There are two large brown dogs, 3 cars and a pair of skis.");
+        assert_eq!(x.mentions.len(), 3);
+        assert_eq!(x.mentions[0].count, Some(2));
+        let attrs: Vec<_> = x.mentions[0].attributes().map(|(a, _)| e.vocab().attribute_name(a)).collect();
+        assert_eq!(attrs, [("color", "brown"), ("size", "large")]);
+        assert_eq!(x.mentions[1].count, Some(3));
+        assert_eq!(x.mentions[2].count, Some(1), "a pair of skis is one skis object");
+        assert_eq!(e.extract("a dog").mentions[0].count, None);
+    }
+
+    #[test]
+    fn negations_are_not_claims() {
+        let e = ex();
+        assert!(names(&e, "There are no people in the image.").is_empty());
+        assert_eq!(negated(&e, "There are no people in the image."), ["person"]);
+        assert!(names(&e, "There are no other objects or people in the image.").is_empty());
+        assert_eq!(names(&e, "A road without a car, and a dog runs."), ["dog"]);
+        assert!(names(&e, "I don't see any cars or buses.").is_empty());
+        assert!(names(&e, "No cars, trucks, or buses are visible.").is_empty());
+        assert!(names(&e, "A dog is not visible in the image.").is_empty());
+        assert!(names(&e, "Cats cannot be seen here.").is_empty());
+        assert_eq!(names(&e, "A man with no shirt holds a dog."), ["person", "dog"]);
+        assert_eq!(names(&e, "There is no car. A bus is parked."), ["bus"]);
+    }
+
+    #[test]
+    fn colour_word_before_noun_is_an_attribute() {
+        let e = ex();
+        assert!(names(&e, "An orange sign stands there.").is_empty());
+        assert_eq!(names(&e, "An orange cat sleeps."), ["cat"]);
+        assert_eq!(names(&e, "Oranges and apples on a plate."), ["orange", "apple"]);
+        assert_eq!(names(&e, "There is an orange on the counter."), ["orange"]);
+    }
+
+    #[test]
+    fn general_knowledge_is_not_about_the_image() {
+        let e = ex();
+        assert_eq!(names(&e, "A giraffe eats leaves. Zebras are known for their stripes."), ["giraffe"]);
+        assert_eq!(names(&e, "In this image, zebras are known to graze."), ["zebra"]);
+    }
+
+    #[test]
+    fn spans_point_into_the_original_text() {
+        let e = ex();
+        let text = "The Man\u{2019}s DOG sleeps.";
+        let x = e.extract(text);
+        let spans: Vec<&str> = x.mentions.iter().map(|m| &text[m.span.0 as usize..m.span.1 as usize]).collect();
+        assert_eq!(spans, ["Man", "DOG"]);
+    }
+}
