@@ -14,7 +14,9 @@
 
 pub mod chair;
 pub mod check;
+pub mod compare;
 pub mod extract;
+pub mod profile;
 pub mod seed;
 pub mod error;
 pub mod record;
