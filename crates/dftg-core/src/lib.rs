@@ -16,6 +16,8 @@ pub mod chair;
 pub mod check;
 pub mod compare;
 pub mod extract;
+pub mod generate;
+pub mod llava;
 pub mod profile;
 pub mod seed;
 pub mod error;
