@@ -1,1 +1,15 @@
-//! dftg-runtime: store and queue traits.
+//! dftg-runtime: the I/O the pipeline needs, behind narrow traits.
+//!
+//! Layout:
+//! - `store` — `BlobStore`: get, create-only put, overwrite put, list; one implementation over
+//!             any `object_store` backend (in-memory, local directory, S3), opened from a URL
+//! - `queue` — `TaskQueue`: publish, consume with a bounded prefetch, ack / requeue /
+//!             dead-letter; the in-process implementation used by `dftg run`
+//! - `codec` — versioned MessagePack with named fields for queue messages
+
+pub mod codec;
+pub mod queue;
+pub mod store;
+
+pub use queue::{Delivery, InProcessQueue, QueueError, TaskQueue};
+pub use store::{BlobStore, ObjectBlobStore, PutOutcome, StoreError};
