@@ -1,1 +1,29 @@
-//! dftg-pipeline: stages and runner.
+//! dftg-pipeline: the stages of DFTG as workers, and the embedded runner.
+//!
+//! Layout, one file per stage:
+//! - `job`         — the job spec (TOML/JSON, versioned, validated naming the bad field)
+//! - `corpus`      — ground truth and image bytes from a corpus store; per-image errors
+//! - `layout`      — object keys under `<out>/<job-id>/`
+//! - `messages`    — versioned queue messages (shard tasks and events)
+//! - `diagnose`    — stage 1 worker: ask, extract, check → diagnosis shard + summary
+//! - `coordinator` — plan, barrier (profile + generation plan), dataset manifest, job state
+//! - `generate`    — stage 2 worker: instruction shard in LLaVA format
+//! - `report`      — the self-contained `report.html`
+//! - `worker`      — the queue loop shared by both shapes (ack after write, requeue, DLQ)
+//! - `runner`      — the embedded shape: in-process queue, local store, one process
+//! - `synth`       — the synthetic example corpus (scenes with co-occurrence, PNG images)
+
+pub mod coordinator;
+pub mod corpus;
+pub mod diagnose;
+pub mod error;
+pub mod generate;
+pub mod job;
+pub mod layout;
+pub mod messages;
+pub mod report;
+pub mod runner;
+pub mod synth;
+pub mod worker;
+
+pub use error::PipelineError;

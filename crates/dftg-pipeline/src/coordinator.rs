@@ -1,0 +1,169 @@
+//! Coordinator steps, the same in both shapes: plan shards, build the profile at the barrier,
+//! split the generation budget across shards, and write the dataset manifest. Its state lives
+//! in the store (`job.json` and the shard objects), so a restarted coordinator resumes.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
+use dftg_core::llava::LlavaRecord;
+use dftg_core::profile::{Profile, Summary};
+use dftg_runtime::BlobStore;
+
+use crate::corpus::PlanEntry;
+use crate::diagnose::{to_jsonl, JobContext};
+use crate::error::PipelineError;
+use crate::generate::{read_json, StoredGenerationPlan};
+use crate::job::JobSpec;
+use crate::layout;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Planning,
+    Diagnosing,
+    Profiling,
+    Generating,
+    Finishing,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// `job.json`: the spec as accepted and the job's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    pub schema_version: u32,
+    pub job_id: String,
+    pub spec: JobSpec,
+    pub phase: Phase,
+    pub shards: u32,
+    pub images: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub async fn write_state(store: &dyn BlobStore, state: &JobState) -> Result<(), PipelineError> {
+    store.put(layout::JOB, Bytes::from(serde_json::to_vec_pretty(state).unwrap_or_default())).await?;
+    Ok(())
+}
+
+pub async fn read_state(store: &dyn BlobStore) -> Result<Option<JobState>, PipelineError> {
+    match store.get(layout::JOB).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| PipelineError::CorruptObject { key: layout::JOB.into(), reason: e.to_string() }),
+    }
+}
+
+/// Writes the plan shards (create-only: an existing plan is kept). Returns (shards, images).
+pub async fn write_plan(store: &dyn BlobStore, entries: &[PlanEntry], shard_size: usize) -> Result<(u32, u64), PipelineError> {
+    let mut shards = 0u32;
+    for (i, chunk) in entries.chunks(shard_size.max(1)).enumerate() {
+        store.put_create(&layout::plan_shard(i as u32), to_jsonl(chunk)).await?;
+        shards += 1;
+    }
+    Ok((shards, entries.len() as u64))
+}
+
+/// Folds the shard summaries (any order) into one.
+pub async fn merged_summaries(store: &dyn BlobStore, shards: u32) -> Result<(Summary, Vec<Summary>), PipelineError> {
+    let mut total = Summary::default();
+    let mut each = Vec::with_capacity(shards as usize);
+    for shard in 0..shards {
+        let s: Summary = read_json(store, &layout::summary_shard(shard)).await?;
+        total.merge(&s);
+        each.push(s);
+    }
+    Ok((total, each))
+}
+
+/// The barrier: profile and generation plan from the diagnosis summaries.
+pub async fn build_profile_and_plan(ctx: &JobContext, shards: u32) -> Result<(Profile, GenerationPlan), PipelineError> {
+    let (total, each) = merged_summaries(ctx.store.as_ref(), shards).await?;
+    let profile = Profile::build(&ctx.model_name, &total);
+    ctx.store.put(layout::PROFILE, Bytes::from(serde_json::to_vec_pretty(&profile).unwrap_or_default())).await?;
+    let plan = plan_generation(&profile, &total, &ctx.generation);
+    let stored = StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
+    ctx.store.put(layout::GENERATION_PLAN, Bytes::from(serde_json::to_vec_pretty(&stored).unwrap_or_default())).await?;
+    Ok((profile, plan))
+}
+
+/// `dataset.json`: what was generated, by type and concept, and what failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetManifest {
+    pub schema_version: u32,
+    pub job_id: String,
+    pub model: String,
+    pub prompts: Vec<String>,
+    pub images: u64,
+    pub diagnosed_images: u64,
+    pub failed_images: u64,
+    pub errors_by_reason: BTreeMap<String, u64>,
+    pub instructions: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_concept: BTreeMap<String, u64>,
+    pub by_type_and_concept: BTreeMap<String, BTreeMap<String, u64>>,
+    pub shards: Vec<DatasetShard>,
+    pub plan: GenerationPlan,
+    /// Shards whose task was given up, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_shards: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetShard {
+    pub diagnoses: String,
+    pub instructions: String,
+    pub records: u64,
+}
+
+pub async fn write_dataset(
+    ctx: &JobContext,
+    shards: u32,
+    plan: &GenerationPlan,
+    failed_shards: BTreeMap<String, String>,
+) -> Result<DatasetManifest, PipelineError> {
+    let (total, _) = merged_summaries(ctx.store.as_ref(), shards).await?;
+    let mut m = DatasetManifest {
+        schema_version: 1,
+        job_id: ctx.job_id.clone(),
+        model: ctx.model_name.clone(),
+        prompts: ctx.prompts.clone(),
+        images: 0,
+        diagnosed_images: total.images,
+        failed_images: total.failed_images,
+        errors_by_reason: total.errors_by_reason.clone(),
+        instructions: 0,
+        by_type: BTreeMap::new(),
+        by_concept: BTreeMap::new(),
+        by_type_and_concept: BTreeMap::new(),
+        shards: Vec::new(),
+        plan: plan.clone(),
+        failed_shards,
+    };
+    for shard in 0..shards {
+        let key = layout::instruction_shard(shard);
+        let records: Vec<LlavaRecord> = match ctx.store.get(&key).await? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?,
+            None => Vec::new(),
+        };
+        for r in &records {
+            let t = r.meta.kind.as_str().to_string();
+            let c = r.meta.concept.clone().unwrap_or_else(|| "-".to_string());
+            *m.by_type.entry(t.clone()).or_default() += 1;
+            *m.by_concept.entry(c.clone()).or_default() += 1;
+            *m.by_type_and_concept.entry(t).or_default().entry(c).or_default() += 1;
+        }
+        m.instructions += records.len() as u64;
+        m.shards.push(DatasetShard { diagnoses: layout::diagnosis_shard(shard), instructions: key, records: records.len() as u64 });
+    }
+    // distinct images: diagnoses count one record per prompt
+    let prompts = ctx.prompts.len().max(1) as u64;
+    m.images = (total.images + total.failed_images) / prompts;
+    ctx.store.put(layout::DATASET, Bytes::from(serde_json::to_vec_pretty(&m).unwrap_or_default())).await?;
+    Ok(m)
+}

@@ -1,0 +1,160 @@
+//! The diagnose stage (inference worker): per image fetch bytes, ask the model, extract,
+//! check; write one diagnosis shard and its summary. The shard is written with a create-only
+//! put; if it already exists the work is not redone.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+
+use dftg_core::check::diagnose;
+use dftg_core::extract::{ExtractScratch, Extractor};
+use dftg_core::profile::Summary;
+use dftg_core::record::{DiagnosisRecord, ImageError, ImageScores, DIAGNOSIS_SCHEMA_VERSION};
+use dftg_model::client::{ModelClient, ModelRequest};
+use dftg_runtime::{BlobStore, PutOutcome};
+
+use crate::corpus::{fetch_image, PlanEntry};
+use crate::error::PipelineError;
+use crate::layout;
+
+/// What a stage needs to process shards of one job.
+pub struct JobContext {
+    pub job_id: String,
+    pub seed: u64,
+    pub prompts: Vec<String>,
+    pub model_name: String,
+    /// The job's output prefix.
+    pub store: Arc<dyn BlobStore>,
+    pub corpus: Arc<dyn BlobStore>,
+    pub model: Arc<dyn ModelClient>,
+    pub extractor: Arc<Extractor>,
+    /// Images of one shard processed concurrently (the model client bounds requests globally).
+    pub concurrency: usize,
+    pub generation: dftg_core::generate::GenerationConfig,
+}
+
+impl JobContext {
+    pub fn concept_names(&self) -> Vec<&str> {
+        self.extractor.vocab().concepts().iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+pub struct DiagnoseOutcome {
+    pub summary: Summary,
+    pub images: u64,
+    pub failed: u64,
+    pub already_done: bool,
+}
+
+pub async fn read_jsonl<T: serde::de::DeserializeOwned>(store: &dyn BlobStore, key: &str) -> Result<Vec<T>, PipelineError> {
+    let bytes = store.get(key).await?.ok_or_else(|| PipelineError::CorruptObject { key: key.to_string(), reason: "missing".into() })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| PipelineError::CorruptObject { key: key.into(), reason: "not utf-8".into() })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| PipelineError::CorruptObject { key: key.into(), reason: format!("line {}: {e}", i + 1) })
+        })
+        .collect()
+}
+
+pub fn to_jsonl<T: serde::Serialize>(items: &[T]) -> Bytes {
+    let mut out = Vec::with_capacity(items.len() * 512);
+    for it in items {
+        // serializing our own plain structs cannot fail
+        if serde_json::to_writer(&mut out, it).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    Bytes::from(out)
+}
+
+pub fn summarize(ctx: &JobContext, records: &[DiagnosisRecord]) -> Summary {
+    let names = ctx.concept_names();
+    let mut s = Summary::default();
+    for r in records {
+        s.add(r, &names);
+    }
+    s
+}
+
+async fn write_summary(ctx: &JobContext, shard: u32, summary: &Summary) -> Result<(), PipelineError> {
+    let bytes = Bytes::from(serde_json::to_vec(summary).unwrap_or_default());
+    ctx.store.put_create(&layout::summary_shard(shard), bytes).await?;
+    Ok(())
+}
+
+/// Processes one diagnose shard; idempotent.
+pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<DiagnoseOutcome, PipelineError> {
+    let out_key = layout::diagnosis_shard(shard);
+    if ctx.store.get(&out_key).await?.is_some() {
+        let records: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &out_key).await?;
+        let summary = summarize(ctx, &records);
+        write_summary(ctx, shard, &summary).await?;
+        return Ok(DiagnoseOutcome {
+            images: summary.images + summary.failed_images,
+            failed: summary.failed_images,
+            summary,
+            already_done: true,
+        });
+    }
+    let entries: Vec<PlanEntry> = read_jsonl(ctx.store.as_ref(), &layout::plan_shard(shard)).await?;
+    // futures collected first: a closure inside the stream type trips Send inference
+    let pending: Vec<_> = entries.iter().map(|e| diagnose_entry(ctx, e).boxed()).collect();
+    let per_image = futures::stream::iter(pending)
+        .buffered(ctx.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
+    let summary = summarize(ctx, &records);
+    let outcome = ctx.store.put_create(&out_key, to_jsonl(&records)).await?;
+    write_summary(ctx, shard, &summary).await?;
+    Ok(DiagnoseOutcome {
+        images: records.len() as u64,
+        failed: summary.failed_images,
+        summary,
+        already_done: outcome == PutOutcome::AlreadyExists,
+    })
+}
+
+/// One record per prompt for one image (a failed image yields one record per prompt too).
+async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRecord> {
+    if let Some(err) = &entry.error {
+        return ctx.prompts.iter().map(|p| failed(entry, p, err.clone())).collect();
+    }
+    let (bytes, mime) = match fetch_image(ctx.corpus.as_ref(), entry).await {
+        Ok(x) => x,
+        Err(err) => return ctx.prompts.iter().map(|p| failed(entry, p, err.clone())).collect(),
+    };
+    let asks = ctx.prompts.iter().map(|prompt| {
+        let req = ModelRequest { image: bytes.clone(), mime: mime.to_string(), prompt: prompt.clone() };
+        async move { (prompt, ctx.model.complete(&req).await.map(|r| r.text)) }
+    });
+    let replies = futures::future::join_all(asks).await;
+    let mut scratch = ExtractScratch::default();
+    replies
+        .into_iter()
+        .map(|(prompt, reply)| match reply {
+            Ok(text) => diagnose(&ctx.extractor, &mut scratch, &entry.truth, prompt, &text),
+            Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
+        })
+        .collect()
+}
+
+fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord {
+    tracing::warn!(image = %entry.truth.image, reason = %error.reason, "image not diagnosed");
+    DiagnosisRecord {
+        schema_version: DIAGNOSIS_SCHEMA_VERSION,
+        image: entry.truth.image.clone(),
+        file: entry.truth.file.clone(),
+        prompt: prompt.to_string(),
+        response: String::new(),
+        mentions: Vec::new(),
+        negated: Vec::new(),
+        truth: entry.truth.objects.clone(),
+        hallucinations: Vec::new(),
+        scores: ImageScores::default(),
+        error: Some(error),
+    }
+}

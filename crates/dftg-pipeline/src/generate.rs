@@ -1,0 +1,50 @@
+//! The generate stage (generator worker): one instruction shard from one diagnosis shard, the
+//! profile and this shard's quota. Create-only put; redelivery is harmless.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use dftg_core::generate::{generate_shard, GenerationPlan, ShardQuota};
+use dftg_core::llava::LlavaRecord;
+use dftg_core::profile::Profile;
+use dftg_core::record::DiagnosisRecord;
+use dftg_runtime::PutOutcome;
+
+use crate::diagnose::{read_jsonl, JobContext};
+use crate::error::PipelineError;
+use crate::layout;
+
+/// `generation-plan.json`: the global plan and each shard's part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredGenerationPlan {
+    pub schema_version: u32,
+    pub plan: GenerationPlan,
+    pub shards: Vec<ShardQuota>,
+}
+
+pub async fn read_json<T: serde::de::DeserializeOwned>(store: &dyn dftg_runtime::BlobStore, key: &str) -> Result<T, PipelineError> {
+    let bytes = store.get(key).await?.ok_or_else(|| PipelineError::CorruptObject { key: key.into(), reason: "missing".into() })?;
+    serde_json::from_slice(&bytes).map_err(|e| PipelineError::CorruptObject { key: key.into(), reason: e.to_string() })
+}
+
+pub struct GenerateOutcome {
+    pub instructions: u64,
+    pub already_done: bool,
+}
+
+pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<GenerateOutcome, PipelineError> {
+    let out_key = layout::instruction_shard(shard);
+    if let Some(existing) = ctx.store.get(&out_key).await? {
+        let records: Vec<LlavaRecord> =
+            serde_json::from_slice(&existing).map_err(|e| PipelineError::CorruptObject { key: out_key.clone(), reason: e.to_string() })?;
+        return Ok(GenerateOutcome { instructions: records.len() as u64, already_done: true });
+    }
+    let profile: Profile = read_json(ctx.store.as_ref(), layout::PROFILE).await?;
+    let plan: StoredGenerationPlan = read_json(ctx.store.as_ref(), layout::GENERATION_PLAN).await?;
+    let quota = plan.shards.get(shard as usize).cloned().unwrap_or_default();
+    let diagnoses: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &layout::diagnosis_shard(shard)).await?;
+    let records = generate_shard(&ctx.extractor, &profile, &diagnoses, &quota, ctx.seed);
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&records).unwrap_or_default());
+    let outcome = ctx.store.put_create(&out_key, bytes).await?;
+    Ok(GenerateOutcome { instructions: records.len() as u64, already_done: outcome == PutOutcome::AlreadyExists })
+}

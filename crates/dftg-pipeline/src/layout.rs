@@ -1,0 +1,26 @@
+//! Object keys under a job prefix (`<out>/<job-id>/`). Every output has a deterministic key:
+//! a finished object is the commit record of its work.
+
+pub const JOB: &str = "job.json";
+pub const PROFILE: &str = "profile.json";
+pub const GENERATION_PLAN: &str = "generation-plan.json";
+pub const DATASET: &str = "dataset.json";
+pub const REPORT: &str = "report.html";
+pub const SIM_TRUTH: &str = "sim-truth.jsonl";
+
+pub fn plan_shard(shard: u32) -> String {
+    format!("plan/shard-{shard:05}.jsonl")
+}
+
+pub fn diagnosis_shard(shard: u32) -> String {
+    format!("diagnoses/shard-{shard:05}.jsonl")
+}
+
+/// The mergeable summary of a diagnosis shard (derived from it; rewritten if missing).
+pub fn summary_shard(shard: u32) -> String {
+    format!("summaries/shard-{shard:05}.json")
+}
+
+pub fn instruction_shard(shard: u32) -> String {
+    format!("instructions/shard-{shard:05}.json")
+}
