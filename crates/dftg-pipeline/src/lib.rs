@@ -21,6 +21,7 @@ pub mod generate;
 pub mod job;
 pub mod layout;
 pub mod messages;
+pub mod model_setup;
 pub mod report;
 pub mod runner;
 pub mod synth;

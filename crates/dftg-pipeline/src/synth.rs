@@ -163,6 +163,16 @@ fn draw_png(key: &str, scene: &str, boxes: &[([f64; 4], [u8; 3])]) -> Result<Vec
     Ok(out)
 }
 
+/// A distinct small PNG for an image that exists only as ground truth (replayed corpora).
+pub fn placeholder_png(key: &str, objects: &[&str]) -> Result<Vec<u8>, PipelineError> {
+    let boxes: Vec<([f64; 4], [u8; 3])> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ([(i as f64 * 11.0) % 80.0, 8.0 + (i as f64 * 7.0) % 40.0, 14.0, 12.0], hash_rgb(o)))
+        .collect();
+    draw_png(key, "placeholder", &boxes)
+}
+
 /// Writes a synthetic corpus to a directory: `annotations.json` and `images/*.png`.
 pub fn write_corpus_dir(dir: &std::path::Path, n: usize, seed: u64) -> Result<usize, PipelineError> {
     let corpus = synthesize(n, seed)?;

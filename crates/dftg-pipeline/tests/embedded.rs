@@ -1,0 +1,206 @@
+//! The embedded pipeline end to end: synthetic corpus → simulator over HTTP → diagnoses →
+//! profile → instructions, checked against the simulator's truth log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use dftg_core::extract::{ExtractScratch, Extractor};
+use dftg_core::llava::{InstructionType, LlavaRecord};
+use dftg_core::profile::Profile;
+use dftg_core::record::DiagnosisRecord;
+use dftg_core::truth::ImageTruth;
+use dftg_core::vocab::Vocabulary;
+use dftg_pipeline::diagnose::JobContext;
+use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::model_setup::start_model;
+use dftg_pipeline::runner::{run_embedded, NoProgress, RunOptions, RunReport};
+use dftg_runtime::ObjectBlobStore;
+use tokio_util::sync::CancellationToken;
+
+async fn run(corpus: &Path, out: &Path, spec: &JobSpec) -> RunReport {
+    let job_dir = out.join(spec.id());
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let model = start_model(spec, corpus, Some(job_dir.join("sim-truth.jsonl"))).await.unwrap();
+    let ctx = Arc::new(JobContext {
+        job_id: spec.id(),
+        seed: spec.seed,
+        prompts: spec.prompts.clone(),
+        model_name: spec.model_name(),
+        store: Arc::new(ObjectBlobStore::local_dir(&job_dir).unwrap()),
+        corpus: Arc::new(ObjectBlobStore::local_dir(corpus).unwrap()),
+        model: model.client.clone(),
+        extractor: Arc::new(Extractor::new(Arc::new(Vocabulary::coco80()))),
+        concurrency: spec.model.max_in_flight,
+        generation: spec.generation.clone(),
+    });
+    let report = run_embedded(spec, ctx, RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() })
+        .await
+        .unwrap();
+    if let Some(sim) = model.sim {
+        sim.shutdown().await.unwrap();
+    }
+    report
+}
+
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn diagnoses(job: &Path) -> Vec<DiagnosisRecord> {
+    let mut files: Vec<_> = std::fs::read_dir(job.join("diagnoses")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().flat_map(|f| read_jsonl::<DiagnosisRecord>(f)).collect()
+}
+
+fn instructions(job: &Path) -> Vec<LlavaRecord> {
+    let mut files: Vec<_> = std::fs::read_dir(job.join("instructions")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().flat_map(|f| serde_json::from_str::<Vec<LlavaRecord>>(&std::fs::read_to_string(f).unwrap()).unwrap()).collect()
+}
+
+/// (image, kind, concept) triples of the simulator's truth log.
+fn injected(job: &Path) -> BTreeSet<(String, String, String)> {
+    let rows: Vec<serde_json::Value> = read_jsonl(&job.join("sim-truth.jsonl"));
+    rows.iter()
+        .flat_map(|r| {
+            let image = r["image"].as_str().unwrap().to_string();
+            r["hallucinated"].as_array().unwrap().iter().map(move |h| {
+                (image.clone(), h["kind"].as_str().unwrap().to_string(), h["concept"].as_str().unwrap().to_string())
+            })
+        })
+        .collect()
+}
+
+fn precision_recall(found: &BTreeSet<(String, String, String)>, truth: &BTreeSet<(String, String, String)>, kind: &str) -> (f64, f64, usize) {
+    let f: BTreeSet<_> = found.iter().filter(|t| t.1 == kind).collect();
+    let t: BTreeSet<_> = truth.iter().filter(|t| t.1 == kind).collect();
+    let tp = f.intersection(&t).count();
+    (tp as f64 / f.len().max(1) as f64, tp as f64 / t.len().max(1) as f64, t.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnosis_recovers_the_simulators_hallucinations_for_every_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 1).unwrap();
+    let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
+    for profile in ["people-everywhere", "kitchenware"] {
+        let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: format!("sim:{profile}"), ..ModelSpec::default() });
+        spec.shard_size = 40;
+        let out = dir.path().join(format!("out-{profile}"));
+        let report = run(&corpus, &out, &spec).await;
+        let job = out.join(&report.job_id);
+        let diags = diagnoses(&job);
+        assert_eq!(diags.len(), 300);
+        let found: BTreeSet<(String, String, String)> = diags
+            .iter()
+            .flat_map(|d| d.hallucinations.iter().map(move |h| (d.image.clone(), h.kind.as_str().to_string(), h.concept.clone())))
+            .collect();
+        let truth = injected(&job);
+        for (kind, bar) in [("object", 0.95), ("count", 0.90), ("attribute", 0.90)] {
+            let (p, r, n) = precision_recall(&found, &truth, kind);
+            eprintln!("{profile} {kind}: precision {p:.3} recall {r:.3} over {n} injected");
+            assert!(n > 0, "{profile}: the simulator injected no {kind} hallucination");
+            assert!(p >= bar && r >= bar, "{profile} {kind}: precision {p:.3} recall {r:.3} below {bar}");
+        }
+        // generated data is grounded
+        let by_image: BTreeMap<String, &DiagnosisRecord> = diags.iter().map(|d| (d.file.clone().unwrap(), d)).collect();
+        let recs = instructions(&job);
+        assert!(!recs.is_empty());
+        let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let mut negatives: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &recs {
+            r.validate().unwrap();
+            let d = by_image[&r.image];
+            let present = |c: &str| d.truth.iter().any(|o| o.name == c);
+            match r.meta.kind {
+                InstructionType::NegativeExistence => {
+                    let c = r.meta.concept.clone().unwrap();
+                    assert!(!present(&c), "negative on an image holding {c}: {r:?}");
+                    *negatives.entry(c).or_default() += 1;
+                }
+                InstructionType::PositiveExistence | InstructionType::Count | InstructionType::Attribute => {
+                    assert!(present(r.meta.concept.as_deref().unwrap()), "{r:?}")
+                }
+                InstructionType::CorrectedDescription => {
+                    let t = ImageTruth { image: d.image.clone(), file: None, objects: d.truth.clone() };
+                    let again = dftg_core::check::diagnose(&extractor, &mut ExtractScratch::default(), &t, "p", &r.conversations[1].value);
+                    assert!(again.hallucinations.is_empty(), "corrected description still hallucinates: {:?}", again.hallucinations);
+                }
+            }
+        }
+        let profile_json: Profile = serde_json::from_str(&std::fs::read_to_string(job.join("profile.json")).unwrap()).unwrap();
+        // negatives follow the profile: the top concept gets the most negatives
+        let top = &profile_json.concepts[0].concept;
+        let most = negatives.iter().max_by_key(|(_, n)| **n).unwrap().0;
+        assert_eq!(top, most, "negatives {negatives:?}");
+        let total_neg: u64 = negatives.values().sum();
+        for c in profile_json.concepts.iter().filter(|c| c.hallucinations > 0).take(5) {
+            let share = *negatives.get(&c.concept).unwrap_or(&0) as f64 / total_neg as f64;
+            assert!((share - c.share).abs() < 0.1, "{}: negative share {share:.3} vs profile share {:.3}", c.concept, c.share);
+        }
+        let dataset: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(job.join("dataset.json")).unwrap()).unwrap();
+        assert_eq!(dataset["instructions"].as_u64().unwrap(), recs.len() as u64);
+        let html = std::fs::read_to_string(job.join("report.html")).unwrap();
+        assert!(html.contains("<mark") && !html.contains("http://cdn") && !html.contains("<script"));
+        profiles.insert(profile.to_string(), profile_json);
+    }
+    let c = dftg_core::compare::compare(&profiles["people-everywhere"], &profiles["kitchenware"], 5);
+    eprintln!("jensen-shannon {:.3}, top-5 overlap {:.2}: {:?} vs {:?}", c.jensen_shannon, c.top_k_overlap, c.top_a, c.top_b);
+    assert!(c.jensen_shannon > 0.3, "profiles should differ clearly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_redoes_nothing_and_any_sharding_gives_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 120, 3).unwrap();
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+    spec.shard_size = 25;
+    let out = dir.path().join("a");
+    let first = run(&corpus, &out, &spec).await;
+    let again = run(&corpus, &out, &spec).await;
+    assert_eq!(again.resumed_shards, 2 * 5, "both stages' shards were already done");
+    assert_eq!(first.manifest, again.manifest);
+    // another shard size: the same diagnoses, profile and instruction mix; which images serve
+    // a quota may differ (selection is local to a shard), never how many per type and concept
+    let mut spec2 = spec.clone();
+    spec2.shard_size = 50;
+    let out2 = dir.path().join("b");
+    let other = run(&corpus, &out2, &spec2).await;
+    assert_eq!(diagnoses(&out.join(&first.job_id)), diagnoses(&out2.join(&other.job_id)));
+    let profile = |job: &Path| std::fs::read_to_string(job.join("profile.json")).unwrap();
+    assert_eq!(profile(&out.join(&first.job_id)), profile(&out2.join(&other.job_id)));
+    assert_eq!(first.manifest.by_type_and_concept, other.manifest.by_type_and_concept);
+    // the same shard size again from scratch: byte-identical instructions
+    let out3 = dir.path().join("c");
+    let third = run(&corpus, &out3, &spec).await;
+    assert_eq!(instructions(&out.join(&first.job_id)), instructions(&out3.join(&third.job_id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_become_per_image_errors_and_the_job_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 60, 5).unwrap();
+    // a corrupt image and a missing one
+    std::fs::write(corpus.join("images/000003.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::remove_file(corpus.join("images/000007.png")).unwrap();
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:people-everywhere".into(), sim_fault_rate: 0.1, ..ModelSpec::default() });
+    spec.shard_size = 20;
+    let out = dir.path().join("out");
+    let report = run(&corpus, &out, &spec).await;
+    let m = &report.manifest;
+    eprintln!("errors {:?}", m.errors_by_reason);
+    assert_eq!(m.images, 60);
+    assert_eq!(m.errors_by_reason.get("corrupt_image"), Some(&1));
+    assert_eq!(m.errors_by_reason.get("missing_image"), Some(&1));
+    assert!(m.errors_by_reason.keys().any(|k| k.starts_with("model_")), "sticky faults survive the retries: {:?}", m.errors_by_reason);
+    let diags = diagnoses(&out.join(&report.job_id));
+    assert_eq!(diags.len(), 60);
+    let d3 = diags.iter().find(|d| d.image == "3").unwrap();
+    assert!(d3.error.as_ref().unwrap().message.contains("000003.png"));
+    assert!(diags.iter().filter(|d| d.error.is_some()).all(|d| d.response.is_empty()));
+    assert!(m.instructions > 0);
+}
