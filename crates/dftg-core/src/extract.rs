@@ -296,7 +296,12 @@ impl Extractor {
             if count.is_none() && w == "of" && k >= 2 && toks[k - 2].kind == Kind::Word {
                 // "a pair of skis" names one object when the concept is itself a pair
                 match word(k - 2) {
-                    "pair" => count = Some(if self.vocab.name(concept).ends_with('s') { 1 } else { 2 }),
+                    // "a pair of skis" is one object of a pair-noun concept (same singular and plural)
+                    "pair" => {
+                        let c = self.vocab.concept(concept);
+                        let pair_noun = c.synonyms[0] == c.plurals[0] && c.name.ends_with('s');
+                        count = Some(if pair_noun { 1 } else { 2 });
+                    }
                     "dozen" => count = Some(12),
                     _ => {}
                 }
@@ -562,6 +567,7 @@ mod tests {
         assert_eq!(attrs, [("color", "brown"), ("size", "large")]);
         assert_eq!(x.mentions[1].count, Some(3));
         assert_eq!(x.mentions[2].count, Some(1), "a pair of skis is one skis object");
+        assert_eq!(e.extract("a pair of buses").mentions[0].count, Some(2));
         assert_eq!(e.extract("a dog").mentions[0].count, None);
     }
 

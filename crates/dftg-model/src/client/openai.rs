@@ -1,0 +1,574 @@
+//! `OpenAiClient`: any OpenAI-compatible chat-completions server (vLLM, Ollama `/v1`, SGLang,
+//! llama.cpp server).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use tokio::sync::Semaphore;
+use tracing::{field, Instrument as _};
+
+use super::retry::{parse_retry_after, Jitter, RetryPolicy};
+use super::{ModelClient, ModelError, ModelReply, ModelRequest};
+use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList};
+
+/// Environment variables read for the API key, in order.
+pub const API_KEY_ENV: [&str; 2] = ["DFTG_API_KEY", "OPENAI_API_KEY"];
+
+/// A successful body larger than this is not a caption; refusing it bounds memory per request.
+const MAX_SUCCESS_BODY: usize = 8 << 20;
+/// Error bodies are only quoted, so little of them is kept.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Characters of a body quoted in an error message.
+const EXCERPT_CHARS: usize = 200;
+
+/// The first non-empty key among [`API_KEY_ENV`], looked up with `lookup` (a parameter so tests
+/// need not mutate the process environment).
+pub fn api_key_from(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    API_KEY_ENV.iter().find_map(|name| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+}
+
+/// Where the model is and how to talk to it.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// Up to and including the API version, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Sent as `Authorization: Bearer …` when present. Never logged.
+    pub api_key: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    /// Per attempt: connect, send, and read the whole answer.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Requests in flight at once, over all callers of this client.
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+    /// Seed of the backoff jitter; `None` draws from entropy (see [`RetryPolicy`]).
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for OpenAiConfig {
+    /// Defaults without touching the environment; [`OpenAiConfig::new`] also reads the key.
+    fn default() -> Self {
+        OpenAiConfig {
+            base_url: "http://127.0.0.1:8000/v1".to_owned(),
+            model: String::new(),
+            api_key: None,
+            max_tokens: Some(512),
+            temperature: None,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_in_flight: 64,
+            retry: RetryPolicy::default(),
+            jitter_seed: None,
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// Defaults for `base_url` and `model`, with the API key from `DFTG_API_KEY`, else
+    /// `OPENAI_API_KEY` (absent or empty: no auth header).
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        OpenAiConfig {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: api_key_from(|name| std::env::var(name).ok()),
+            ..OpenAiConfig::default()
+        }
+    }
+}
+
+/// Hand-written so the key never reaches a log line.
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("retry", &self.retry)
+            .field("jitter_seed", &self.jitter_seed)
+            .finish()
+    }
+}
+
+/// A config that cannot work, found before any request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("invalid model endpoint config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("cannot build the http client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ClientConfigError {
+    ClientConfigError::Invalid { field, reason: reason.into() }
+}
+
+/// The HTTP client for an OpenAI-compatible server. Cheap to clone; clones share the
+/// connection pool and the in-flight bound.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: OpenAiConfig,
+    completions_url: Url,
+    models_url: Url,
+    /// The URLs without credentials, for messages and logs.
+    completions_shown: String,
+    models_shown: String,
+    auth: Option<HeaderValue>,
+    /// One permit per attempt in flight; never held across a backoff sleep.
+    slots: Semaphore,
+    jitter: Jitter,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+/// A response read up to a size limit.
+struct Raw {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
+    truncated: bool,
+}
+
+impl OpenAiClient {
+    pub fn new(config: OpenAiConfig) -> Result<Self, ClientConfigError> {
+        let base = config.base_url.trim().trim_end_matches('/');
+        let parsed = Url::parse(base).map_err(|e| invalid("base_url", format!("{:?} is not a url: {e}", redact_url(base))))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+            return Err(invalid("base_url", format!("{:?} is not an http(s) url", redact_url(base))));
+        }
+        let completions_url = Url::parse(&format!("{base}/chat/completions"))
+            .map_err(|e| invalid("base_url", format!("cannot append /chat/completions: {e}")))?;
+        let models_url =
+            Url::parse(&format!("{base}/models")).map_err(|e| invalid("base_url", format!("cannot append /models: {e}")))?;
+        if config.model.trim().is_empty() {
+            return Err(invalid("model", "must not be empty"));
+        }
+        if config.max_in_flight == 0 || config.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(invalid("max_in_flight", format!("must be in 1..={}", Semaphore::MAX_PERMITS)));
+        }
+        if config.request_timeout.is_zero() {
+            return Err(invalid("request_timeout", "must be positive"));
+        }
+        if config.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout", "must be positive"));
+        }
+        if let Some(t) = config.temperature {
+            if !t.is_finite() || t < 0.0 {
+                return Err(invalid("temperature", format!("{t} is not a non-negative number")));
+            }
+        }
+        let auth = match config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            Some(key) => {
+                // The key is deliberately not quoted in the error.
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| invalid("api_key", "contains characters not allowed in an http header"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            // Idle connections for every slot, so a full pipeline reuses connections.
+            .pool_max_idle_per_host(config.max_in_flight)
+            .tcp_nodelay(true)
+            // A redirected POST turns into a GET: report it instead of following it.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("dftg/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientConfigError::Http)?;
+        Ok(OpenAiClient {
+            inner: Arc::new(Inner {
+                http,
+                completions_shown: redact_url(completions_url.as_str()),
+                models_shown: redact_url(models_url.as_str()),
+                completions_url,
+                models_url,
+                auth,
+                slots: Semaphore::new(config.max_in_flight),
+                jitter: Jitter::new(config.jitter_seed),
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.inner.config
+    }
+
+    /// Attempts in flight right now (for a gauge).
+    pub fn in_flight(&self) -> usize {
+        self.inner.config.max_in_flight.saturating_sub(self.inner.slots.available_permits())
+    }
+
+    /// `GET {base_url}/models`, one attempt: a startup health check, so the caller decides
+    /// whether to wait and try again. Does not take an in-flight slot.
+    pub async fn list_models(&self) -> Result<ModelList, ModelError> {
+        let url = &self.inner.models_shown;
+        let request = self.authorized(self.inner.http.get(self.inner.models_url.clone()));
+        let raw = self.fetch(request, url).await?;
+        if !raw.status.is_success() {
+            return Err(status_error(&raw, url));
+        }
+        if raw.truncated {
+            return Err(too_large(&raw, url));
+        }
+        serde_json::from_slice(&raw.body).map_err(|e| {
+            ModelError::malformed(format!("malformed model list from {url}: {e}; body {}", excerpt(&raw.body)))
+                .with_status(raw.status.as_u16())
+        })
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = request.timeout(self.inner.config.request_timeout);
+        match &self.inner.auth {
+            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+            None => request,
+        }
+    }
+
+    /// Sends and reads the body, mapping transport failures; statuses are left to the caller.
+    async fn fetch(&self, request: reqwest::RequestBuilder, url: &str) -> Result<Raw, ModelError> {
+        let mut response = request.send().await.map_err(|e| self.transport_error(e, url))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let limit = if status.is_success() { MAX_SUCCESS_BODY } else { MAX_ERROR_BODY };
+        let mut body = Vec::new();
+        let mut truncated = response.content_length().is_some_and(|n| n > limit as u64);
+        while !truncated {
+            match response.chunk().await.map_err(|e| self.transport_error(e, url))? {
+                Some(chunk) => {
+                    let room = limit - body.len();
+                    truncated = chunk.len() > room;
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                None => break,
+            }
+        }
+        Ok(Raw { status, retry_after, body: Bytes::from(body), truncated })
+    }
+
+    fn transport_error(&self, e: reqwest::Error, url: &str) -> ModelError {
+        if e.is_connect() {
+            ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
+        } else if e.is_timeout() {
+            ModelError::timeout(format!(
+                "no complete answer from {url} within {} ms",
+                self.inner.config.request_timeout.as_millis()
+            ))
+        } else {
+            ModelError::unreachable(format!("request to {url} failed: {}", root_cause(e)))
+        }
+    }
+
+    /// The JSON body, built once and reused by every attempt.
+    fn encode(&self, req: &ModelRequest) -> Result<Bytes, ModelError> {
+        let mime = req.mime.trim();
+        let mut data_url = String::with_capacity(mime.len() + 13 + req.image.len().div_ceil(3) * 4);
+        data_url.push_str("data:");
+        data_url.push_str(mime);
+        data_url.push_str(";base64,");
+        base64::engine::general_purpose::STANDARD.encode_string(&req.image, &mut data_url);
+        let chat = ChatRequest {
+            model: self.inner.config.model.clone(),
+            messages: vec![ChatMessage {
+                role: "user".to_owned(),
+                content: MessageContent::Parts(vec![
+                    ContentPart::Text { text: req.prompt.clone() },
+                    ContentPart::ImageUrl { image_url: ImageUrl { url: data_url } },
+                ]),
+            }],
+            max_tokens: self.inner.config.max_tokens,
+            temperature: self.inner.config.temperature,
+        };
+        serde_json::to_vec(&chat).map(Bytes::from).map_err(|e| {
+            ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown))
+        })
+    }
+
+    /// One attempt: holds an in-flight slot from send to the end of the body, no longer.
+    async fn attempt(&self, body: &Bytes, attempt: u32) -> Result<(String, Duration), ModelError> {
+        let url = &self.inner.completions_shown;
+        let raw = {
+            let _slot = self
+                .inner
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| ModelError::unreachable(format!("client for {url} is closed")))?;
+            let started = Instant::now();
+            let request = self
+                .authorized(self.inner.http.post(self.inner.completions_url.clone()))
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            let raw = self.fetch(request, url).await;
+            let latency = started.elapsed();
+            tracing::debug!(
+                attempt,
+                status = raw.as_ref().ok().map(|r| r.status.as_u16()),
+                latency_ms = latency.as_millis() as u64,
+                "model attempt done"
+            );
+            raw.map(|r| (r, latency))
+        };
+        let (raw, latency) = raw?;
+        interpret_completion(&raw, url).map(|text| (text, latency))
+    }
+
+    async fn complete_inner(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
+        let span = tracing::Span::current();
+        let body = self.encode(req)?;
+        let max_attempts = self.inner.config.retry.attempts();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            span.record("attempts", attempt);
+            match self.attempt(&body, attempt).await {
+                Ok((text, latency)) => {
+                    span.record("status", 200u16);
+                    span.record("latency_ms", latency.as_millis() as u64);
+                    return Ok(ModelReply { text, attempts: attempt, latency });
+                }
+                Err(e) => {
+                    if let Some(status) = e.status() {
+                        span.record("status", status);
+                    }
+                    if !e.retryable() || attempt >= max_attempts {
+                        span.record("reason", e.reason());
+                        tracing::warn!(reason = e.reason(), error = %e.message(), attempts = attempt, "model request failed");
+                        return Err(e.with_attempts(attempt));
+                    }
+                    let delay = self.inner.jitter.delay(&self.inner.config.retry, attempt, e.retry_after());
+                    tracing::debug!(
+                        attempt,
+                        reason = e.reason(),
+                        error = %e.message(),
+                        delay_ms = delay.as_millis() as u64,
+                        "model attempt failed, retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+impl ModelClient for OpenAiClient {
+    fn complete<'a>(&'a self, req: &'a ModelRequest) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
+        let span = tracing::info_span!(
+            "model_request",
+            model = %self.inner.config.model,
+            image_bytes = req.image.len(),
+            attempts = field::Empty,
+            status = field::Empty,
+            latency_ms = field::Empty,
+            reason = field::Empty,
+        );
+        Box::pin(self.complete_inner(req).instrument(span))
+    }
+
+    fn name(&self) -> &str {
+        &self.inner.config.model
+    }
+}
+
+/// A completion's text, or why there is none.
+fn interpret_completion(raw: &Raw, url: &str) -> Result<String, ModelError> {
+    if !raw.status.is_success() {
+        return Err(status_error(raw, url));
+    }
+    if raw.truncated {
+        return Err(too_large(raw, url));
+    }
+    let code = raw.status.as_u16();
+    let parsed: ChatResponse = serde_json::from_slice(&raw.body).map_err(|e| {
+        ModelError::malformed(format!("malformed response from {url} (http {code}): {e}; body {}", excerpt(&raw.body)))
+            .with_status(code)
+    })?;
+    let Some(choice) = parsed.choices.into_iter().next() else {
+        return Err(ModelError::malformed(format!(
+            "response from {url} (http {code}) has no choices; body {}",
+            excerpt(&raw.body)
+        ))
+        .with_status(code));
+    };
+    match choice.message.content {
+        Some(text) if !text.trim().is_empty() => Ok(text),
+        content => Err(ModelError::empty(format!(
+            "empty response from {url} (http {code}): content is {}, finish_reason {}",
+            if content.is_none() { "null" } else { "blank" },
+            choice.finish_reason.as_deref().unwrap_or("absent")
+        ))
+        .with_status(code)),
+    }
+}
+
+fn status_error(raw: &Raw, url: &str) -> ModelError {
+    let code = raw.status.as_u16();
+    let body = excerpt(&raw.body);
+    match code {
+        429 => ModelError::rate_limited(format!("rate limited by {url} (http 429); body {body}"))
+            .with_retry_after(raw.retry_after),
+        // The server gave up waiting for us: transient, like a timeout.
+        408 => ModelError::timeout(format!("http 408 from {url}; body {body}")).with_status(code),
+        500..=599 => ModelError::http_5xx(code, format!("http {code} from {url}; body {body}"))
+            .with_retry_after(if code == 503 { raw.retry_after } else { None }),
+        _ => ModelError::rejected(format!("http {code} from {url}; body {body}")).with_status(code),
+    }
+}
+
+fn too_large(raw: &Raw, url: &str) -> ModelError {
+    ModelError::malformed(format!(
+        "response from {url} (http {}) exceeds {} bytes",
+        raw.status.as_u16(),
+        MAX_SUCCESS_BODY
+    ))
+    .with_status(raw.status.as_u16())
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers.get(RETRY_AFTER)?.to_str().ok().and_then(parse_retry_after)
+}
+
+/// The innermost cause (e.g. "connection refused (os error 111)"), without the URL reqwest
+/// would print (it may carry credentials).
+fn root_cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string().to_lowercase()
+}
+
+/// A short, quoted, single-line excerpt of a body.
+fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "(empty)".to_owned();
+    }
+    // Enough bytes for the excerpt even if whitespace collapses; bounds the work on huge bodies.
+    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_CHARS * 8)]);
+    let mut out = String::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > EXCERPT_CHARS {
+            break;
+        }
+    }
+    if out.chars().count() > EXCERPT_CHARS {
+        out = out.chars().take(EXCERPT_CHARS).collect();
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+/// The URL with any user:password removed.
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() || !parsed.username().is_empty() {
+                // Both only fail for URLs without a host, which have no credentials to hide.
+                let _ = parsed.set_password(None);
+                let _ = parsed.set_username("");
+            }
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_prefers_dftg_then_openai_and_skips_empty() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(api_key_from(env(&[("DFTG_API_KEY", "a"), ("OPENAI_API_KEY", "b")])), Some("a".into()));
+        assert_eq!(api_key_from(env(&[("OPENAI_API_KEY", "b")])), Some("b".into()));
+        assert_eq!(api_key_from(env(&[("DFTG_API_KEY", "  "), ("OPENAI_API_KEY", "b")])), Some("b".into()));
+        assert_eq!(api_key_from(env(&[])), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key_or_url_credentials() {
+        let config = OpenAiConfig {
+            base_url: "http://user:pw@host:1/v1".into(),
+            model: "m".into(),
+            api_key: Some("sk-secret".into()),
+            ..OpenAiConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+        let client = OpenAiClient::new(config).expect("valid config");
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("sk-secret") && !shown.contains(":pw@"), "{shown}");
+        assert_eq!(client.inner.completions_shown, "http://host:1/v1/chat/completions");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_field() {
+        let ok = || OpenAiConfig { model: "m".into(), ..OpenAiConfig::default() };
+        let field = |c: OpenAiConfig| match OpenAiClient::new(c) {
+            Err(ClientConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(field(OpenAiConfig { base_url: "not a url".into(), ..ok() }), "base_url");
+        assert_eq!(field(OpenAiConfig { base_url: "ftp://x/v1".into(), ..ok() }), "base_url");
+        assert_eq!(field(OpenAiConfig { model: " ".into(), ..ok() }), "model");
+        assert_eq!(field(OpenAiConfig { max_in_flight: 0, ..ok() }), "max_in_flight");
+        assert_eq!(field(OpenAiConfig { request_timeout: Duration::ZERO, ..ok() }), "request_timeout");
+        assert_eq!(field(OpenAiConfig { temperature: Some(f32::NAN), ..ok() }), "temperature");
+        let bad_key = OpenAiConfig { api_key: Some("sk\nx".into()), ..ok() };
+        let msg = OpenAiClient::new(bad_key).map(|_| ()).map_err(|e| e.to_string());
+        assert!(matches!(&msg, Err(m) if m.contains("api_key") && !m.contains("sk\nx")), "{msg:?}");
+    }
+
+    #[test]
+    fn trailing_slash_in_base_url_is_ignored() {
+        let c = OpenAiClient::new(OpenAiConfig {
+            base_url: "http://h:1/v1/".into(),
+            model: "m".into(),
+            ..OpenAiConfig::default()
+        })
+        .expect("valid");
+        assert_eq!(c.inner.completions_url.as_str(), "http://h:1/v1/chat/completions");
+        assert_eq!(c.inner.models_url.as_str(), "http://h:1/v1/models");
+    }
+
+    #[test]
+    fn excerpts_are_short_single_line_and_quoted() {
+        assert_eq!(excerpt(b""), "(empty)");
+        assert_eq!(excerpt(b"bad\n  image"), "\"bad image\"");
+        let long = "x".repeat(1000);
+        let e = excerpt(long.as_bytes());
+        assert!(e.chars().count() <= EXCERPT_CHARS + 3 && e.ends_with("…\""), "{e}");
+    }
+}
