@@ -3,6 +3,7 @@
 //! in the store (`job.json` and the shard objects), so a restarted coordinator resumes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -13,11 +14,20 @@ use dftg_core::profile::{Profile, Summary};
 use dftg_runtime::BlobStore;
 
 use crate::corpus::PlanEntry;
-use crate::diagnose::{to_jsonl, JobContext};
+use crate::diagnose::to_jsonl;
 use crate::error::PipelineError;
 use crate::generate::{read_json, StoredGenerationPlan};
 use crate::job::JobSpec;
 use crate::layout;
+
+/// What the coordinator knows of a job (no model, no extractor).
+pub struct JobInfo {
+    pub job_id: String,
+    pub spec: JobSpec,
+    /// The job's output prefix `<out>/<job-id>/`.
+    pub store: Arc<dyn BlobStore>,
+    pub corpus: Arc<dyn BlobStore>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,11 +92,11 @@ pub async fn merged_summaries(store: &dyn BlobStore, shards: u32) -> Result<(Sum
 }
 
 /// The barrier: profile and generation plan from the diagnosis summaries.
-pub async fn build_profile_and_plan(ctx: &JobContext, shards: u32) -> Result<(Profile, GenerationPlan), PipelineError> {
+pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32) -> Result<(Profile, GenerationPlan), PipelineError> {
     let (total, each) = merged_summaries(ctx.store.as_ref(), shards).await?;
-    let profile = Profile::build(&ctx.model_name, &total);
+    let profile = Profile::build(&ctx.spec.model_name(), &total);
     ctx.store.put(layout::PROFILE, Bytes::from(serde_json::to_vec_pretty(&profile).unwrap_or_default())).await?;
-    let plan = plan_generation(&profile, &total, &ctx.generation);
+    let plan = plan_generation(&profile, &total, &ctx.spec.generation);
     let stored = StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
     ctx.store.put(layout::GENERATION_PLAN, Bytes::from(serde_json::to_vec_pretty(&stored).unwrap_or_default())).await?;
     Ok((profile, plan))
@@ -122,7 +132,7 @@ pub struct DatasetShard {
 }
 
 pub async fn write_dataset(
-    ctx: &JobContext,
+    ctx: &JobInfo,
     shards: u32,
     plan: &GenerationPlan,
     failed_shards: BTreeMap<String, String>,
@@ -131,8 +141,8 @@ pub async fn write_dataset(
     let mut m = DatasetManifest {
         schema_version: 1,
         job_id: ctx.job_id.clone(),
-        model: ctx.model_name.clone(),
-        prompts: ctx.prompts.clone(),
+        model: ctx.spec.model_name(),
+        prompts: ctx.spec.prompts.clone(),
         images: 0,
         diagnosed_images: total.images,
         failed_images: total.failed_images,
@@ -162,7 +172,7 @@ pub async fn write_dataset(
         m.shards.push(DatasetShard { diagnoses: layout::diagnosis_shard(shard), instructions: key, records: records.len() as u64 });
     }
     // distinct images: diagnoses count one record per prompt
-    let prompts = ctx.prompts.len().max(1) as u64;
+    let prompts = ctx.spec.prompts.len().max(1) as u64;
     m.images = (total.images + total.failed_images) / prompts;
     ctx.store.put(layout::DATASET, Bytes::from(serde_json::to_vec_pretty(&m).unwrap_or_default())).await?;
     Ok(m)

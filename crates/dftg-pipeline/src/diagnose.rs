@@ -14,30 +14,43 @@ use dftg_core::record::{DiagnosisRecord, ImageError, ImageScores, DIAGNOSIS_SCHE
 use dftg_model::client::{ModelClient, ModelRequest};
 use dftg_runtime::{BlobStore, PutOutcome};
 
+use crate::coordinator::JobInfo;
 use crate::corpus::{fetch_image, PlanEntry};
 use crate::error::PipelineError;
 use crate::layout;
 
 /// What a stage needs to process shards of one job.
 pub struct JobContext {
-    pub job_id: String,
-    pub seed: u64,
-    pub prompts: Vec<String>,
-    pub model_name: String,
-    /// The job's output prefix.
-    pub store: Arc<dyn BlobStore>,
-    pub corpus: Arc<dyn BlobStore>,
+    pub info: Arc<JobInfo>,
     pub model: Arc<dyn ModelClient>,
     pub extractor: Arc<Extractor>,
     /// Images of one shard processed concurrently (the model client bounds requests globally).
     pub concurrency: usize,
-    pub generation: dftg_core::generate::GenerationConfig,
 }
 
 impl JobContext {
+    /// The context of a job whose model is already connected.
+    pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>) -> Result<Self, PipelineError> {
+        let extractor = Arc::new(build_extractor(&info.spec)?);
+        let concurrency = info.spec.model.max_in_flight;
+        Ok(JobContext { info, model, extractor, concurrency })
+    }
+
     pub fn concept_names(&self) -> Vec<&str> {
         self.extractor.vocab().concepts().iter().map(|c| c.name.as_str()).collect()
     }
+}
+
+/// The job's vocabulary and extractor, as its spec says.
+pub fn build_extractor(spec: &crate::job::JobSpec) -> Result<Extractor, PipelineError> {
+    let vocab = match spec.vocabulary.as_str() {
+        "coco80" => dftg_core::vocab::Vocabulary::coco80(),
+        path => {
+            let text = std::fs::read_to_string(path).map_err(|e| PipelineError::invalid("vocabulary", format!("cannot read {path}: {e}")))?;
+            dftg_core::vocab::Vocabulary::from_toml(&text).map_err(|e| PipelineError::invalid("vocabulary", format!("{path}: {e}")))?
+        }
+    };
+    Ok(Extractor::new(Arc::new(vocab)))
 }
 
 pub struct DiagnoseOutcome {
@@ -81,15 +94,15 @@ pub fn summarize(ctx: &JobContext, records: &[DiagnosisRecord]) -> Summary {
 
 async fn write_summary(ctx: &JobContext, shard: u32, summary: &Summary) -> Result<(), PipelineError> {
     let bytes = Bytes::from(serde_json::to_vec(summary).unwrap_or_default());
-    ctx.store.put_create(&layout::summary_shard(shard), bytes).await?;
+    ctx.info.store.put_create(&layout::summary_shard(shard), bytes).await?;
     Ok(())
 }
 
 /// Processes one diagnose shard; idempotent.
 pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<DiagnoseOutcome, PipelineError> {
     let out_key = layout::diagnosis_shard(shard);
-    if ctx.store.get(&out_key).await?.is_some() {
-        let records: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &out_key).await?;
+    if ctx.info.store.get(&out_key).await?.is_some() {
+        let records: Vec<DiagnosisRecord> = read_jsonl(ctx.info.store.as_ref(), &out_key).await?;
         let summary = summarize(ctx, &records);
         write_summary(ctx, shard, &summary).await?;
         return Ok(DiagnoseOutcome {
@@ -99,7 +112,7 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
             already_done: true,
         });
     }
-    let entries: Vec<PlanEntry> = read_jsonl(ctx.store.as_ref(), &layout::plan_shard(shard)).await?;
+    let entries: Vec<PlanEntry> = read_jsonl(ctx.info.store.as_ref(), &layout::plan_shard(shard)).await?;
     // futures collected first: a closure inside the stream type trips Send inference
     let pending: Vec<_> = entries.iter().map(|e| diagnose_entry(ctx, e).boxed()).collect();
     let per_image = futures::stream::iter(pending)
@@ -108,7 +121,7 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
         .await;
     let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
     let summary = summarize(ctx, &records);
-    let outcome = ctx.store.put_create(&out_key, to_jsonl(&records)).await?;
+    let outcome = ctx.info.store.put_create(&out_key, to_jsonl(&records)).await?;
     write_summary(ctx, shard, &summary).await?;
     Ok(DiagnoseOutcome {
         images: records.len() as u64,
@@ -121,13 +134,13 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
 /// One record per prompt for one image (a failed image yields one record per prompt too).
 async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRecord> {
     if let Some(err) = &entry.error {
-        return ctx.prompts.iter().map(|p| failed(entry, p, err.clone())).collect();
+        return ctx.info.spec.prompts.iter().map(|p| failed(entry, p, err.clone())).collect();
     }
-    let (bytes, mime) = match fetch_image(ctx.corpus.as_ref(), entry).await {
+    let (bytes, mime) = match fetch_image(ctx.info.corpus.as_ref(), entry).await {
         Ok(x) => x,
-        Err(err) => return ctx.prompts.iter().map(|p| failed(entry, p, err.clone())).collect(),
+        Err(err) => return ctx.info.spec.prompts.iter().map(|p| failed(entry, p, err.clone())).collect(),
     };
-    let asks = ctx.prompts.iter().map(|prompt| {
+    let asks = ctx.info.spec.prompts.iter().map(|prompt| {
         let req = ModelRequest { image: bytes.clone(), mime: mime.to_string(), prompt: prompt.clone() };
         async move { (prompt, ctx.model.complete(&req).await.map(|r| r.text)) }
     });

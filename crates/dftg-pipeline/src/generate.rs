@@ -34,17 +34,17 @@ pub struct GenerateOutcome {
 
 pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<GenerateOutcome, PipelineError> {
     let out_key = layout::instruction_shard(shard);
-    if let Some(existing) = ctx.store.get(&out_key).await? {
+    if let Some(existing) = ctx.info.store.get(&out_key).await? {
         let records: Vec<LlavaRecord> =
             serde_json::from_slice(&existing).map_err(|e| PipelineError::CorruptObject { key: out_key.clone(), reason: e.to_string() })?;
         return Ok(GenerateOutcome { instructions: records.len() as u64, already_done: true });
     }
-    let profile: Profile = read_json(ctx.store.as_ref(), layout::PROFILE).await?;
-    let plan: StoredGenerationPlan = read_json(ctx.store.as_ref(), layout::GENERATION_PLAN).await?;
+    let profile: Profile = read_json(ctx.info.store.as_ref(), layout::PROFILE).await?;
+    let plan: StoredGenerationPlan = read_json(ctx.info.store.as_ref(), layout::GENERATION_PLAN).await?;
     let quota = plan.shards.get(shard as usize).cloned().unwrap_or_default();
-    let diagnoses: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &layout::diagnosis_shard(shard)).await?;
-    let records = generate_shard(&ctx.extractor, &profile, &diagnoses, &quota, ctx.seed);
+    let diagnoses: Vec<DiagnosisRecord> = read_jsonl(ctx.info.store.as_ref(), &layout::diagnosis_shard(shard)).await?;
+    let records = generate_shard(&ctx.extractor, &profile, &diagnoses, &quota, ctx.info.spec.seed);
     let bytes = Bytes::from(serde_json::to_vec_pretty(&records).unwrap_or_default());
-    let outcome = ctx.store.put_create(&out_key, bytes).await?;
+    let outcome = ctx.info.store.put_create(&out_key, bytes).await?;
     Ok(GenerateOutcome { instructions: records.len() as u64, already_done: outcome == PutOutcome::AlreadyExists })
 }

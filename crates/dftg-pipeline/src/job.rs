@@ -29,6 +29,13 @@ pub struct JobSpec {
     /// `coco80` (bundled) or a path to a vocabulary TOML.
     #[serde(default = "default_vocabulary")]
     pub vocabulary: String,
+    /// `dftg` (the careful reader) or `chair-compat` (the reference CHAIR implementation, so
+    /// profiles compare with published numbers; object hallucinations only).
+    #[serde(default = "default_extractor")]
+    pub extractor: String,
+    /// Directory with CHAIR's `synonyms.txt` and `double_words.json` (for `chair-compat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chair_vocab: Option<String>,
     #[serde(default)]
     pub generation: GenerationConfig,
 }
@@ -96,6 +103,9 @@ fn default_shard_size() -> usize {
 fn default_vocabulary() -> String {
     "coco80".into()
 }
+fn default_extractor() -> String {
+    "dftg".into()
+}
 fn default_model_kind() -> String {
     "sim:people-everywhere".into()
 }
@@ -137,6 +147,8 @@ impl JobSpec {
             prompts: default_prompts(),
             shard_size: default_shard_size(),
             vocabulary: default_vocabulary(),
+            extractor: default_extractor(),
+            chair_vocab: None,
             generation: GenerationConfig::default(),
         }
     }
@@ -169,6 +181,12 @@ impl JobSpec {
         }
         if self.prompts.is_empty() || self.prompts.iter().any(|p| p.trim().is_empty()) {
             return Err(PipelineError::invalid("prompts", "need at least one non-empty prompt"));
+        }
+        match self.extractor.as_str() {
+            "dftg" => {}
+            "chair-compat" if self.chair_vocab.is_some() => {}
+            "chair-compat" => return Err(PipelineError::invalid("chair_vocab", "chair-compat needs the directory of CHAIR's synonyms.txt")),
+            other => return Err(PipelineError::invalid("extractor", format!("unknown extractor {other:?} (dftg, chair-compat)"))),
         }
         let kind = self.model.kind.as_str();
         if let Some(profile) = kind.strip_prefix("sim:") {

@@ -16,6 +16,7 @@
 pub mod coordinator;
 pub mod corpus;
 pub mod diagnose;
+pub mod driver;
 pub mod error;
 pub mod generate;
 pub mod job;

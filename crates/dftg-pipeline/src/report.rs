@@ -10,7 +10,8 @@ use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
 
 use crate::coordinator::DatasetManifest;
-use crate::diagnose::{read_jsonl, JobContext};
+use crate::coordinator::JobInfo;
+use crate::diagnose::read_jsonl;
 use crate::error::PipelineError;
 use crate::generate::read_json;
 use crate::layout;
@@ -20,7 +21,7 @@ const EXAMPLES: usize = 8;
 /// Concepts in the bar chart.
 const TOP: usize = 15;
 
-pub async fn write_report(ctx: &JobContext, shards: u32) -> Result<(), PipelineError> {
+pub async fn write_report(ctx: &JobInfo, shards: u32) -> Result<(), PipelineError> {
     let profile: Profile = read_json(ctx.store.as_ref(), layout::PROFILE).await?;
     let dataset: DatasetManifest = read_json(ctx.store.as_ref(), layout::DATASET).await?;
     // examples: the first hallucinating diagnoses of the first shards

@@ -30,7 +30,7 @@ pub struct SingleJob(pub Arc<JobContext>);
 impl ContextProvider for SingleJob {
     fn context<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<JobContext>, PipelineError>> {
         Box::pin(async move {
-            if job_id == self.0.job_id {
+            if job_id == self.0.info.job_id {
                 Ok(self.0.clone())
             } else {
                 Err(PipelineError::invalid("task.job_id", format!("unknown job {job_id}")))

@@ -11,36 +11,20 @@ use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
 use dftg_core::truth::ImageTruth;
 use dftg_core::vocab::Vocabulary;
-use dftg_pipeline::diagnose::JobContext;
 use dftg_pipeline::job::{JobSpec, ModelSpec};
-use dftg_pipeline::model_setup::start_model;
-use dftg_pipeline::runner::{run_embedded, NoProgress, RunOptions, RunReport};
-use dftg_runtime::ObjectBlobStore;
+use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-async fn run(corpus: &Path, out: &Path, spec: &JobSpec) -> RunReport {
-    let job_dir = out.join(spec.id());
-    std::fs::create_dir_all(&job_dir).unwrap();
-    let model = start_model(spec, corpus, Some(job_dir.join("sim-truth.jsonl"))).await.unwrap();
-    let ctx = Arc::new(JobContext {
-        job_id: spec.id(),
-        seed: spec.seed,
-        prompts: spec.prompts.clone(),
-        model_name: spec.model_name(),
-        store: Arc::new(ObjectBlobStore::local_dir(&job_dir).unwrap()),
-        corpus: Arc::new(ObjectBlobStore::local_dir(corpus).unwrap()),
-        model: model.client.clone(),
-        extractor: Arc::new(Extractor::new(Arc::new(Vocabulary::coco80()))),
-        concurrency: spec.model.max_in_flight,
-        generation: spec.generation.clone(),
-    });
-    let report = run_embedded(spec, ctx, RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() })
-        .await
-        .unwrap();
-    if let Some(sim) = model.sim {
-        sim.shutdown().await.unwrap();
-    }
-    report
+async fn run(_corpus: &Path, out: &Path, spec: &JobSpec) -> RunReport {
+    let job = LocalJob::prepare(spec, out).await.unwrap();
+    let report = job.run(RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+    RunReport { job_id: spec.id(), manifest: report.manifest, resumed_shards: report.resumed_shards }
+}
+
+struct RunReport {
+    job_id: String,
+    manifest: dftg_pipeline::coordinator::DatasetManifest,
+    resumed_shards: u64,
 }
 
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {

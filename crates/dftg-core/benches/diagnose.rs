@@ -1,0 +1,74 @@
+//! Extraction + checking on the real captions of ../shared/data/pope/captions, one thread:
+//! `cargo bench -p dftg-core --bench diagnose`. Prints captions/s (median of runs) for dftg's
+//! own extractor and the CHAIR-compatible one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
+use dftg_core::vocab::Vocabulary;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let data = std::env::var("DFTG_DATA").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").to_string());
+    let dir = std::path::Path::new(&data);
+    if !dir.join("pope/captions").is_dir() {
+        eprintln!("skipping: reference data not found at {data}");
+        return;
+    }
+    let gt: HashMap<String, Vec<String>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("coco2014-objects/pope_caption2000.json")).expect("gt")).expect("gt json");
+    let mut caps: Vec<(String, String)> = Vec::new();
+    for e in std::fs::read_dir(dir.join("pope/captions")).expect("captions dir") {
+        for line in std::fs::read_to_string(e.expect("entry").path()).expect("read").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            caps.push((v["image_id"].to_string(), v["caption"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    let runs = 7;
+    let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let mut scratch = ExtractScratch::default();
+        let mut ex = Extraction::default();
+        let mut tally = ChairTally::default();
+        let (mut m, mut h): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        let t = Instant::now();
+        for (id, c) in &caps {
+            extractor.extract_into(c, &mut scratch, &mut ex);
+            m.clear();
+            m.extend(ex.mentions.iter().map(|x| extractor.vocab().name(x.concept)));
+            h.clear();
+            tally.add(&m, &gt[id], &mut h);
+        }
+        rates.push(caps.len() as f64 / t.elapsed().as_secs_f64());
+        std::hint::black_box(tally.chair_i());
+    }
+    println!("own extractor + check: median {:.0} captions/s over {} captions ({} runs)", median(rates), caps.len(), runs);
+    let chair = ChairVocab::from_sources(
+        &std::fs::read_to_string(dir.join("chair-vocab/synonyms.txt")).expect("synonyms"),
+        &std::fs::read_to_string(dir.join("chair-vocab/double_words.json")).expect("double words"),
+    )
+    .expect("chair vocab");
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let mut scratch = ChairScratch::default();
+        let mut tally = ChairTally::default();
+        let (mut m, mut h): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        let t = Instant::now();
+        for (id, c) in &caps {
+            chair.mentioned_into(c, &mut scratch, &mut m);
+            h.clear();
+            tally.add(&m, &gt[id], &mut h);
+        }
+        rates.push(caps.len() as f64 / t.elapsed().as_secs_f64());
+        std::hint::black_box(tally.chair_i());
+    }
+    println!("chair-compatible + check: median {:.0} captions/s over {} captions ({} runs)", median(rates), caps.len(), runs);
+}

@@ -1,0 +1,236 @@
+//! The job driver: the coordinator's loop for one job, the same in both shapes. It plans,
+//! publishes a stage's shard tasks, follows the shard events until every shard is accounted
+//! for, builds the profile at the barrier, runs the generation stage, and writes the dataset
+//! manifest and the report. Its state is in the store (`job.json` and the shard objects): a
+//! restarted driver re-publishes the tasks of a stage and the workers skip finished shards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use dftg_runtime::codec::encode;
+use dftg_runtime::queue::TaskQueue;
+
+use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_plan, write_state, DatasetManifest, JobInfo, JobState, Phase};
+use crate::corpus::load_entries;
+use crate::error::PipelineError;
+use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
+use crate::report::write_report;
+
+/// Progress callbacks (progress bars in the CLI, metrics in the coordinator).
+pub trait Progress: Send + Sync {
+    fn stage_started(&self, _stage: &str, _total: u64) {}
+    fn advanced(&self, _stage: &str, _items: u64) {}
+    fn stage_finished(&self, _stage: &str) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Live status of one stage of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub shards_total: u32,
+    pub shards_done: u32,
+    pub shards_failed: u32,
+    pub items: u64,
+    pub failed_items: u64,
+    /// Items per second since the stage started.
+    pub rate: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+/// Live status of a job, as the coordinator's API reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub phase: Phase,
+    pub images: u64,
+    pub diagnose: StageStatus,
+    pub generate: StageStatus,
+    pub failed_shards: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetManifest>,
+}
+
+impl JobStatus {
+    pub fn new(job_id: &str) -> Self {
+        JobStatus {
+            job_id: job_id.to_string(),
+            phase: Phase::Planning,
+            images: 0,
+            diagnose: StageStatus::default(),
+            generate: StageStatus::default(),
+            failed_shards: BTreeMap::new(),
+            error: None,
+            dataset: None,
+        }
+    }
+
+    pub fn stage_mut(&mut self, stage: Stage) -> &mut StageStatus {
+        match stage {
+            Stage::Diagnose => &mut self.diagnose,
+            Stage::Generate => &mut self.generate,
+        }
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<JobStatus>>;
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut JobStatus)) {
+    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut s);
+}
+
+#[derive(Debug, Clone)]
+pub struct DriveReport {
+    pub manifest: DatasetManifest,
+    pub diagnose_time: Duration,
+    pub generate_time: Duration,
+    /// Shards whose output already existed (resumed work).
+    pub resumed_shards: u64,
+}
+
+/// What the driver plugs into.
+pub struct DriverIo {
+    pub queue: Arc<dyn TaskQueue>,
+    /// This job's shard events (the caller routes events by job id).
+    pub events: mpsc::Receiver<ShardEvent>,
+    pub progress: Arc<dyn Progress>,
+    pub status: SharedStatus,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs (or resumes) a whole job.
+pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveReport, PipelineError> {
+    let store = info.store.clone();
+    let mut state = match read_state(store.as_ref()).await? {
+        Some(s) if s.spec != info.spec => {
+            return Err(PipelineError::invalid("job", format!("{} already holds job {} with a different spec", store.describe(), s.job_id)))
+        }
+        Some(s) if s.shards > 0 => s,
+        _ => {
+            let mut state =
+                JobState { schema_version: 1, job_id: info.job_id.clone(), spec: info.spec.clone(), phase: Phase::Planning, shards: 0, images: 0, error: None };
+            write_state(store.as_ref(), &state).await?;
+            let entries = load_entries(info.corpus.as_ref(), &info.spec.corpus).await?;
+            let (shards, images) = write_plan(store.as_ref(), &entries, info.spec.shard_size).await?;
+            state.shards = shards;
+            state.images = images;
+            state
+        }
+    };
+    if state.phase == Phase::Done {
+        if let Ok(manifest) = crate::generate::read_json::<DatasetManifest>(store.as_ref(), crate::layout::DATASET).await {
+            update(&io.status, |s| {
+                s.phase = Phase::Done;
+                s.images = state.images;
+                s.dataset = Some(manifest.clone());
+            });
+            return Ok(DriveReport { manifest, diagnose_time: Duration::ZERO, generate_time: Duration::ZERO, resumed_shards: 2 * state.shards as u64 });
+        }
+    }
+    let images = state.images;
+    update(&io.status, |s| s.images = images);
+    let mut resumed = 0u64;
+    let mut failed_shards = BTreeMap::new();
+    let result = async {
+        let t0 = Instant::now();
+        set_phase(&info, &mut state, &io.status, Phase::Diagnosing).await?;
+        let items = state.images * info.spec.prompts.len() as u64;
+        run_stage(&info, &mut io, Stage::Diagnose, state.shards, items, &mut resumed, &mut failed_shards).await?;
+        let diagnose_time = t0.elapsed();
+        set_phase(&info, &mut state, &io.status, Phase::Profiling).await?;
+        let (_profile, plan) = build_profile_and_plan(&info, state.shards).await?;
+        set_phase(&info, &mut state, &io.status, Phase::Generating).await?;
+        let t1 = Instant::now();
+        run_stage(&info, &mut io, Stage::Generate, state.shards, plan.budget, &mut resumed, &mut failed_shards).await?;
+        let generate_time = t1.elapsed();
+        set_phase(&info, &mut state, &io.status, Phase::Finishing).await?;
+        let manifest = write_dataset(&info, state.shards, &plan, failed_shards.clone()).await?;
+        write_report(&info, state.shards).await?;
+        Ok::<_, PipelineError>((manifest, diagnose_time, generate_time))
+    }
+    .await;
+    match result {
+        Ok((manifest, diagnose_time, generate_time)) => {
+            state.error = None;
+            set_phase(&info, &mut state, &io.status, Phase::Done).await?;
+            update(&io.status, |s| s.dataset = Some(manifest.clone()));
+            Ok(DriveReport { manifest, diagnose_time, generate_time, resumed_shards: resumed })
+        }
+        Err(e) => {
+            state.error = Some(e.to_string());
+            let phase = if matches!(e, PipelineError::Cancelled) { Phase::Cancelled } else { Phase::Failed };
+            update(&io.status, |s| s.error = Some(e.to_string()));
+            set_phase(&info, &mut state, &io.status, phase).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, phase: Phase) -> Result<(), PipelineError> {
+    state.phase = phase;
+    write_state(info.store.as_ref(), state).await?;
+    update(status, |s| s.phase = phase);
+    tracing::info!(job = %info.job_id, phase = ?phase, "job phase");
+    Ok(())
+}
+
+async fn run_stage(
+    info: &JobInfo,
+    io: &mut DriverIo,
+    stage: Stage,
+    shards: u32,
+    total_items: u64,
+    resumed: &mut u64,
+    failed_shards: &mut BTreeMap<String, String>,
+) -> Result<(), PipelineError> {
+    io.progress.stage_started(stage.as_str(), total_items);
+    update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: shards, ..StageStatus::default() });
+    let qname = if stage == Stage::Diagnose { DIAGNOSE_QUEUE } else { GENERATE_QUEUE };
+    for shard in 0..shards {
+        let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
+        io.queue.publish(qname, encode(&task).map_err(|e| PipelineError::invalid("task", e.to_string()))?).await?;
+    }
+    let started = Instant::now();
+    let mut done: BTreeSet<u32> = BTreeSet::new();
+    while done.len() < shards as usize {
+        let ev = tokio::select! {
+            biased;
+            _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
+            ev = io.events.recv() => ev,
+        };
+        let Some(ev) = ev else { return Err(PipelineError::Cancelled) };
+        if ev.stage != stage || ev.job_id != info.job_id || ev.shard >= shards || !done.insert(ev.shard) {
+            continue;
+        }
+        if let Some(err) = &ev.error {
+            failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), err.clone());
+        }
+        *resumed += u64::from(ev.already_done);
+        io.progress.advanced(stage.as_str(), ev.items);
+        let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+        update(&io.status, |s| {
+            if let Some(err) = &ev.error {
+                s.failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), err.clone());
+            }
+            let st = s.stage_mut(stage);
+            st.shards_done += 1;
+            st.shards_failed += u32::from(ev.error.is_some());
+            st.items += ev.items;
+            st.failed_items += ev.failed;
+            st.rate = st.items as f64 / elapsed;
+            let left = st.shards_total.saturating_sub(st.shards_done) as f64;
+            st.eta_seconds = Some(elapsed / st.shards_done.max(1) as f64 * left);
+        });
+    }
+    io.progress.stage_finished(stage.as_str());
+    Ok(())
+}

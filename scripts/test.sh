@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: installs and starts what the tests need,
+# runs every cargo test, then checks real outputs with the shared contract checkers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export DFTG_DATA="${DFTG_DATA:-$ROOT/../shared/data}"
+export DFTG_CHAIR_VOCAB="${DFTG_CHAIR_VOCAB:-$DFTG_DATA/chair-vocab}"
+TOOLS="${DFTG_TOOLS:-$ROOT/../shared/tools}"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+# RabbitMQ (the distributed shape's queue): install and start when missing.
+ensure_rabbitmq() {
+  if ! need rabbitmq-server; then
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    $SUDO rabbitmq-server -detached || true
+    $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
+  fi
+}
+ensure_rabbitmq
+
+if [ ! -d "$DFTG_DATA" ]; then
+  if [ "${CI:-}" = "true" ]; then echo "reference data not found at $DFTG_DATA" >&2; exit 1; fi
+  echo "warning: reference data not found at $DFTG_DATA: data-driven tests will skip" >&2
+fi
+
+echo "== cargo test (workspace)"
+cargo test --workspace --locked 2>&1 | tail -n +1
+
+echo "== contract checks on real outputs"
+cargo build --locked --bin dftg -q
+DFTG=$ROOT/target/debug/dftg
+WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+for profile in people-everywhere kitchenware; do
+  "$DFTG" run --model "sim:$profile" --out "$WORK/run-$profile" --quiet
+  python3 "$TOOLS/check_run.py" "$WORK/run-$profile"
+done
+if [ -d "$DFTG_DATA/pope/captions" ]; then
+  for f in "$DFTG_DATA"/pope/captions/*.jsonl; do
+    name=$(basename "$f")
+    "$DFTG" eval chair --compat --captions "$f" --objects "$DFTG_DATA/coco2014-objects/imid_to_objects.json" \
+      --per-caption "$WORK/$name.per-caption.jsonl" > "$WORK/$name.stdout.json"
+    python3 "$TOOLS/chair_compare.py" "$DFTG_DATA/chair-reference/$name" "$WORK/$name.stdout.json" "$WORK/$name.per-caption.jsonl"
+  done
+fi
+echo "== all tests passed"
