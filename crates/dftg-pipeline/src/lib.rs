@@ -19,12 +19,14 @@ pub mod diagnose;
 pub mod driver;
 pub mod error;
 pub mod generate;
+pub mod http;
 pub mod job;
 pub mod layout;
 pub mod messages;
 pub mod model_setup;
 pub mod report;
 pub mod runner;
+pub mod service;
 pub mod synth;
 pub mod worker;
 
