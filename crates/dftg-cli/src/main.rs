@@ -1,1 +1,91 @@
-fn main() {}
+//! dftg: Diagnose First, Then Generate.
+//!
+//! Layout: `main.rs` parses the command line and dispatches; one file per command family:
+//! `run.rs` (the embedded pipeline), `sim.rs` (the model simulator server), `eval.rs`
+//! (`dftg eval chair`), `compare.rs`, `corpus.rs` (example and replay corpora).
+
+mod compare;
+mod corpus;
+mod eval;
+mod progress;
+mod run;
+mod sim;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dftg", version, about = "Diagnose which objects a vision-language model hallucinates, then generate targeted instruction data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run both stages in one process (default: the bundled example corpus against the simulator).
+    Run(run::RunArgs),
+    /// Serve the model simulator (OpenAI-compatible).
+    Sim(sim::SimArgs),
+    /// Evaluate captions (CHAIR metric).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Compare two hallucination profiles.
+    Compare(compare::CompareArgs),
+    /// Build corpora: a synthetic example corpus, or placeholders for an id → objects map.
+    #[command(subcommand)]
+    Corpus(corpus::CorpusCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DFTG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval(cmd) => eval::main(cmd),
+        Command::Compare(args) => compare::main(args),
+        Command::Corpus(cmd) => corpus::main(cmd),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::main(args))),
+        Command::Sim(args) => runtime().and_then(|rt| rt.block_on(sim::main(args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Cancels on Ctrl-C or SIGTERM: stop taking work, finish what is in hand.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: finishing the shards in hand (run again to resume)");
+        t.cancel();
+    });
+    token
+}

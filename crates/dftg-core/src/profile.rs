@@ -263,7 +263,8 @@ fn triggers(s: &Summary, name: &str, c: &ConceptCounts) -> Vec<Trigger> {
     }
     let mut out: Vec<Trigger> = row
         .iter()
-        .filter(|(t, n)| t.as_str() != name && **n >= MIN_TRIGGER_SUPPORT)
+        // a trigger must explain a real part of the hallucinations, not a rare coincidence
+        .filter(|(t, n)| t.as_str() != name && **n >= MIN_TRIGGER_SUPPORT.max(c.hallucinated.div_ceil(10)))
         .filter_map(|(t, &n)| {
             let present = s.concepts.get(t)?.present;
             // images where the trigger is present and the concept absent

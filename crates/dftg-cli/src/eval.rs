@@ -1,0 +1,175 @@
+//! `dftg eval chair`: the CHAIR metric over a captions file, with dftg's own extractor or, with
+//! `--compat`, reproducing the reference implementation exactly (to compare with papers).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
+use dftg_core::vocab::Vocabulary;
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// CHAIR_s, CHAIR_i and recall of captions against ground-truth object sets.
+    Chair(ChairArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChairArgs {
+    /// JSONL, one caption a line: {"image_id", "caption"}.
+    #[arg(long)]
+    pub captions: PathBuf,
+    /// Ground truth {"<image_id>": ["category", ...]} (CHAIR's cache format).
+    #[arg(long)]
+    pub objects: PathBuf,
+    /// Reproduce the reference CHAIR implementation (tokenizer, lemmatizer, quirks included).
+    #[arg(long)]
+    pub compat: bool,
+    /// CHAIR's synonyms.txt and double_words.json (compat mode).
+    #[arg(long, env = "DFTG_CHAIR_VOCAB")]
+    pub chair_vocab: Option<PathBuf>,
+    /// Write one line per caption: {"image_id", "mentioned", "hallucinated"}.
+    #[arg(long)]
+    pub per_caption: Option<PathBuf>,
+}
+
+pub fn main(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EvalCommand::Chair(args) => chair(args),
+    }
+}
+
+#[derive(Deserialize)]
+struct CaptionLine<'a> {
+    image_id: serde_json::Value,
+    #[serde(borrow)]
+    caption: Cow<'a, str>,
+}
+
+/// Deserializes only the ids we need from a large id → objects map.
+struct NeededObjects<'n>(&'n HashSet<String>);
+
+impl<'de, 'n> serde::de::DeserializeSeed<'de> for NeededObjects<'n> {
+    type Value = HashMap<String, Vec<String>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'n> Visitor<'de> for NeededObjects<'n> {
+    type Value = HashMap<String, Vec<String>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map from image id to a list of object names")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = HashMap::with_capacity(self.0.len());
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if self.0.contains(key.as_ref()) {
+                out.insert(key.into_owned(), map.next_value::<Vec<String>>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn id_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn default_chair_vocab() -> PathBuf {
+    let data = std::env::var("DFTG_DATA").unwrap_or_else(|_| "../shared/data".into());
+    PathBuf::from(data).join("chair-vocab")
+}
+
+fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.captions).with_context(|| format!("cannot read captions {}", args.captions.display()))?;
+    let mut lines: Vec<(serde_json::Value, String, CaptionLine)> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let c: CaptionLine = serde_json::from_str(line).with_context(|| format!("{} line {}: expected {{\"image_id\", \"caption\"}}", args.captions.display(), i + 1))?;
+        let id = id_string(&c.image_id).with_context(|| format!("{} line {}: image_id must be a number or a string", args.captions.display(), i + 1))?;
+        lines.push((c.image_id.clone(), id, c));
+    }
+    let needed: HashSet<String> = lines.iter().map(|l| l.1.clone()).collect();
+    let objects_text = std::fs::read(&args.objects).with_context(|| format!("cannot read objects {}", args.objects.display()))?;
+    let mut de = serde_json::Deserializer::from_slice(&objects_text);
+    let gt: HashMap<String, Vec<String>> = serde::de::DeserializeSeed::deserialize(NeededObjects(&needed), &mut de)
+        .with_context(|| format!("{} is not an id → objects map", args.objects.display()))?;
+    if let Some(missing) = lines.iter().find(|l| !gt.contains_key(&l.1)) {
+        anyhow::bail!("image {} of {} has no ground truth in {}", missing.1, args.captions.display(), args.objects.display());
+    }
+
+    let mut out = args
+        .per_caption
+        .as_ref()
+        .map(|p| std::fs::File::create(p).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", p.display())))
+        .transpose()?;
+    let mut tally = ChairTally::default();
+    let mut hallucinated: Vec<&str> = Vec::new();
+    let mut mentioned: Vec<&str> = Vec::new();
+    let write_line = |out: &mut Option<std::io::BufWriter<std::fs::File>>, id: &serde_json::Value, m: &[&str], h: &[&str]| -> anyhow::Result<()> {
+        if let Some(w) = out {
+            serde_json::to_writer(&mut *w, &serde_json::json!({"image_id": id, "mentioned": m, "hallucinated": h}))?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    let mode;
+    if args.compat {
+        mode = "compat";
+        let dir = args.chair_vocab.clone().unwrap_or_else(default_chair_vocab);
+        let syn = std::fs::read_to_string(dir.join("synonyms.txt")).with_context(|| format!("cannot read {}/synonyms.txt (set --chair-vocab)", dir.display()))?;
+        let dw = std::fs::read_to_string(dir.join("double_words.json")).with_context(|| format!("cannot read {}/double_words.json", dir.display()))?;
+        let vocab = ChairVocab::from_sources(&syn, &dw)?;
+        let mut scratch = ChairScratch::default();
+        for (raw_id, id, c) in &lines {
+            vocab.mentioned_into(&c.caption, &mut scratch, &mut mentioned);
+            hallucinated.clear();
+            tally.add(&mentioned, &gt[id], &mut hallucinated);
+            write_line(&mut out, raw_id, &mentioned, &hallucinated)?;
+        }
+    } else {
+        mode = "dftg";
+        let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let mut scratch = ExtractScratch::default();
+        let mut ex = Extraction::default();
+        for (raw_id, id, c) in &lines {
+            extractor.extract_into(&c.caption, &mut scratch, &mut ex);
+            mentioned.clear();
+            mentioned.extend(ex.mentions.iter().map(|m| extractor.vocab().name(m.concept)));
+            hallucinated.clear();
+            tally.add(&mentioned, &gt[id], &mut hallucinated);
+            write_line(&mut out, raw_id, &mentioned, &hallucinated)?;
+        }
+    }
+    if let Some(w) = out.as_mut() {
+        w.flush()?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": mode,
+            "captions": tally.captions,
+            "chair_s": tally.chair_s(),
+            "chair_i": tally.chair_i(),
+            "recall": tally.recall(),
+            "mentions": tally.mentions,
+            "hallucinated_mentions": tally.hallucinated_mentions,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,90 @@
+//! `dftg sim`: the model simulator as a standalone OpenAI-compatible server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimProfile};
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// Corpus directory (images + annotations.json or manifest.jsonl).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Hallucination profile: a bundled name (people-everywhere, kitchenware, mild) or a TOML file.
+    #[arg(long, default_value = "people-everywhere")]
+    pub profile: String,
+    /// Serve recorded responses (JSONL {"image_id", "caption"}) instead of generating them.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// Write what was injected, one JSON line per (image, prompt).
+    #[arg(long)]
+    pub truth_log: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Model name served in /v1/models.
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Fixed latency per request (ms).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Uniform jitter added to the latency (ms).
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Fractions of requests answered with HTTP 500 / 503, hung, or with malformed bodies.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_500: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_503: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_timeout: f64,
+    #[arg(long, default_value_t = 30_000)]
+    pub hang_ms: u64,
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_malformed: f64,
+    /// Fraction of images that fail on every request.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_sticky: f64,
+}
+
+pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let corpus = SimCorpus::load_dir(&args.corpus).with_context(|| format!("corpus {}", args.corpus.display()))?;
+    let profile = SimProfile::resolve(&args.profile).with_context(|| format!("profile {}", args.profile))?;
+    let latency = match (args.latency_ms, args.jitter_ms) {
+        (0, 0) => Latency::None,
+        (ms, 0) => Latency::Fixed { ms },
+        (base_ms, jitter_ms) => Latency::Uniform { base_ms, jitter_ms },
+    };
+    let faults = Faults {
+        http_500: args.fail_500,
+        http_503: args.fail_503,
+        timeout: args.fail_timeout,
+        hang_ms: args.hang_ms,
+        malformed_json: args.fail_malformed,
+        sticky_fraction: args.fail_sticky,
+        ..Faults::default()
+    };
+    let mut config = SimConfig::new(profile)
+        .with_seed(args.seed)
+        .with_latency(latency)
+        .with_faults(faults)
+        .with_model_name(args.model_name.clone().unwrap_or_else(|| format!("sim-{}", args.profile)));
+    if let Some(p) = &args.truth_log {
+        config = config.with_truth_log(p.clone());
+    }
+    if let Some(r) = &args.replay {
+        config = config.with_replay(ReplayCaptions::from_jsonl_file(r).with_context(|| format!("replay file {}", r.display()))?);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let handle = sim::start(corpus, config, listener).await?;
+    println!("dftg sim listening on {} (model {})", handle.base_url(), handle.model_name());
+    let token = crate::shutdown_token();
+    token.cancelled().await;
+    handle.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
