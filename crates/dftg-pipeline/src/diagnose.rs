@@ -18,6 +18,7 @@ use crate::coordinator::JobInfo;
 use crate::corpus::{fetch_image, PlanEntry};
 use crate::error::PipelineError;
 use crate::layout;
+use crate::metrics::metrics;
 
 /// What a stage needs to process shards of one job.
 pub struct JobContext {
@@ -122,6 +123,9 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
     let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
     let summary = summarize(ctx, &records);
     let outcome = ctx.info.store.put_create(&out_key, to_jsonl(&records)).await?;
+    if outcome == PutOutcome::Created {
+        record_metrics(&records);
+    }
     write_summary(ctx, shard, &summary).await?;
     Ok(DiagnoseOutcome {
         images: records.len() as u64,
@@ -142,7 +146,7 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
     };
     let asks = ctx.info.spec.prompts.iter().map(|prompt| {
         let req = ModelRequest { image: bytes.clone(), mime: mime.to_string(), prompt: prompt.clone() };
-        async move { (prompt, ctx.model.complete(&req).await.map(|r| r.text)) }
+        async move { (prompt, ask(ctx, &req).await) }
     });
     let replies = futures::future::join_all(asks).await;
     let mut scratch = ExtractScratch::default();
@@ -153,6 +157,48 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
             Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
         })
         .collect()
+}
+
+/// One model call, measured.
+async fn ask(ctx: &JobContext, req: &ModelRequest) -> Result<String, dftg_model::client::ModelError> {
+    let m = metrics();
+    m.model_requests_in_flight.inc();
+    let started = std::time::Instant::now();
+    let reply = ctx.model.complete(req).await;
+    m.model_requests_in_flight.dec();
+    let outcome = if reply.is_ok() { "ok" } else { "error" };
+    m.model_request_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    match reply {
+        Ok(r) => {
+            m.model_retries.inc_by(u64::from(r.attempts.saturating_sub(1)));
+            Ok(r.text)
+        }
+        Err(e) => {
+            m.model_retries.inc_by(u64::from(e.attempts().saturating_sub(1)));
+            m.model_request_errors.with_label_values(&[e.reason()]).inc();
+            Err(e)
+        }
+    }
+}
+
+/// Counts what a finished shard found.
+fn record_metrics(records: &[DiagnosisRecord]) {
+    let m = metrics();
+    for r in records {
+        match &r.error {
+            Some(e) => {
+                m.images_processed.with_label_values(&["diagnose", "failed"]).inc();
+                m.image_errors.with_label_values(&[&e.reason]).inc();
+            }
+            None => m.images_processed.with_label_values(&["diagnose", "ok"]).inc(),
+        }
+        for h in &r.hallucinations {
+            m.hallucinations_found.with_label_values(&[h.kind.as_str()]).inc();
+            if h.kind == dftg_core::record::HallucinationKind::Object {
+                m.concept_hallucinations.with_label_values(&[&h.concept]).inc();
+            }
+        }
+    }
 }
 
 fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord {

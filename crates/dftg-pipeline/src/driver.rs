@@ -179,6 +179,10 @@ async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, 
     state.phase = phase;
     write_state(info.store.as_ref(), state).await?;
     update(status, |s| s.phase = phase);
+    for p in [Phase::Planning, Phase::Diagnosing, Phase::Profiling, Phase::Generating, Phase::Finishing, Phase::Done, Phase::Failed, Phase::Cancelled] {
+        let name = serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        crate::metrics::metrics().job_phase.with_label_values(&[&info.job_id, &name]).set(i64::from(p == phase));
+    }
     tracing::info!(job = %info.job_id, phase = ?phase, "job phase");
     Ok(())
 }
@@ -194,6 +198,15 @@ async fn run_stage(
 ) -> Result<(), PipelineError> {
     io.progress.stage_started(stage.as_str(), total_items);
     update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: shards, ..StageStatus::default() });
+    let m = crate::metrics::metrics();
+    let job = info.job_id.as_str();
+    let st = stage.as_str();
+    m.job_shards.with_label_values(&[job, st, "total"]).set(i64::from(shards));
+    m.job_shards.with_label_values(&[job, st, "done"]).set(0);
+    m.job_shards.with_label_values(&[job, st, "failed"]).set(0);
+    m.job_items.with_label_values(&[job, st, "total"]).set(total_items as i64);
+    m.job_items.with_label_values(&[job, st, "done"]).set(0);
+    m.job_last_progress.with_label_values(&[job]).set(unix_now());
     let qname = if stage == Stage::Diagnose { DIAGNOSE_QUEUE } else { GENERATE_QUEUE };
     for shard in 0..shards {
         let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
@@ -229,8 +242,17 @@ async fn run_stage(
             st.rate = st.items as f64 / elapsed;
             let left = st.shards_total.saturating_sub(st.shards_done) as f64;
             st.eta_seconds = Some(elapsed / st.shards_done.max(1) as f64 * left);
+            m.job_shards.with_label_values(&[job, stage.as_str(), "done"]).set(i64::from(st.shards_done));
+            m.job_shards.with_label_values(&[job, stage.as_str(), "failed"]).set(i64::from(st.shards_failed));
+            m.job_items.with_label_values(&[job, stage.as_str(), "done"]).set(st.items as i64);
+            m.job_eta.with_label_values(&[job, stage.as_str()]).set(st.eta_seconds.unwrap_or(0.0));
         });
+        m.job_last_progress.with_label_values(&[job]).set(unix_now());
     }
     io.progress.stage_finished(stage.as_str());
     Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }

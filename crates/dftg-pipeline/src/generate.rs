@@ -46,5 +46,10 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
     let records = generate_shard(&ctx.extractor, &profile, &diagnoses, &quota, ctx.info.spec.seed);
     let bytes = Bytes::from(serde_json::to_vec_pretty(&records).unwrap_or_default());
     let outcome = ctx.info.store.put_create(&out_key, bytes).await?;
+    if outcome == PutOutcome::Created {
+        for r in &records {
+            crate::metrics::metrics().instructions_generated.with_label_values(&[r.meta.kind.as_str()]).inc();
+        }
+    }
     Ok(GenerateOutcome { instructions: records.len() as u64, already_done: outcome == PutOutcome::AlreadyExists })
 }

@@ -24,6 +24,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .with_state(coordinator)
+        .merge(crate::metrics::route())
 }
 
 fn error(code: StatusCode, e: &PipelineError) -> Response {

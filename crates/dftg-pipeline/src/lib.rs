@@ -23,6 +23,7 @@ pub mod http;
 pub mod job;
 pub mod layout;
 pub mod messages;
+pub mod metrics;
 pub mod model_setup;
 pub mod report;
 pub mod runner;

@@ -98,6 +98,7 @@ impl LocalJob {
         let corpus = dftg_runtime::ObjectBlobStore::local_dir(&corpus_dir)?;
         let truth_log = (spec.model.kind != "openai").then(|| job_dir.join(crate::layout::SIM_TRUTH));
         let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
+        let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
         let info = Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
         let ctx = Arc::new(JobContext::new(info, model.client.clone())?);
         Ok(LocalJob { ctx, model, job_dir })

@@ -20,6 +20,7 @@ use crate::driver::{drive_job, DriverIo, JobStatus, NoProgress, SharedStatus};
 use crate::error::PipelineError;
 use crate::job::JobSpec;
 use crate::messages::{ShardEvent, EVENTS_QUEUE};
+use crate::metrics::MeteredStore;
 use crate::worker::ContextProvider;
 
 /// Where the list of jobs lives under the root store.
@@ -86,7 +87,12 @@ impl Coordinator {
 
     async fn launch(&self, job_id: String, spec: JobSpec, run: bool) -> Result<(), PipelineError> {
         let corpus = ObjectBlobStore::from_url(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
-        let info = Arc::new(JobInfo { job_id: job_id.clone(), spec, store: Arc::new(self.root.scoped(&job_id)), corpus: Arc::new(corpus) });
+        let info = Arc::new(JobInfo {
+            job_id: job_id.clone(),
+            spec,
+            store: Arc::new(MeteredStore(self.root.scoped(&job_id))),
+            corpus: Arc::new(MeteredStore(corpus)),
+        });
         let status: SharedStatus = Arc::new(Mutex::new(JobStatus::new(&job_id)));
         let (tx, rx) = mpsc::channel(4096);
         let cancel = self.shutdown.child_token();
@@ -193,7 +199,7 @@ impl ContextProvider for StoreJobs {
             }
             let corpus = ObjectBlobStore::from_url(&spec.corpus.path)?;
             let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
-            let info = Arc::new(JobInfo { job_id: job_id.to_string(), spec, store: Arc::new(store), corpus: Arc::new(corpus) });
+            let info = Arc::new(JobInfo { job_id: job_id.to_string(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
             let ctx = Arc::new(JobContext::new(info, model.client)?);
             cache.insert(job_id.to_string(), ctx.clone());
             Ok(ctx)

@@ -59,6 +59,7 @@ pub async fn run_worker(
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(queue = queue_name, error = %e, "undecodable task dead-lettered");
+                crate::metrics::metrics().dead_letters.with_label_values(&[queue_name]).inc();
                 delivery.dead_letter(e.to_string()).await?;
                 continue;
             }
@@ -66,11 +67,14 @@ pub async fn run_worker(
         let result = process(jobs.as_ref(), &task).await;
         match result {
             Ok(event) => {
+                let outcome = if event.already_done { "already_done" } else { "done" };
+                crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), outcome]).inc();
                 queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::invalid("event", e.to_string()))?).await?;
                 delivery.ack().await?;
             }
             Err(e) if e.retryable() && delivery.redeliveries < MAX_REDELIVERIES => {
                 tracing::warn!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), error = %e, "task requeued");
+                crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), "requeued"]).inc();
                 delivery.requeue().await?;
             }
             Err(e) => {
@@ -86,6 +90,9 @@ pub async fn run_worker(
                     error: Some(e.to_string()),
                 };
                 queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::invalid("event", e.to_string()))?).await?;
+                let m = crate::metrics::metrics();
+                m.shards_processed.with_label_values(&[task.stage.as_str(), "dead_lettered"]).inc();
+                m.dead_letters.with_label_values(&[queue_name]).inc();
                 delivery.dead_letter(e.to_string()).await?;
             }
         }
