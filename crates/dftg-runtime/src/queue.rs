@@ -20,11 +20,31 @@ pub enum QueueError {
     Closed { queue: String },
     #[error("invalid queue configuration {field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The broker refused an operation (missing permission, a queue declared with other
+    /// arguments, an unknown vhost …): a new connection would not change that.
+    #[error("broker refused {op}{}: {reason}", on_queue(.queue))]
+    Broker { queue: String, op: &'static str, reason: String },
+    /// The broker did not take a published message (publisher-confirm nack): try again later.
+    #[error("broker did not accept the message for queue {queue:?} (publisher nack)")]
+    Nacked { queue: String },
+    /// A publish found no queue to route to, even after declaring it again.
+    #[error("message for queue {queue:?} could not be routed (the queue is missing)")]
+    Unroutable { queue: String },
+}
+
+/// ` on queue "name"`, or nothing for connection-level operations.
+fn on_queue(queue: &str) -> String {
+    if queue.is_empty() {
+        String::new()
+    } else {
+        format!(" on queue {queue:?}")
+    }
 }
 
 impl QueueError {
+    /// Worth retrying later (requeue the task): the broker went away or pushed back.
     pub fn retryable(&self) -> bool {
-        matches!(self, QueueError::Connection(_))
+        matches!(self, QueueError::Connection(_) | QueueError::Nacked { .. })
     }
 }
 
@@ -243,6 +263,12 @@ pub async fn conformance_suite(q: &dyn TaskQueue, queue: &str) {
     assert_eq!((again.payload[0], again.redeliveries), (0, 1), "requeued message comes back marked");
     again.dead_letter("poison").await.expect("dead letter");
     third.ack().await.expect("ack");
+    // a consumer waiting on an empty queue wakes up for a message published meanwhile
+    let (late, published) = futures::join!(c.next(), q.publish(queue, Bytes::from_static(&[9])));
+    published.expect("publish");
+    let late = late.expect("next").expect("message");
+    assert_eq!((late.payload[0], late.redeliveries), (9, 0));
+    late.ack().await.expect("ack");
     assert_eq!(q.depth(queue).await.expect("depth"), 0);
 }
 

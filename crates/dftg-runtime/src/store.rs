@@ -79,7 +79,9 @@ impl ObjectBlobStore {
         Ok(Self::new(Arc::new(fs), "", label))
     }
 
-    /// `file:///path`, a plain path, or `memory://`.
+    /// `file:///path`, a plain path, `memory://`, or `s3://bucket/prefix` (endpoint, region,
+    /// credentials from the usual AWS environment: `AWS_ENDPOINT_URL` or `AWS_ENDPOINT`,
+    /// `AWS_ALLOW_HTTP`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …).
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         if url == "memory://" {
             return Ok(Self::in_memory());
@@ -87,10 +89,36 @@ impl ObjectBlobStore {
         if let Some(path) = url.strip_prefix("file://") {
             return Self::local_dir(std::path::Path::new(path));
         }
+        if url.starts_with("s3://") {
+            return Self::s3(object_store::aws::AmazonS3Builder::from_env(), url);
+        }
         if url.contains("://") {
-            return Err(StoreError::InvalidUrl { url: url.to_string(), reason: "supported schemes: file://, memory://".into() });
+            return Err(StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: "supported schemes: file://, memory://, s3://".into(),
+            });
         }
         Self::local_dir(std::path::Path::new(url))
+    }
+
+    /// `s3://bucket/prefix` with an explicitly configured builder (endpoint, credentials …);
+    /// the bucket comes from the URL. Create-only puts are sent as `If-None-Match: *`
+    /// (supported by AWS S3 since 2024, MinIO, R2, s3s), so they are atomic on the server.
+    pub fn s3(builder: object_store::aws::AmazonS3Builder, url: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidUrl { url: url.to_string(), reason };
+        let rest = url.strip_prefix("s3://").ok_or_else(|| invalid("expected s3://bucket/prefix".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("the url names no bucket".into()));
+        }
+        let s3 = builder
+            .with_bucket_name(bucket)
+            // dftg's commit protocol needs create-only puts; ETagMatch is object_store's
+            // If-None-Match/If-Match support (set explicitly so an env override cannot turn it off)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self::new(Arc::new(s3), prefix, url.trim_end_matches('/')))
     }
 
     /// The same backend under a deeper prefix.
@@ -215,5 +243,14 @@ mod tests {
     fn unknown_scheme_is_refused_with_the_url() {
         let err = ObjectBlobStore::from_url("ftp://x").err().unwrap().to_string();
         assert!(err.contains("ftp://x"), "{err}");
+    }
+
+    #[test]
+    fn s3_url_needs_a_bucket() {
+        let err = ObjectBlobStore::from_url("s3:///prefix").err().unwrap().to_string();
+        assert!(err.contains("s3:///prefix") && err.contains("bucket"), "{err}");
+        let store = ObjectBlobStore::s3(object_store::aws::AmazonS3Builder::new().with_region("us-east-1"), "s3://b/jobs/").unwrap();
+        assert_eq!(store.describe(), "s3://b/jobs");
+        assert_eq!(store.prefix, "jobs");
     }
 }
