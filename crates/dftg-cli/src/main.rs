@@ -6,6 +6,7 @@
 
 mod compare;
 mod corpus;
+mod dist;
 mod eval;
 mod progress;
 mod run;
@@ -34,6 +35,14 @@ enum Command {
     /// Build corpora: a synthetic example corpus, or placeholders for an id → objects map.
     #[command(subcommand)]
     Corpus(corpus::CorpusCommand),
+    /// Distributed shape: accept jobs over HTTP and drive them over RabbitMQ and a store.
+    Coordinator(dist::CoordinatorArgs),
+    /// Distributed shape: consume diagnose (inference) or generate (generator) tasks.
+    Worker(dist::WorkerArgs),
+    /// Submit a job to a coordinator (same job flags as `run`).
+    Submit(dist::SubmitArgs),
+    /// Show a job's status (or all jobs) from a coordinator.
+    Status(dist::StatusArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +57,10 @@ fn main() -> std::process::ExitCode {
         Command::Corpus(cmd) => corpus::main(cmd),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::main(args))),
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(sim::main(args))),
+        Command::Coordinator(args) => runtime().and_then(|rt| rt.block_on(dist::coordinator(args))),
+        Command::Worker(args) => runtime().and_then(|rt| rt.block_on(dist::worker(args))),
+        Command::Submit(args) => runtime().and_then(|rt| rt.block_on(dist::submit(args))),
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(dist::status(args))),
     };
     match result {
         Ok(code) => code,

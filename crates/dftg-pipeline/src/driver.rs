@@ -53,6 +53,9 @@ pub struct JobStatus {
     pub diagnose: StageStatus,
     pub generate: StageStatus,
     pub failed_shards: BTreeMap<String, String>,
+    /// Messages in the task queues' dead-letter queues (undecodable or given-up tasks, of any job).
+    #[serde(default)]
+    pub dead_letters: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +71,7 @@ impl JobStatus {
             diagnose: StageStatus::default(),
             generate: StageStatus::default(),
             failed_shards: BTreeMap::new(),
+            dead_letters: 0,
             error: None,
             dataset: None,
         }

@@ -52,11 +52,11 @@ async fn submit(State(c): State<Arc<Coordinator>>, body: Bytes) -> Response {
 }
 
 async fn list(State(c): State<Arc<Coordinator>>) -> Response {
-    Json(json!({"jobs": c.list()})).into_response()
+    Json(json!({"jobs": c.list().await})).into_response()
 }
 
 async fn status(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Response {
-    match c.status(&id) {
+    match c.status(&id).await {
         Some(s) => Json(s).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no job {id}")}))).into_response(),
     }

@@ -50,6 +50,17 @@ impl Coordinator {
                 tracing::error!(error = %e, "event routing stopped");
             }
         });
+        // queue gauges for /metrics, refreshed in the background
+        let poller = me.clone();
+        tokio::spawn(async move {
+            loop {
+                poller.queue_health().await;
+                tokio::select! {
+                    _ = poller.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+            }
+        });
         for key in me.root.list(JOB_INDEX).await? {
             let Some(job_id) = key.strip_prefix(JOB_INDEX).and_then(|k| k.strip_suffix(".json")) else { continue };
             let store = me.root.scoped(job_id);
@@ -147,13 +158,42 @@ impl Coordinator {
         }
     }
 
-    pub fn status(&self, job_id: &str) -> Option<JobStatus> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    /// Dead letters of the task queues, and the queue gauges for metrics.
+    pub async fn queue_health(&self) -> u64 {
+        let m = crate::metrics::metrics();
+        let mut dead = 0;
+        for q in [crate::messages::DIAGNOSE_QUEUE, crate::messages::GENERATE_QUEUE] {
+            if let Ok(n) = self.queue.depth(q).await {
+                m.queue_messages.with_label_values(&[q]).set(n as i64);
+            }
+            if let Ok(n) = self.queue.consumer_count(q).await {
+                m.queue_consumers.with_label_values(&[q]).set(n as i64);
+            }
+            if let Ok(n) = self.queue.dead_letter_depth(q).await {
+                m.queue_messages.with_label_values(&[&format!("{q}.dead")]).set(n as i64);
+                dead += n;
+            }
+        }
+        dead
     }
 
-    pub fn list(&self) -> Vec<JobStatus> {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.values().map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+    pub async fn status(&self, job_id: &str) -> Option<JobStatus> {
+        let dead = self.queue_health().await;
+        let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone())?;
+        s.dead_letters = dead;
+        Some(s)
+    }
+
+    pub async fn list(&self) -> Vec<JobStatus> {
+        let dead = self.queue_health().await;
+        let jobs: Vec<JobStatus> = {
+            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.values().map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        };
+        jobs.into_iter().map(|mut s| {
+            s.dead_letters = dead;
+            s
+        }).collect()
     }
 
     pub fn cancel(&self, job_id: &str) -> bool {

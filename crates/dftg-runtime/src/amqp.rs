@@ -411,6 +411,11 @@ impl Inner {
     }
 
     async fn depth_of(&self, queue: &str, name: &str) -> Result<u64, QueueError> {
+        Ok(self.stats_of(queue, name).await?.0)
+    }
+
+    /// (messages ready, consumers) of `name`, declared passively.
+    async fn stats_of(&self, queue: &str, name: &str) -> Result<(u64, u64), QueueError> {
         self.retrying("queue.declare", queue, |live| async move {
             self.ensure_topology(&live, queue).await?;
             let ch = live.conn.create_channel().await.map_err(|e| self.classify(queue, "channel.open", e))?;
@@ -419,7 +424,7 @@ impl Inner {
                 .await
                 .map_err(|e| self.classify(queue, "queue.declare", e))?;
             close_channel(ch, &self.label).await;
-            Ok(u64::from(declared.message_count()))
+            Ok((u64::from(declared.message_count()), u64::from(declared.consumer_count())))
         })
         .await
     }
@@ -602,6 +607,14 @@ impl TaskQueue for AmqpQueue {
 
     fn depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
         async move { self.inner.depth_of(queue, queue).await }.boxed()
+    }
+
+    fn dead_letter_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
+        async move { self.inner.depth_of(queue, &dead_letter_queue(queue)).await }.boxed()
+    }
+
+    fn consumer_count<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
+        async move { Ok(self.inner.stats_of(queue, queue).await?.1) }.boxed()
     }
 }
 

@@ -92,6 +92,10 @@ pub trait TaskQueue: Send + Sync + 'static {
     fn consume<'a>(&'a self, queue: &'a str, prefetch: usize) -> BoxFuture<'a, Result<Box<dyn Consumer>, QueueError>>;
     /// Messages waiting (not delivered) in `queue`.
     fn depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>>;
+    /// Messages in `queue`'s dead-letter queue.
+    fn dead_letter_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>>;
+    /// Consumers attached to `queue`.
+    fn consumer_count<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>>;
 }
 
 /// A dead-lettered message with its reason.
@@ -105,6 +109,7 @@ pub struct DeadLetter {
 #[derive(Default)]
 struct Lane {
     ready: Mutex<VecDeque<(Bytes, u32)>>,
+    consumers: std::sync::atomic::AtomicU64,
     notify: Notify,
     closed: AtomicBool,
 }
@@ -229,9 +234,11 @@ impl TaskQueue for InProcessQueue {
             if prefetch == 0 {
                 return Err(QueueError::Invalid { field: "prefetch".into(), reason: "must be at least 1".into() });
             }
+            let lane = self.lane(queue);
+            lane.consumers.fetch_add(1, Ordering::SeqCst);
             Ok(Box::new(InProcessConsumer {
                 queue: queue.to_string(),
-                lane: self.lane(queue),
+                lane,
                 slots: Arc::new(Semaphore::new(prefetch)),
                 dead: self.dead.clone(),
             }) as Box<dyn Consumer>)
@@ -241,6 +248,20 @@ impl TaskQueue for InProcessQueue {
 
     fn depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
         async move { Ok(self.lane(queue).ready.lock().unwrap_or_else(|p| p.into_inner()).len() as u64) }.boxed()
+    }
+
+    fn dead_letter_depth<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
+        async move { Ok(self.dead.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|d| d.queue == queue).count() as u64) }.boxed()
+    }
+
+    fn consumer_count<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u64, QueueError>> {
+        async move { Ok(self.lane(queue).consumers.load(Ordering::SeqCst)) }.boxed()
+    }
+}
+
+impl Drop for InProcessConsumer {
+    fn drop(&mut self) {
+        self.lane.consumers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
