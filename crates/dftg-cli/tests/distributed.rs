@@ -1,0 +1,316 @@
+//! The distributed shape as separate OS processes against real services: RabbitMQ (a fresh
+//! vhost per test on 127.0.0.1:5672) and a real S3 server (s3s-fs, served by this test).
+//! Coordinator, simulator, two inference workers and a generator worker are `dftg` processes.
+//! Mid-job: an inference worker is killed with SIGKILL, the broker closes every connection of
+//! the vhost, and the coordinator is killed and restarted. The job completes with exactly one
+//! diagnosis record per image, equal to what `dftg run` writes on the same corpus and model.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "dftg";
+const KEY: &str = "dftg-test-key";
+const SECRET: &str = "dftg-test-secret";
+
+fn dftg() -> &'static str {
+    env!("CARGO_BIN_EXE_dftg")
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `dftg ARGS` and waits for its "listening on http://ADDR" line.
+fn spawn_listening(args: &[&str], env: &[(String, String)]) -> (Proc, String) {
+    let mut child = Command::new(dftg())
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn dftg");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
+    (Proc(child), url)
+}
+
+fn spawn(args: &[&str], env: &[(String, String)]) -> Proc {
+    Proc(Command::new(dftg()).args(args).envs(env.iter().cloned()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn dftg"))
+}
+
+fn rabbitmqctl(args: &[&str]) -> bool {
+    Command::new("rabbitmqctl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+fn broker_available() -> bool {
+    let up = std::net::TcpStream::connect_timeout(&"127.0.0.1:5672".parse().expect("addr"), Duration::from_secs(2)).is_ok();
+    if !up {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("RabbitMQ is not reachable at 127.0.0.1:5672 (the test script starts it)");
+        }
+        eprintln!("SKIPPED: RabbitMQ is not reachable at 127.0.0.1:5672");
+    }
+    up
+}
+
+/// A vhost of its own, deleted at the end.
+struct Vhost(String);
+
+impl Vhost {
+    fn new(tag: &str) -> Self {
+        let name = format!("dftg-test-{tag}-{}", std::process::id());
+        assert!(rabbitmqctl(&["add_vhost", &name]), "rabbitmqctl add_vhost");
+        assert!(rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]), "rabbitmqctl set_permissions");
+        Vhost(name)
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.0]);
+    }
+}
+
+struct S3 {
+    endpoint: String,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_s3() -> S3 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join(BUCKET)).expect("bucket");
+    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let slots = Arc::new(tokio::sync::Semaphore::new(64));
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+    });
+    S3 { endpoint, dir, task }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let p = e.expect("entry").path();
+        let dst = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).expect("copy");
+        }
+    }
+}
+
+fn sorted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.expect("entry").path()).map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap())).collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+async fn status(http: &reqwest::Client, api: &str, job: &str) -> Option<serde_json::Value> {
+    let r = http.get(format!("{api}/v1/jobs/{job}")).send().await.ok()?;
+    r.json().await.ok()
+}
+
+async fn wait_until(http: &reqwest::Client, api: &str, job: &str, what: &str, deadline: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = status(http, api, job).await {
+            if f(&s) {
+                return s;
+            }
+            if s["phase"] == "failed" {
+                panic!("job failed while waiting for {what}: {s}");
+            }
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        // polling an HTTP API; no assertion depends on the interval
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn job_toml(corpus: &str, endpoint: &str, shard_size: usize) -> String {
+    format!(
+        "seed = 42\nshard_size = {shard_size}\n[corpus]\npath = \"{corpus}\"\n[model]\nkind = \"openai\"\nendpoint = \"{endpoint}\"\nname = \"sim\"\nmax_in_flight = 32\ntimeout_secs = 10\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("main");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 2000, 21).expect("corpus");
+    copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
+    let env: Vec<(String, String)> = vec![
+        ("DFTG_AMQP_URL".into(), vhost.url()),
+        ("DFTG_STORE_URL".into(), format!("s3://{BUCKET}/jobs")),
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ];
+    let corpus_str = corpus.to_str().expect("utf-8");
+    let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
+    let (coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let mut coordinator = Some(coordinator);
+    let mut inference = vec![spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env), spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env)];
+    let _generator = spawn(&["worker", "--role", "generator"], &env);
+    let http = reqwest::Client::new();
+
+    // an invalid spec is refused with 400 and the field
+    for (body, field) in [
+        ("[model]\nkind = \"openai\"\n".to_string(), "corpus"),
+        (job_toml("s3://dftg/corpus", &sim_url, 100).replace("shard_size = 100", "shard_size = 0"), "shard_size"),
+        (job_toml("s3://dftg/corpus", &sim_url, 100).replace("kind = \"openai\"", "kind = \"telepathy:x\""), "model.kind"),
+    ] {
+        let r = http.post(format!("{api}/v1/jobs")).body(body).send().await.expect("submit");
+        assert_eq!(r.status(), 400);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert!(v["error"].as_str().unwrap_or("").contains(field), "{v}");
+    }
+
+    let spec = job_toml("s3://dftg/corpus", &sim_url, 100);
+    let r = http.post(format!("{api}/v1/jobs")).body(spec.clone()).send().await.expect("submit");
+    assert_eq!(r.status(), 201);
+    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("job id").to_string();
+
+    // a poison message on the diagnose queue
+    let q = dftg_runtime::AmqpQueue::connect(&vhost.url()).await.expect("amqp");
+    use dftg_runtime::queue::TaskQueue;
+    q.publish(dftg_pipeline::messages::DIAGNOSE_QUEUE, bytes::Bytes::from_static(b"\xc1 not a task")).await.expect("publish poison");
+
+    let long = Duration::from_secs(600);
+    wait_until(&http, &api, &job, "2 diagnose shards", long, |s| s["diagnose"]["shards_done"].as_u64().unwrap_or(0) >= 2).await;
+    // SIGKILL an inference worker holding a task; a fresh one joins
+    let mut victim = inference.remove(0);
+    victim.0.kill().expect("kill -9 worker");
+    let _ = victim.0.wait();
+    inference.push(spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env));
+    wait_until(&http, &api, &job, "6 diagnose shards", long, |s| s["diagnose"]["shards_done"].as_u64().unwrap_or(0) >= 6).await;
+    assert!(rabbitmqctl(&["close_all_connections", "-p", &vhost.0, "dftg test: forced disconnect"]), "close_all_connections");
+    wait_until(&http, &api, &job, "10 diagnose shards", long, |s| s["diagnose"]["shards_done"].as_u64().unwrap_or(0) >= 10).await;
+    // SIGKILL the coordinator mid-job and start a new one on the same store and broker
+    drop(coordinator.take());
+    let (_coordinator2, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let done = wait_until(&http, &api, &job, "the job to finish", long, |s| s["phase"] == "done").await;
+    assert!(done["dead_letters"].as_u64().unwrap_or(0) >= 1, "the poison message is counted: {done}");
+    let dead = q.take_dead_letters(dftg_pipeline::messages::DIAGNOSE_QUEUE, 10).await.expect("dead letters");
+    assert!(dead.iter().any(|d| d.reason.contains("undecodable")), "{dead:?}");
+
+    // exactly one diagnosis record per image
+    let out = s3.dir.path().join(BUCKET).join("jobs").join(&job);
+    let mut images = std::collections::BTreeMap::<String, usize>::new();
+    for (_, bytes) in sorted_files(&out.join("diagnoses")) {
+        for line in String::from_utf8(bytes).expect("utf-8").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("record");
+            *images.entry(v["image"].as_str().expect("image").to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(images.len(), 2000);
+    assert!(images.values().all(|n| *n == 1), "duplicated diagnosis records");
+
+    // the same job with `dftg run` gives the same outputs
+    let local_out = work.path().join("local");
+    let st = Command::new(dftg())
+        .args(["run", "--corpus", corpus_str, "--endpoint", &sim_url, "--model-name", "sim", "--shard-size", "100", "--in-flight", "32", "--timeout", "10", "--out"])
+        .arg(&local_out)
+        .arg("--quiet")
+        .status()
+        .expect("dftg run");
+    assert!(st.success());
+    let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
+    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
+        let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
+        assert!(!a.is_empty());
+        assert!(a == b, "{sub} differ between the distributed and the embedded run");
+    }
+    for f in ["profile.json", "generation-plan.json"] {
+        assert_eq!(std::fs::read(out.join(f)).expect(f), std::fs::read(local_job.join(f)).expect(f), "{f} differs");
+    }
+    drop(inference);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("faults");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 22).expect("corpus");
+    copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
+    let env: Vec<(String, String)> = vec![
+        ("DFTG_AMQP_URL".into(), vhost.url()),
+        ("DFTG_STORE_URL".into(), format!("file://{}", work.path().join("store").display())),
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ];
+    let corpus_str = corpus.to_str().expect("utf-8");
+    // 20% of requests fail; 2% of images fail every time
+    let (_sim, sim_url) = spawn_listening(
+        &["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--fail-500", "0.1", "--fail-503", "0.1", "--fail-sticky", "0.02"],
+        &env,
+    );
+    let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let _w = [spawn(&["worker", "--role", "inference"], &env), spawn(&["worker", "--role", "generator"], &env)];
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{api}/v1/jobs")).body(job_toml("s3://dftg/corpus", &sim_url, 50)).send().await.expect("submit");
+    assert_eq!(r.status(), 201);
+    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("id").to_string();
+    let done = wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
+    let ds = &done["dataset"];
+    let failed = ds["failed_images"].as_u64().expect("failed count");
+    assert!(failed >= 1 && failed <= 30, "sticky failures only, the rest retried: {ds}");
+    assert_eq!(ds["diagnosed_images"].as_u64().expect("diagnosed") + failed, 300);
+    assert!(ds["errors_by_reason"]["model_http_5xx"].as_u64().unwrap_or(0) >= 1, "{ds}");
+    assert!(ds["instructions"].as_u64().unwrap_or(0) > 0);
+}
