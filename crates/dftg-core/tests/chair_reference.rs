@@ -1,0 +1,165 @@
+//! The CHAIR-compatible mode against the reference CHAIR outputs (nltk tokenizer, tagger and
+//! WordNet lemmatizer, as in the OPERA repository) on the 10 POPE caption files.
+//!
+//! Acceptance per file: |ΔCHAIR_s| ≤ 0.5 pt, |ΔCHAIR_i| ≤ 0.5 pt, and the per-caption
+//! hallucinated list identical (order and repeats) on ≥ 97% of captions.
+//!
+//! Data: `$DFTG_DATA`, else `<crate>/../../../shared/data`. Without it the test is skipped with a
+//! message, except under `CI=true`, where it fails. With `CHAIR_DUMP_DIR` set, the outputs are
+//! also written there for `shared/tools/chair_compare.py` (`<name>.stdout.json`,
+//! `<name>.per_caption.jsonl`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+
+const FILES: [&str; 10] = [
+    "instructblip.instruction1",
+    "instructblip.instruction2",
+    "llava.instruction1",
+    "llava.instruction2",
+    "minigpt-4.instruction1",
+    "minigpt-4.instruction2",
+    "mmgpt.instruction1",
+    "mmgpt.instruction2",
+    "mplug.instruction1",
+    "mplug.instruction2",
+];
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("DFTG_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    };
+    if dir.join("chair-reference").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("reference data not found at {} (set DFTG_DATA)", dir.display());
+    }
+    eprintln!("skipping: reference data not found at {} (set DFTG_DATA)", dir.display());
+    None
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn image_key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect()
+}
+
+struct Caption {
+    caption: String,
+    gt: Vec<String>,
+}
+
+#[test]
+fn chair_mode_matches_reference_outputs() {
+    let Some(dir) = data_dir() else { return };
+    let vocab = ChairVocab::from_sources(
+        &read(dir.join("chair-vocab/synonyms.txt")),
+        &read(dir.join("chair-vocab/double_words.json")),
+    )
+    .unwrap();
+    let truth: HashMap<String, Vec<String>> =
+        serde_json::from_str(&read(dir.join("coco2014-objects/imid_to_objects.json"))).unwrap();
+
+    let mut failures = Vec::new();
+    let mut all: Vec<Caption> = Vec::new();
+    let mut scratch = ChairScratch::default();
+    let mut mentioned = Vec::new();
+    for name in FILES {
+        let captions = json_lines(&read(dir.join(format!("pope/captions/{name}.jsonl"))));
+        let reference = json_lines(&read(dir.join(format!("chair-reference/{name}.jsonl"))));
+        let overall = &reference[0]["overall"];
+        let rows = &reference[1..];
+        assert_eq!(captions.len(), rows.len(), "{name}: caption and reference line counts differ");
+
+        let mut tally = ChairTally::default();
+        let (mut same_hall, mut same_ment) = (0usize, 0usize);
+        let mut per_caption = String::new();
+        for (c, r) in captions.iter().zip(rows) {
+            let id = image_key(&c["image_id"]);
+            assert_eq!(id, image_key(&r["image_id"]), "{name}: image order differs");
+            let gt = truth.get(&id).unwrap_or_else(|| panic!("{name}: no ground truth for image {id}"));
+            let caption = c["caption"].as_str().unwrap();
+            vocab.mentioned_into(caption, &mut scratch, &mut mentioned);
+            let mut hallucinated = Vec::new();
+            tally.add(&mentioned, gt, &mut hallucinated);
+            same_hall += usize::from(hallucinated == strings(&r["hallucinated"]));
+            same_ment += usize::from(mentioned == strings(&r["mentioned"]));
+            per_caption.push_str(&serde_json::json!({"image_id": c["image_id"], "mentioned": mentioned, "hallucinated": hallucinated}).to_string());
+            per_caption.push('\n');
+            all.push(Caption { caption: caption.to_string(), gt: gt.clone() });
+        }
+        // For the shared checker: CHAIR_DUMP_DIR gets <name>.stdout.json and <name>.per_caption.jsonl.
+        if let Some(out) = std::env::var_os("CHAIR_DUMP_DIR").map(PathBuf::from) {
+            let overall = serde_json::json!({"chair_s": tally.chair_s(), "chair_i": tally.chair_i(), "recall": tally.recall()});
+            std::fs::write(out.join(format!("{name}.stdout.json")), overall.to_string()).unwrap();
+            std::fs::write(out.join(format!("{name}.per_caption.jsonl")), &per_caption).unwrap();
+        }
+        let n = rows.len() as f64;
+        let d_s = (tally.chair_s() - overall["chair_s"].as_f64().unwrap()) * 100.0;
+        let d_i = (tally.chair_i() - overall["chair_i"].as_f64().unwrap()) * 100.0;
+        let d_r = (tally.recall() - overall["recall"].as_f64().unwrap()) * 100.0;
+        let (agree_h, agree_m) = (same_hall as f64 / n, same_ment as f64 / n);
+        eprintln!(
+            "{name:26} d_chair_s={d_s:+.2}pt d_chair_i={d_i:+.2}pt d_recall={d_r:+.2}pt hallucinated_agree={agree_h:.4} mentioned_agree={agree_m:.4}"
+        );
+        if d_s.abs() > 0.5 + 1e-9 || d_i.abs() > 0.5 + 1e-9 || agree_h < 0.97 {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "outside the acceptance bounds: {failures:?}");
+
+    // Throughput of extraction + checking on one core (meaningful in release builds). The
+    // machine may be shared, so on-CPU time of this thread is reported next to wall time.
+    let default_reps = if cfg!(debug_assertions) { 1 } else { 5 };
+    let reps: usize = std::env::var("CHAIR_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_reps);
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
+        let mut tally = ChairTally::default();
+        let mut hallucinated = Vec::new();
+        for c in &all {
+            vocab.mentioned_into(&c.caption, &mut scratch, &mut mentioned);
+            hallucinated.clear();
+            tally.add(&mentioned, &c.gt, &mut hallucinated);
+        }
+        std::hint::black_box(&tally);
+        wall.push(all.len() as f64 / start.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (cpu_start, thread_cpu_ns()) {
+            cpu.push(all.len() as f64 / ((b.saturating_sub(a)).max(1) as f64 * 1e-9));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    eprintln!(
+        "throughput: {:.0} captions/s wall, {:.0} captions per CPU-second (medians of {reps} passes over {} captions, extraction + checking{})",
+        median(&mut wall),
+        median(&mut cpu),
+        all.len(),
+        if cfg!(debug_assertions) { ", debug build" } else { "" }
+    );
+}
+
+/// On-CPU time of the current thread (Linux schedstat), if available.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
