@@ -1,6 +1,5 @@
 //! `dftg corpus`: build corpora.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,43 +39,15 @@ pub fn main(cmd: CorpusCommand) -> anyhow::Result<ExitCode> {
         }
         CorpusCommand::FromObjectMap { objects, out, ids_from } => {
             let text = std::fs::read_to_string(&objects).with_context(|| format!("cannot read {}", objects.display()))?;
-            let all = dftg_core::truth::parse_object_map(&text).with_context(|| objects.display().to_string())?;
-            let truths = match ids_from {
-                None => all,
+            let ids = match ids_from {
                 Some(path) => {
-                    let by_id: std::collections::HashMap<String, dftg_core::truth::ImageTruth> =
-                        all.into_iter().map(|t| (t.image.clone(), t)).collect();
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                    let mut seen = std::collections::HashSet::new();
-                    let mut out = Vec::new();
-                    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
-                        let id = match &v["image_id"] {
-                            serde_json::Value::Number(n) => n.to_string(),
-                            serde_json::Value::String(s) => s.clone(),
-                            _ => anyhow::bail!("{} line {}: no image_id", path.display(), i + 1),
-                        };
-                        if seen.insert(id.clone()) {
-                            if let Some(t) = by_id.get(&id) {
-                                out.push(t.clone());
-                            }
-                        }
-                    }
-                    out
+                    let t = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(dftg_pipeline::synth::image_ids_of_jsonl(&t).with_context(|| path.display().to_string())?)
                 }
+                None => None,
             };
-            std::fs::create_dir_all(out.join("images"))?;
-            let mut manifest = std::io::BufWriter::new(std::fs::File::create(out.join("manifest.jsonl"))?);
-            for mut t in truths.iter().cloned() {
-                let file = format!("images/{}.png", t.image);
-                let names: Vec<&str> = t.objects.iter().map(|o| o.name.as_str()).collect();
-                std::fs::write(out.join(&file), dftg_pipeline::synth::placeholder_png(&t.image, &names)?)?;
-                t.file = Some(file);
-                serde_json::to_writer(&mut manifest, &t)?;
-                manifest.write_all(b"\n")?;
-            }
-            manifest.flush()?;
-            println!("wrote {} placeholder images and manifest.jsonl to {}", truths.len(), out.display());
+            let n = dftg_pipeline::synth::write_object_map_corpus(&out, &text, ids.as_deref())?;
+            println!("wrote {n} placeholder images and manifest.jsonl to {}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

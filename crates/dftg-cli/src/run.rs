@@ -63,6 +63,12 @@ pub struct JobFlags {
     /// Per-request timeout (seconds).
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// `dftg` (careful reader) or `chair-compat` (the reference CHAIR metric's reading).
+    #[arg(long)]
+    pub extractor: Option<String>,
+    /// Directory of CHAIR's synonyms.txt and double_words.json (for chair-compat).
+    #[arg(long, env = "DFTG_CHAIR_VOCAB")]
+    pub chair_vocab: Option<String>,
 }
 
 impl JobFlags {
@@ -114,6 +120,12 @@ impl JobFlags {
         }
         if let Some(t) = self.timeout {
             spec.model.timeout_secs = t;
+        }
+        if let Some(e) = &self.extractor {
+            spec.extractor = e.clone();
+        }
+        if spec.extractor == "chair-compat" && spec.chair_vocab.is_none() {
+            spec.chair_vocab = self.chair_vocab.clone();
         }
         spec.validate().context("invalid job")?;
         Ok(spec)

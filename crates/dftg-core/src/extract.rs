@@ -17,6 +17,80 @@
 
 use crate::vocab::{AttributeId, ConceptId, Vocabulary};
 
+/// Word classes: each token is looked up once and carries its classes as bit flags.
+mod class {
+    pub const STARTER: u32 = 1 << 0;
+    pub const NEGATOR: u32 = 1 << 1;
+    pub const BE: u32 = 1 << 2;
+    pub const FILLER: u32 = 1 << 3;
+    pub const FUNCTION: u32 = 1 << 4;
+    pub const ATTRIBUTE: u32 = 1 << 5;
+    pub const NUMBER: u32 = 1 << 6;
+    pub const ABSENT: u32 = 1 << 7;
+    pub const COORD: u32 = 1 << 8;
+    pub const CONTINUE: u32 = 1 << 9;
+    pub const GENERIC: u32 = 1 << 10;
+    pub const KNOWN_OFTEN: u32 = 1 << 11;
+    pub const ARE_IS: u32 = 1 << 12;
+    pub const DEICTIC: u32 = 1 << 13;
+    pub const VISIBLE: u32 = 1 << 14;
+    pub const THE_THIS: u32 = 1 << 15;
+    pub const FRAME: u32 = 1 << 16;
+    pub const LINK: u32 = 1 << 17;
+    pub const IN: u32 = 1 << 18;
+}
+
+const WORD_CLASSES: &[(u32, &[&str])] = &[
+    (class::NEGATOR, &["no", "not", "without", "nor", "none", "neither", "cannot", "never", "lacks", "lacking"]),
+    (
+        class::BE,
+        &["is", "are", "was", "were", "be", "been", "can", "could", "do", "does", "did", "will", "would", "seem", "seems", "appear", "appears", "also", "clearly"],
+    ),
+    // words that may sit between a negator and the head it negates
+    (
+        class::FILLER,
+        &[
+            "a", "an", "the", "any", "other", "another", "additional", "more", "such", "signs", "sign", "trace", "traces", "of", "visible", "there",
+            "here", "to", "be", "is", "are", "was", "were", "seem", "seems", "appear", "appears", "see", "seen", "contain", "contains", "include",
+            "includes", "show", "shows", "have", "has", "feature", "features", "evidence", "presence", "indication", "kind", "kinds", "type", "types",
+            "hold", "holding", "carry", "carrying", "wear", "wearing", "ride", "riding", "single", "one", "two", "live", "real", "actual", "present",
+            "notice", "spot", "find", "detect", "observe", "identify", "depict", "depicts", "i", "we", "you", "it", "this", "image", "picture",
+            "photo", "in", "at", "all", "obvious", "apparent",
+        ],
+    ),
+    // words after which "orange" is still the fruit ("oranges and apples", "an orange on …")
+    (
+        class::FUNCTION,
+        &[
+            "and", "or", "is", "are", "was", "were", "on", "in", "with", "of", "to", "that", "which", "sitting", "lying", "next", "near", "from", "at",
+            "by", "for", "as", "the", "a", "an", "slice", "slices", "half", "halves", "placed", "cut", "being", "has", "have", "can", "could", "also",
+            "nearby", "beside", "behind", "under", "over", "into", "onto", "while", "but", "so", "than", "there",
+        ],
+    ),
+    (
+        class::NUMBER,
+        &[
+            "one", "single", "two", "both", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "dozen", "thirteen",
+            "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+        ],
+    ),
+    (class::ABSENT, &["absent", "missing", "nowhere"]),
+    (class::COORD, &["and", "or", "nor"]),
+    (class::CONTINUE, &["other", "any", "no", "more"]),
+    (class::GENERIC, &["typically", "generally", "commonly", "usually"]),
+    (class::KNOWN_OFTEN, &["known", "often"]),
+    (class::ARE_IS, &["are", "is"]),
+    (class::DEICTIC, &["image", "picture", "photo", "photograph", "scene", "here", "this", "shown", "seen", "visible", "depicted"]),
+    (
+        class::VISIBLE,
+        &["visible", "present", "seen", "shown", "found", "observed", "spotted", "depicted", "apparent", "included", "pictured", "there", "here"],
+    ),
+    (class::THE_THIS, &["the", "this"]),
+    (class::FRAME, &["image", "picture", "photo", "photograph", "scene", "frame"]),
+    (class::LINK, &["be", "to", "clearly", "actually"]),
+    (class::IN, &["in"]),
+];
+
 /// Up to this many attributes are kept per mention.
 pub const MAX_ATTRIBUTES: usize = 3;
 
@@ -64,11 +138,14 @@ struct Tok {
     ns: u32,
     ne: u32,
     kind: Kind,
+    /// Word classes (`class::*`), 0 for punctuation.
+    flags: u32,
 }
 
 /// Reusable buffers for [`Extractor::extract_into`].
 #[derive(Debug, Default)]
 pub struct ExtractScratch {
+    chair: crate::chair::ChairScratch,
     norm: String,
     toks: Vec<Tok>,
     generic_sentence: Vec<bool>,
@@ -89,26 +166,76 @@ enum Neg {
 #[derive(Debug, Clone)]
 pub struct Extractor {
     vocab: std::sync::Arc<Vocabulary>,
-    /// Words that begin some vocabulary phrase: everything else is skipped with one lookup.
-    starters: ahash::AHashSet<String>,
+    /// Every word with a class (phrase starters, negators, attribute words, …): one lookup
+    /// per token classifies it.
+    lexicon: ahash::AHashMap<Box<str>, u32>,
+    /// Longest lexicon word: longer tokens are not looked up.
+    longest: usize,
+    /// When set, mentions come from the CHAIR-compatible reader instead (no spans, counts,
+    /// attributes or negation: the reference's behaviour).
+    chair: Option<std::sync::Arc<crate::chair::ChairVocab>>,
 }
 
 impl Extractor {
     pub fn new(vocab: std::sync::Arc<Vocabulary>) -> Self {
-        let mut starters = ahash::AHashSet::new();
+        let mut lexicon: ahash::AHashMap<Box<str>, u32> = ahash::AHashMap::new();
+        let mut add = |w: &str, f: u32| *lexicon.entry(w.into()).or_insert(0) |= f;
         for c in vocab.concepts() {
             for s in c.synonyms.iter().chain(&c.plurals) {
                 if let Some(first) = s.split(' ').next() {
-                    starters.insert(first.to_string());
+                    add(first, class::STARTER);
                 }
             }
         }
         for p in vocab.phrase_keys() {
             if let Some(first) = p.split(' ').next() {
-                starters.insert(first.to_string());
+                add(first, class::STARTER);
             }
         }
-        Extractor { vocab, starters }
+        for f in vocab.families() {
+            for v in &f.values {
+                add(v, class::ATTRIBUTE);
+            }
+        }
+        for (flag, words) in WORD_CLASSES {
+            for w in *words {
+                add(w, *flag);
+            }
+        }
+        let attribute_aliases: Vec<String> = vocab.attribute_words().map(str::to_string).collect();
+        for w in &attribute_aliases {
+            add(w, class::ATTRIBUTE);
+        }
+        let longest = lexicon.keys().map(|k| k.len()).max().unwrap_or(0);
+        Extractor { vocab, lexicon, longest, chair: None }
+    }
+
+    /// An extractor that reads like the reference CHAIR implementation (for numbers that
+    /// compare with papers). Its categories must be concepts of `vocab`.
+    pub fn chair_compatible(vocab: std::sync::Arc<Vocabulary>, chair: crate::chair::ChairVocab) -> Result<Self, crate::CoreError> {
+        if let Some(missing) = chair.categories().find(|c| vocab.lookup(c).is_none()) {
+            return Err(crate::CoreError::invalid("chair_vocab", format!("category {missing:?} is not in vocabulary {}", vocab.name)));
+        }
+        let mut e = Extractor::new(vocab);
+        e.chair = Some(std::sync::Arc::new(chair));
+        Ok(e)
+    }
+
+    /// False for the CHAIR-compatible reader: its mentions carry no text spans.
+    pub fn has_spans(&self) -> bool {
+        self.chair.is_none()
+    }
+
+    fn classify(&self, word: &str) -> u32 {
+        let mut f = if word.len() <= self.longest { self.lexicon.get(word).copied().unwrap_or(0) } else { 0 };
+        let b = word.as_bytes();
+        if b.len() > 3 && word.ends_with("n't") {
+            f |= class::NEGATOR;
+        }
+        if !b.is_empty() && b.len() <= 4 && b.iter().all(|c| c.is_ascii_digit()) {
+            f |= class::NUMBER;
+        }
+        f
     }
 
     pub fn vocab(&self) -> &Vocabulary {
@@ -130,11 +257,25 @@ impl Extractor {
     pub fn extract_into(&self, text: &str, s: &mut ExtractScratch, out: &mut Extraction) {
         out.mentions.clear();
         out.negated.clear();
+        if let Some(chair) = &self.chair {
+            let mut names = Vec::new();
+            chair.mentioned_into(text, &mut s.chair, &mut names);
+            for name in names {
+                if let Some(concept) = self.vocab.lookup(name) {
+                    out.mentions.push(RawMention { concept, span: (0, 0), count: None, attributes: [None; MAX_ATTRIBUTES], sentence: 0, surface: 0 });
+                }
+            }
+            return;
+        }
         tokenize(text, s);
+        for t in s.toks.iter_mut() {
+            if t.kind == Kind::Word {
+                t.flags = self.classify(&s.norm[t.ns as usize..t.ne as usize]);
+            }
+        }
         mark_generic_sentences(s);
         let toks = &s.toks;
         let norm = s.norm.as_str();
-        let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
         let n = toks.len();
         let max_words = self.vocab.max_words();
         let mut neg = Neg::Off;
@@ -165,11 +306,11 @@ impl Extractor {
                 }
                 Kind::Word => {}
             }
-            let w = word(i);
-            if is_negator(w) {
+            let flags = toks[i].flags;
+            if flags & class::NEGATOR != 0 {
                 // "X is not visible": negates the mentions just before it in this clause
                 if let Some(end) = last_mention_tok_end {
-                    if post_nominal_denial(toks, norm, end, i) {
+                    if post_nominal_denial(toks, end, i) {
                         for m in out.mentions.drain(clause_first_mention..) {
                             out.negated.push((m.concept, m.span));
                         }
@@ -183,9 +324,9 @@ impl Extractor {
                 i += 1;
                 continue;
             }
-            if matches!(w, "absent" | "missing" | "nowhere") {
+            if flags & class::ABSENT != 0 {
                 if let Some(end) = last_mention_tok_end {
-                    if (end..i).all(|k| toks[k].kind == Kind::Word && is_be_or_modal(word(k))) && i - end <= 2 {
+                    if (end..i).all(|k| toks[k].flags & class::BE != 0) && i - end <= 2 {
                         for m in out.mentions.drain(clause_first_mention..) {
                             out.negated.push((m.concept, m.span));
                         }
@@ -195,7 +336,7 @@ impl Extractor {
             }
             // longest phrase starting here
             let mut hit = None;
-            if self.starters.contains(w) {
+            if flags & class::STARTER != 0 {
                 let mut words = 1;
                 while words < max_words && i + words < n && toks[i + words].kind == Kind::Word {
                     words += 1;
@@ -210,10 +351,10 @@ impl Extractor {
             }
             let Some((len, entry)) = hit else {
                 neg = match neg {
-                    Neg::Seeking if is_np_filler(w) || self.vocab.attribute_word(w).is_some() => Neg::Seeking,
+                    Neg::Seeking if flags & (class::FILLER | class::ATTRIBUTE) != 0 => Neg::Seeking,
                     Neg::Seeking => Neg::AfterHead,
-                    Neg::AfterHead | Neg::Coord if matches!(w, "and" | "or" | "nor") => Neg::Coord,
-                    Neg::Coord if matches!(w, "other" | "any" | "no" | "more") => Neg::Coord,
+                    Neg::AfterHead | Neg::Coord if flags & class::COORD != 0 => Neg::Coord,
+                    Neg::Coord if flags & class::CONTINUE != 0 => Neg::Coord,
                     _ => Neg::Off,
                 };
                 i += 1;
@@ -226,9 +367,9 @@ impl Extractor {
                 continue;
             };
             // colour word that is also a concept, used as a modifier: "an orange sign"
-            if len == 1 && !entry.plural && self.vocab.attribute_word(w).is_some() && i + 1 < n {
+            if len == 1 && !entry.plural && flags & class::ATTRIBUTE != 0 && i + 1 < n {
                 let next = toks[i + 1];
-                if next.kind == Kind::Word && !is_function_word(word(i + 1)) {
+                if next.kind == Kind::Word && next.flags & class::FUNCTION == 0 {
                     neg = if neg == Neg::Seeking { Neg::Seeking } else { neg };
                     i += 1;
                     continue;
@@ -274,7 +415,8 @@ impl Extractor {
         let mut k = head;
         while k > 0 && toks[k - 1].kind == Kind::Word {
             let w = word(k - 1);
-            if let Some(a) = self.vocab.attribute_word(w) {
+            let a = if toks[k - 1].flags & class::ATTRIBUTE != 0 { self.vocab.attribute_word(w) } else { None };
+            if let Some(a) = a {
                 if na < MAX_ATTRIBUTES {
                     attrs[na] = Some((a, (toks[k - 1].start, toks[k - 1].end)));
                     na += 1;
@@ -283,7 +425,7 @@ impl Extractor {
                 continue;
             }
             // "black and white cat"
-            if w == "and" && na > 0 && k >= 2 && toks[k - 2].kind == Kind::Word && self.vocab.attribute_word(word(k - 2)).is_some() {
+            if w == "and" && na > 0 && k >= 2 && toks[k - 2].flags & class::ATTRIBUTE != 0 {
                 k -= 1;
                 continue;
             }
@@ -292,7 +434,9 @@ impl Extractor {
         let mut count = None;
         if k > 0 && toks[k - 1].kind == Kind::Word {
             let w = word(k - 1);
-            count = number_word(w);
+            if toks[k - 1].flags & class::NUMBER != 0 {
+                count = number_word(w);
+            }
             if count.is_none() && w == "of" && k >= 2 && toks[k - 2].kind == Kind::Word {
                 // "a pair of skis" names one object when the concept is itself a pair
                 match word(k - 2) {
@@ -342,78 +486,33 @@ pub(crate) fn number_word(w: &str) -> Option<u32> {
     })
 }
 
-fn is_negator(w: &str) -> bool {
-    matches!(w, "no" | "not" | "without" | "nor" | "none" | "neither" | "cannot" | "never" | "lacks" | "lacking")
-        || (w.len() > 3 && w.ends_with("n't"))
-}
-
-fn is_be_or_modal(w: &str) -> bool {
-    matches!(
-        w,
-        "is" | "are" | "was" | "were" | "be" | "been" | "can" | "could" | "do" | "does" | "did" | "will" | "would" | "seem"
-            | "seems" | "appear" | "appears" | "also" | "clearly"
-    )
-}
-
 /// After a negator at `neg`, does "… not visible / cannot be seen / not in the image" follow,
 /// with only be/modal verbs between the mention (ending at `mention_end`) and the negator?
-fn post_nominal_denial(toks: &[Tok], norm: &str, mention_end: usize, neg: usize) -> bool {
-    let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
+fn post_nominal_denial(toks: &[Tok], mention_end: usize, neg: usize) -> bool {
     if neg < mention_end || neg - mention_end > 3 {
         return false;
     }
-    if !(mention_end..neg).all(|k| toks[k].kind == Kind::Word && is_be_or_modal(word(k))) {
+    if !(mention_end..neg).all(|k| toks[k].flags & class::BE != 0) {
         return false;
     }
     let mut k = neg + 1;
     let mut steps = 0;
     while k < toks.len() && toks[k].kind == Kind::Word && steps < 3 {
-        let w = word(k);
-        if matches!(
-            w,
-            "visible" | "present" | "seen" | "shown" | "found" | "observed" | "spotted" | "depicted" | "apparent"
-                | "included" | "pictured" | "there" | "here"
-        ) {
+        let f = toks[k].flags;
+        if f & class::VISIBLE != 0 {
             return true;
         }
-        if w == "in" {
-            return k + 2 < toks.len()
-                && matches!(word(k + 1), "the" | "this")
-                && matches!(word(k + 2), "image" | "picture" | "photo" | "photograph" | "scene" | "frame");
+        if f & class::IN != 0 {
+            // "in the image"
+            return k + 2 < toks.len() && toks[k + 1].flags & class::THE_THIS != 0 && toks[k + 2].flags & class::FRAME != 0;
         }
-        if !is_be_or_modal(w) && !matches!(w, "be" | "to" | "clearly" | "actually") {
+        if f & (class::BE | class::LINK) == 0 {
             return false;
         }
         k += 1;
         steps += 1;
     }
     false
-}
-
-/// Words that may sit between a negator and the head it negates.
-fn is_np_filler(w: &str) -> bool {
-    matches!(
-        w,
-        "a" | "an" | "the" | "any" | "other" | "another" | "additional" | "more" | "such" | "signs" | "sign" | "trace"
-            | "traces" | "of" | "visible" | "there" | "here" | "to" | "be" | "is" | "are" | "was" | "were" | "seem"
-            | "seems" | "appear" | "appears" | "see" | "seen" | "contain" | "contains" | "include" | "includes"
-            | "show" | "shows" | "have" | "has" | "feature" | "features" | "evidence" | "presence" | "indication"
-            | "kind" | "kinds" | "type" | "types" | "hold" | "holding" | "carry" | "carrying" | "wear" | "wearing"
-            | "ride" | "riding" | "single" | "one" | "two" | "live" | "real" | "actual" | "present" | "notice"
-            | "spot" | "find" | "detect" | "observe" | "identify" | "depict" | "depicts" | "i" | "we" | "you"
-            | "it" | "this" | "image" | "picture" | "photo" | "in" | "at" | "all" | "obvious" | "apparent"
-    )
-}
-
-/// Words after which "orange" is still the fruit ("oranges and apples", "an orange on …").
-fn is_function_word(w: &str) -> bool {
-    matches!(
-        w,
-        "and" | "or" | "is" | "are" | "was" | "were" | "on" | "in" | "with" | "of" | "to" | "that" | "which" | "sitting"
-            | "lying" | "next" | "near" | "from" | "at" | "by" | "for" | "as" | "the" | "a" | "an" | "slice" | "slices"
-            | "half" | "halves" | "placed" | "cut" | "being" | "has" | "have" | "can" | "could" | "also" | "nearby"
-            | "beside" | "behind" | "under" | "over" | "into" | "onto" | "while" | "but" | "so" | "than" | "there"
-    )
 }
 
 /// Lowercased tokens with original byte spans and a single-spaced normalized copy.
@@ -423,15 +522,14 @@ fn tokenize(text: &str, s: &mut ExtractScratch) {
     let b = text.as_bytes();
     let n = b.len();
     let mut i = 0;
-    let push_norm = |norm: &mut String, piece: &[u8]| -> (u32, u32) {
+    let push_norm = |norm: &mut String, piece: &str| -> (u32, u32) {
         if !norm.is_empty() {
             norm.push(' ');
         }
-        let ns = norm.len() as u32;
-        for &c in piece {
-            norm.push(c.to_ascii_lowercase() as char);
-        }
-        (ns, norm.len() as u32)
+        let ns = norm.len();
+        norm.push_str(piece);
+        norm[ns..].make_ascii_lowercase();
+        (ns as u32, norm.len() as u32)
     };
     while i < n {
         let c = b[i];
@@ -468,11 +566,11 @@ fn tokenize(text: &str, s: &mut ExtractScratch) {
             }
             let (ns, ne) = if text[start..piece_end].contains('\u{2019}') {
                 let replaced = text[start..piece_end].replace('\u{2019}', "'");
-                push_norm(&mut s.norm, replaced.as_bytes())
+                push_norm(&mut s.norm, &replaced)
             } else {
-                push_norm(&mut s.norm, &b[start..piece_end])
+                push_norm(&mut s.norm, &text[start..piece_end])
             };
-            s.toks.push(Tok { start: start as u32, end: piece_end as u32, ns, ne, kind: Kind::Word });
+            s.toks.push(Tok { start: start as u32, end: piece_end as u32, ns, ne, kind: Kind::Word, flags: 0 });
             i = end;
             continue;
         }
@@ -484,8 +582,8 @@ fn tokenize(text: &str, s: &mut ExtractScratch) {
             _ => None,
         };
         if let Some(kind) = kind {
-            let (ns, ne) = push_norm(&mut s.norm, &b[i..i + 1]);
-            s.toks.push(Tok { start: i as u32, end: i as u32 + 1, ns, ne, kind });
+            let (ns, ne) = push_norm(&mut s.norm, &text[i..i + 1]);
+            s.toks.push(Tok { start: i as u32, end: i as u32 + 1, ns, ne, kind, flags: 0 });
         }
         i += 1;
         // skip the rest of a UTF-8 sequence
@@ -500,30 +598,24 @@ fn mark_generic_sentences(s: &mut ExtractScratch) {
     s.generic_sentence.clear();
     let mut marker = false;
     let mut deictic = false;
-    let mut prev = "";
+    let mut prev_are_is = false;
     for t in &s.toks {
         match t.kind {
             Kind::Stop { sentence_end: true } => {
                 s.generic_sentence.push(marker && !deictic);
                 marker = false;
                 deictic = false;
-                prev = "";
+                prev_are_is = false;
             }
             Kind::Word => {
-                let w = &s.norm[t.ns as usize..t.ne as usize];
-                if matches!(w, "typically" | "generally" | "commonly" | "usually")
-                    || (w == "known" && matches!(prev, "are" | "is"))
-                    || (w == "often" && matches!(prev, "are" | "is"))
-                {
+                // "typically", or "are known" / "is often"
+                if t.flags & class::GENERIC != 0 || (t.flags & class::KNOWN_OFTEN != 0 && prev_are_is) {
                     marker = true;
                 }
-                if matches!(
-                    w,
-                    "image" | "picture" | "photo" | "photograph" | "scene" | "here" | "this" | "shown" | "seen" | "visible" | "depicted"
-                ) {
+                if t.flags & class::DEICTIC != 0 {
                     deictic = true;
                 }
-                prev = w;
+                prev_are_is = t.flags & class::ARE_IS != 0;
             }
             _ => {}
         }

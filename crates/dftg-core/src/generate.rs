@@ -391,8 +391,9 @@ pub fn generate_shard(
             push(record(v, &format!("attr-{family}"), concept, &question, answer, InstructionType::Attribute, why), &mut out);
         }
     }
-    // the model's own descriptions, corrected
+    // the model's own descriptions, corrected (needs the spans of the claims)
     let mut scratch = ExtractScratch::default();
+    let quota_corrections = if extractor.has_spans() { quota.corrections } else { 0 };
     let mut corr: Vec<(u64, &DiagnosisRecord)> = diagnoses
         .iter()
         .filter(|d| d.error.is_none() && !d.hallucinations.is_empty())
@@ -401,7 +402,7 @@ pub fn generate_shard(
     corr.sort_by_key(|(h, _)| *h);
     let mut made = 0;
     for (_, d) in corr {
-        if made >= quota.corrections {
+        if made >= quota_corrections {
             break;
         }
         let Some(text) = correct_description(extractor, &mut scratch, d) else { continue };

@@ -233,6 +233,11 @@ impl Vocabulary {
         &self.families
     }
 
+    /// Every word that names an attribute value, aliases included.
+    pub fn attribute_words(&self) -> impl Iterator<Item = &str> {
+        self.attribute_words.keys().map(|k| k.as_str())
+    }
+
     pub fn attribute_word(&self, word: &str) -> Option<AttributeId> {
         self.attribute_words.get(word).copied()
     }

@@ -51,7 +51,17 @@ pub fn build_extractor(spec: &crate::job::JobSpec) -> Result<Extractor, Pipeline
             dftg_core::vocab::Vocabulary::from_toml(&text).map_err(|e| PipelineError::invalid("vocabulary", format!("{path}: {e}")))?
         }
     };
-    Ok(Extractor::new(Arc::new(vocab)))
+    let vocab = Arc::new(vocab);
+    if spec.extractor != "chair-compat" {
+        return Ok(Extractor::new(vocab));
+    }
+    let dir = std::path::PathBuf::from(spec.chair_vocab.as_deref().unwrap_or_default());
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", dir.join(name).display())))
+    };
+    let chair = dftg_core::chair::ChairVocab::from_sources(&read("synonyms.txt")?, &read("double_words.json")?)
+        .map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))?;
+    Extractor::chair_compatible(vocab, chair).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
 }
 
 pub struct DiagnoseOutcome {

@@ -173,6 +173,51 @@ pub fn placeholder_png(key: &str, objects: &[&str]) -> Result<Vec<u8>, PipelineE
     draw_png(key, "placeholder", &boxes)
 }
 
+/// A corpus for an id → objects map (CHAIR's format) with a placeholder image per id, so
+/// recorded model outputs can be replayed through the pipeline: `manifest.jsonl` and
+/// `images/<id>.png`. `ids` keeps only those ids, in that order.
+pub fn write_object_map_corpus(dir: &std::path::Path, objects_json: &str, ids: Option<&[String]>) -> Result<usize, PipelineError> {
+    let all = dftg_core::truth::parse_object_map(objects_json).map_err(|e| PipelineError::invalid("objects", e.to_string()))?;
+    let truths: Vec<dftg_core::truth::ImageTruth> = match ids {
+        None => all,
+        Some(ids) => {
+            let mut by_id: std::collections::HashMap<String, dftg_core::truth::ImageTruth> = all.into_iter().map(|t| (t.image.clone(), t)).collect();
+            ids.iter().filter_map(|id| by_id.remove(id)).collect()
+        }
+    };
+    let io = |e: std::io::Error| PipelineError::invalid("corpus.path", format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join("images")).map_err(io)?;
+    let mut manifest = String::new();
+    for mut t in truths.iter().cloned() {
+        let file = format!("images/{}.png", t.image);
+        let names: Vec<&str> = t.objects.iter().map(|o| o.name.as_str()).collect();
+        std::fs::write(dir.join(&file), placeholder_png(&t.image, &names)?).map_err(io)?;
+        t.file = Some(file);
+        manifest.push_str(&serde_json::to_string(&t).unwrap_or_default());
+        manifest.push('\n');
+    }
+    std::fs::write(dir.join("manifest.jsonl"), manifest).map_err(io)?;
+    Ok(truths.len())
+}
+
+/// Image ids of a JSONL file of `{"image_id", ...}` lines, first occurrence order.
+pub fn image_ids_of_jsonl(text: &str) -> Result<Vec<String>, PipelineError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| PipelineError::invalid(format!("line {}", i + 1), e.to_string()))?;
+        let id = match &v["image_id"] {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            _ => return Err(PipelineError::invalid(format!("line {}", i + 1), "no image_id")),
+        };
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Writes a synthetic corpus to a directory: `annotations.json` and `images/*.png`.
 pub fn write_corpus_dir(dir: &std::path::Path, n: usize, seed: u64) -> Result<usize, PipelineError> {
     let corpus = synthesize(n, seed)?;
