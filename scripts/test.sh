@@ -47,4 +47,8 @@ if [ -d "$DFTG_DATA/pope/captions" ]; then
     python3 "$TOOLS/chair_compare.py" "$DFTG_DATA/chair-reference/$name" "$WORK/$name.stdout.json" "$WORK/$name.per-caption.jsonl"
   done
 fi
+echo "== deploy checks (helm lint/template, kubernetes-validate, promtool)"
+./scripts/check-deploy.sh
+echo "== end to end with a real Prometheus scraping a distributed job"
+DFTG_BIN="$DFTG" ./scripts/e2e-prometheus.sh
 echo "== all tests passed"

@@ -111,6 +111,20 @@ pub fn init(role: &str) {
     for outcome in ["ok", "error"] {
         m.model_request_duration.with_label_values(&[outcome]);
     }
+    // label sets that dashboards and alerts query exist from the start (at 0)
+    for q in [crate::messages::DIAGNOSE_QUEUE, crate::messages::GENERATE_QUEUE] {
+        m.dead_letters.with_label_values(&[q]);
+    }
+    for kind in dftg_model::client::ModelErrorKind::ALL {
+        m.model_request_errors.with_label_values(&[kind.reason()]);
+        m.image_errors.with_label_values(&[kind.reason()]);
+    }
+    for reason in ["corrupt_image", "missing_image", "bad_annotation", "store_error"] {
+        m.image_errors.with_label_values(&[reason]);
+    }
+    for t in dftg_core::llava::InstructionType::ALL {
+        m.instructions_generated.with_label_values(&[t.as_str()]);
+    }
     for op in ["get", "put", "list", "delete"] {
         m.store_request_duration.with_label_values(&[op]);
         m.store_errors.with_label_values(&[op]);
