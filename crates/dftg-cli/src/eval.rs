@@ -83,6 +83,55 @@ impl<'de, 'n> Visitor<'de> for NeededObjects<'n> {
     }
 }
 
+/// Fast path for CHAIR's cache format `{"<id>": ["name", ...], ...}`: skips the entries that
+/// are not needed without parsing them. `None` when the text is not in that plain shape.
+fn scan_object_map(b: &[u8], needed: &HashSet<String>) -> Option<HashMap<String, Vec<String>>> {
+    let mut out = HashMap::with_capacity(needed.len());
+    let ws = |b: &[u8], mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = ws(b, i);
+        match b.get(i)? {
+            b'}' => return Some(out),
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = i + 1 + b[i + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
+        if b[key_end] != b'"' {
+            return None;
+        }
+        let key = std::str::from_utf8(&b[i + 1..key_end]).ok()?;
+        i = ws(b, key_end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        if b.get(i) != Some(&b'[') {
+            return None;
+        }
+        let close = i + b[i..].iter().position(|&c| c == b']')?;
+        if needed.contains(key) {
+            // category names hold no ']'; a list that does not parse sends us to the full parser
+            let names: Vec<String> = serde_json::from_slice(&b[i..=close]).ok()?;
+            out.insert(key.to_string(), names);
+        }
+        i = close + 1;
+    }
+}
+
 fn id_string(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -106,12 +155,20 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     }
     let needed: HashSet<String> = lines.iter().map(|l| l.1.clone()).collect();
     let objects_text = std::fs::read(&args.objects).with_context(|| format!("cannot read objects {}", args.objects.display()))?;
-    let mut de = serde_json::Deserializer::from_slice(&objects_text);
-    let gt: HashMap<String, Vec<String>> = serde::de::DeserializeSeed::deserialize(NeededObjects(&needed), &mut de)
-        .with_context(|| format!("{} is not an id → objects map", args.objects.display()))?;
+    let gt: HashMap<String, Vec<String>> = match scan_object_map(&objects_text, &needed) {
+        Some(gt) => gt,
+        None => {
+            // not in the plain shape the scanner reads: the full JSON parser decides
+            let mut de = serde_json::Deserializer::from_slice(&objects_text);
+            serde::de::DeserializeSeed::deserialize(NeededObjects(&needed), &mut de)
+                .with_context(|| format!("{} is not an id → objects map", args.objects.display()))?
+        }
+    };
     if let Some(missing) = lines.iter().find(|l| !gt.contains_key(&l.1)) {
         anyhow::bail!("image {} of {} has no ground truth in {}", missing.1, args.captions.display(), args.objects.display());
     }
+    // resolve each caption's truth once
+    let lines: Vec<(serde_json::Value, &Vec<String>, CaptionLine)> = lines.into_iter().map(|(raw, id, c)| (raw, &gt[&id], c)).collect();
 
     let mut out = args
         .per_caption
@@ -136,10 +193,10 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
         let dw = std::fs::read_to_string(dir.join("double_words.json")).with_context(|| format!("cannot read {}/double_words.json", dir.display()))?;
         let vocab = ChairVocab::from_sources(&syn, &dw)?;
         let mut scratch = ChairScratch::default();
-        for (raw_id, id, c) in &lines {
+        for (raw_id, truth, c) in &lines {
             vocab.mentioned_into(&c.caption, &mut scratch, &mut mentioned);
             hallucinated.clear();
-            tally.add(&mentioned, &gt[id], &mut hallucinated);
+            tally.add(&mentioned, truth, &mut hallucinated);
             write_line(&mut out, raw_id, &mentioned, &hallucinated)?;
         }
     } else {
@@ -147,12 +204,12 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
         let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
         let mut scratch = ExtractScratch::default();
         let mut ex = Extraction::default();
-        for (raw_id, id, c) in &lines {
+        for (raw_id, truth, c) in &lines {
             extractor.extract_into(&c.caption, &mut scratch, &mut ex);
             mentioned.clear();
             mentioned.extend(ex.mentions.iter().map(|m| extractor.vocab().name(m.concept)));
             hallucinated.clear();
-            tally.add(&mentioned, &gt[id], &mut hallucinated);
+            tally.add(&mentioned, truth, &mut hallucinated);
             write_line(&mut out, raw_id, &mentioned, &hallucinated)?;
         }
     }

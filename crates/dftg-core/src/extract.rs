@@ -38,6 +38,8 @@ mod class {
     pub const FRAME: u32 = 1 << 16;
     pub const LINK: u32 = 1 << 17;
     pub const IN: u32 = 1 << 18;
+    /// Appears after the first word of some multi-word phrase.
+    pub const INNER: u32 = 1 << 19;
 }
 
 const WORD_CLASSES: &[(u32, &[&str])] = &[
@@ -188,8 +190,12 @@ impl Extractor {
             }
         }
         for p in vocab.phrase_keys() {
-            if let Some(first) = p.split(' ').next() {
+            let mut words = p.split(' ');
+            if let Some(first) = words.next() {
                 add(first, class::STARTER);
+            }
+            for w in words {
+                add(w, class::INNER);
             }
         }
         for f in vocab.families() {
@@ -338,7 +344,8 @@ impl Extractor {
             let mut hit = None;
             if flags & class::STARTER != 0 {
                 let mut words = 1;
-                while words < max_words && i + words < n && toks[i + words].kind == Kind::Word {
+                // a longer phrase is only possible through words that occur inside phrases
+                while words < max_words && i + words < n && toks[i + words].flags & class::INNER != 0 {
                     words += 1;
                 }
                 for len in (1..=words).rev() {

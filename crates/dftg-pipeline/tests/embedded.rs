@@ -188,3 +188,35 @@ async fn bad_inputs_become_per_image_errors_and_the_job_completes() {
     assert!(diags.iter().filter(|d| d.error.is_some()).all(|d| d.response.is_empty()));
     assert!(m.instructions > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 20, 8).unwrap();
+    // the same corpus as a JSONL manifest with two malformed lines
+    let truths = dftg_core::truth::parse_coco_instances(&std::fs::read_to_string(corpus.join("annotations.json")).unwrap()).unwrap();
+    let mut manifest: Vec<String> = truths.iter().map(|t| serde_json::to_string(t).unwrap()).collect();
+    manifest.insert(3, "{\"image\": \"broken\", \"objects\": [".into());
+    manifest.insert(9, "not json at all".into());
+    std::fs::remove_file(corpus.join("annotations.json")).unwrap();
+    std::fs::write(corpus.join("manifest.jsonl"), manifest.join("\n")).unwrap();
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:mild".into(), ..ModelSpec::default() });
+    spec.shard_size = 7;
+    let report = run(&corpus, &dir.path().join("out"), &spec).await;
+    assert_eq!(report.manifest.images, 22);
+    assert_eq!(report.manifest.errors_by_reason.get("bad_annotation"), Some(&2), "{:?}", report.manifest.errors_by_reason);
+    assert_eq!(report.manifest.diagnosed_images, 20);
+
+    // nothing listens on this port: every image fails with the reason, the job completes
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut spec = JobSpec::new(
+        corpus.to_str().unwrap(),
+        ModelSpec { kind: "openai".into(), endpoint: Some(format!("http://127.0.0.1:{port}/v1")), name: Some("m".into()), max_attempts: 2, ..ModelSpec::default() },
+    );
+    spec.shard_size = 7;
+    let report = run(&corpus, &dir.path().join("out2"), &spec).await;
+    assert_eq!(report.manifest.errors_by_reason.get("model_unreachable"), Some(&20), "{:?}", report.manifest.errors_by_reason);
+    assert_eq!(report.manifest.diagnosed_images, 0);
+    assert_eq!(report.manifest.instructions, 0);
+}
