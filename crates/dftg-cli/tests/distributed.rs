@@ -123,6 +123,19 @@ async fn start_s3() -> S3 {
     S3 { endpoint, dir, task }
 }
 
+/// The environment of every dftg process of a test: broker vhost, job store, S3 access.
+fn process_env(vhost: &Vhost, s3: &S3, store_url: &str) -> Vec<(String, String)> {
+    vec![
+        ("DFTG_AMQP_URL".into(), vhost.url()),
+        ("DFTG_STORE_URL".into(), store_url.to_string()),
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ]
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read dir") {
@@ -184,15 +197,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     let corpus = work.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 2000, 21).expect("corpus");
     copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
-    let env: Vec<(String, String)> = vec![
-        ("DFTG_AMQP_URL".into(), vhost.url()),
-        ("DFTG_STORE_URL".into(), format!("s3://{BUCKET}/jobs")),
-        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-    ];
+    let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
     let corpus_str = corpus.to_str().expect("utf-8");
     let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
     let (coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
@@ -285,15 +290,7 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     let corpus = work.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 22).expect("corpus");
     copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
-    let env: Vec<(String, String)> = vec![
-        ("DFTG_AMQP_URL".into(), vhost.url()),
-        ("DFTG_STORE_URL".into(), format!("file://{}", work.path().join("store").display())),
-        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-    ];
+    let env = process_env(&vhost, &s3, &format!("file://{}", work.path().join("store").display()));
     let corpus_str = corpus.to_str().expect("utf-8");
     // 20% of requests fail; 2% of images fail every time
     let (_sim, sim_url) = spawn_listening(
