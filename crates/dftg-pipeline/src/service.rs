@@ -44,12 +44,6 @@ impl Coordinator {
     /// Starts routing events and resumes every unfinished job found in the store.
     pub async fn start(root: ObjectBlobStore, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken) -> Result<Arc<Self>, PipelineError> {
         let me = Arc::new(Coordinator { root, queue, jobs: Mutex::new(BTreeMap::new()), shutdown });
-        let router = me.clone();
-        tokio::spawn(async move {
-            if let Err(e) = router.route_events().await {
-                tracing::error!(error = %e, "event routing stopped");
-            }
-        });
         // queue gauges for /metrics, refreshed in the background
         let poller = me.clone();
         tokio::spawn(async move {
@@ -73,6 +67,13 @@ impl Coordinator {
                 Err(e) => tracing::error!(job = job_id, error = %e, "cannot resume job"),
             }
         }
+        // events are routed once every resumed job has its channel: none is dropped as unknown
+        let router = me.clone();
+        tokio::spawn(async move {
+            if let Err(e) = router.route_events().await {
+                tracing::error!(error = %e, "event routing stopped");
+            }
+        });
         Ok(me)
     }
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Distributed throughput: images/s of the diagnose stage with 1, 2 and 4 inference workers
+# (separate processes, RabbitMQ vhost of its own, file store) against a simulator, next to
+# `dftg run` on the same corpus. Usage: scripts/bench-distributed.sh [IMAGES] [LATENCY_MS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-2000}"; LAT="${2:-0}"
+cargo build --release --locked --bin dftg -q
+DFTG=$(pwd)/target/release/dftg
+WORK=$(mktemp -d); PIDS=()
+VHOST="dftg-bench-$$"
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+"$DFTG" corpus synth --images "$N" --out "$WORK/corpus" --seed 11 >/dev/null
+SIM=$(free_port)
+"$DFTG" sim --listen "127.0.0.1:$SIM" --corpus "$WORK/corpus" --latency-ms "$LAT" >/dev/null & PIDS+=($!)
+wait_http "http://127.0.0.1:$SIM/healthz"
+s=$(date +%s.%N)
+"$DFTG" run --corpus "$WORK/corpus" --endpoint "http://127.0.0.1:$SIM/v1" --model-name sim --out "$WORK/local" --quiet | sed -n 3p
+e=$(date +%s.%N)
+echo "dftg run (embedded, whole job): $(echo "$N / ($e - $s)" | bc -l | xargs printf '%.0f') images/s end to end"
+rabbitmqctl add_vhost "$VHOST" >/dev/null; rabbitmqctl set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null
+export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+for W in 1 2 4; do
+  export DFTG_STORE_URL="file://$WORK/store-$W"
+  C=$(free_port)
+  "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null & CPID=$!
+  WP=()
+  for _ in $(seq 1 "$W"); do "$DFTG" worker --role inference --prefetch 1 --in-flight $((64 / W)) 2>/dev/null & WP+=($!); done
+  "$DFTG" worker --role generator 2>/dev/null & WP+=($!)
+  wait_http "http://127.0.0.1:$C/healthz"
+  cat > "$WORK/job.toml" <<TOML
+shard_size = 100
+[corpus]
+path = "file://$WORK/corpus"
+[model]
+kind = "openai"
+endpoint = "http://127.0.0.1:$SIM/v1"
+name = "sim"
+TOML
+  OUT=$("$DFTG" submit --job "$WORK/job.toml" --coordinator "http://127.0.0.1:$C" --wait 2>/dev/null)
+  JOB=$(printf '%s\n' "$OUT" | head -n1)
+  RATE=$(curl -fsS "http://127.0.0.1:$C/v1/jobs/$JOB" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["diagnose"]["rate"]))')
+  echo "distributed, $W inference worker(s), 64 requests in flight in total: diagnose stage $RATE images/s"
+  kill "$CPID" "${WP[@]}" 2>/dev/null || true; wait "$CPID" "${WP[@]}" 2>/dev/null || true
+done
