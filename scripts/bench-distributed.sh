@@ -28,7 +28,7 @@ for W in 1 2 4; do
   C=$(free_port)
   "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null & CPID=$!
   WP=()
-  for _ in $(seq 1 "$W"); do "$DFTG" worker --role inference --prefetch 1 --in-flight $((64 / W)) 2>/dev/null & WP+=($!); done
+  for _ in $(seq 1 "$W"); do "$DFTG" worker --role inference --prefetch 2 --in-flight $((64 / W)) 2>/dev/null & WP+=($!); done
   "$DFTG" worker --role generator 2>/dev/null & WP+=($!)
   wait_http "http://127.0.0.1:$C/healthz"
   cat > "$WORK/job.toml" <<TOML
