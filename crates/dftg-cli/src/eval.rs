@@ -132,14 +132,6 @@ fn scan_object_map(b: &[u8], needed: &HashSet<String>) -> Option<HashMap<String,
     }
 }
 
-fn id_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 fn default_chair_vocab() -> PathBuf {
     let data = std::env::var("DFTG_DATA").unwrap_or_else(|_| "../shared/data".into());
     PathBuf::from(data).join("chair-vocab")
@@ -150,7 +142,7 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     let mut lines: Vec<(serde_json::Value, String, CaptionLine)> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let c: CaptionLine = serde_json::from_str(line).with_context(|| format!("{} line {}: expected {{\"image_id\", \"caption\"}}", args.captions.display(), i + 1))?;
-        let id = id_string(&c.image_id).with_context(|| format!("{} line {}: image_id must be a number or a string", args.captions.display(), i + 1))?;
+        let id = dftg_core::truth::image_key(&c.image_id).with_context(|| format!("{} line {}: image_id must be a number or a string", args.captions.display(), i + 1))?;
         lines.push((c.image_id.clone(), id, c));
     }
     let needed: HashSet<String> = lines.iter().map(|l| l.1.clone()).collect();

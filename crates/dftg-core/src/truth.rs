@@ -65,7 +65,7 @@ struct ManifestLine {
 pub fn parse_manifest_line(line: &str, line_no: usize) -> Result<ImageTruth, CoreError> {
     let m: ManifestLine = serde_json::from_str(line)
         .map_err(|e| CoreError::invalid(format!("manifest line {line_no}"), e.to_string()))?;
-    let image = id_to_string(&m.image).ok_or_else(|| {
+    let image = image_key(&m.image).ok_or_else(|| {
         CoreError::invalid(format!("manifest line {line_no}"), "\"image\" must be a string or a number")
     })?;
     let mut objects: Vec<ObjectTruth> = Vec::with_capacity(m.objects.len());
@@ -82,7 +82,8 @@ pub fn parse_manifest_line(line: &str, line_no: usize) -> Result<ImageTruth, Cor
     Ok(ImageTruth { image, file: m.file, objects })
 }
 
-fn id_to_string(v: &serde_json::Value) -> Option<String> {
+/// An image id as written in JSON (`"abc"` or `123`) → the image key; `None` otherwise.
+pub fn image_key(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -139,7 +140,7 @@ pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
     let mut acc: Vec<BTreeMap<&str, (u32, bool, BTreeMap<String, Vec<String>>)>> = Vec::new();
     let mut truths = Vec::with_capacity(coco.images.len());
     for (i, img) in coco.images.iter().enumerate() {
-        let key = id_to_string(&img.id)
+        let key = image_key(&img.id)
             .ok_or_else(|| CoreError::invalid(format!("coco images[{i}].id"), "must be a string or a number"))?;
         if index.insert(key.clone(), i).is_some() {
             return Err(CoreError::invalid(format!("coco images[{i}].id"), format!("duplicate image id {key}")));
@@ -148,7 +149,7 @@ pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
         acc.push(BTreeMap::new());
     }
     for (i, a) in coco.annotations.iter().enumerate() {
-        let key = id_to_string(&a.image_id).ok_or_else(|| {
+        let key = image_key(&a.image_id).ok_or_else(|| {
             CoreError::invalid(format!("coco annotations[{i}].image_id"), "must be a string or a number")
         })?;
         let Some(&img) = index.get(&key) else {

@@ -143,21 +143,22 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
     let images = state.images;
     update(&io.status, |s| s.images = images);
     let mut resumed = 0u64;
-    let mut failed_shards = BTreeMap::new();
     let result = async {
         let t0 = Instant::now();
         set_phase(&info, &mut state, &io.status, Phase::Diagnosing).await?;
         let items = state.images * info.spec.prompts.len() as u64;
-        run_stage(&info, &mut io, Stage::Diagnose, state.shards, items, &mut resumed, &mut failed_shards).await?;
+        run_stage(&info, &mut io, Stage::Diagnose, state.shards, items, &mut resumed).await?;
         let diagnose_time = t0.elapsed();
         set_phase(&info, &mut state, &io.status, Phase::Profiling).await?;
         let (_profile, plan) = build_profile_and_plan(&info, state.shards).await?;
         set_phase(&info, &mut state, &io.status, Phase::Generating).await?;
         let t1 = Instant::now();
-        run_stage(&info, &mut io, Stage::Generate, state.shards, plan.budget, &mut resumed, &mut failed_shards).await?;
+        run_stage(&info, &mut io, Stage::Generate, state.shards, plan.budget, &mut resumed).await?;
         let generate_time = t1.elapsed();
         set_phase(&info, &mut state, &io.status, Phase::Finishing).await?;
-        let manifest = write_dataset(&info, state.shards, &plan, failed_shards.clone()).await?;
+        // the live status already holds every given-up shard
+        let failed_shards = io.status.lock().unwrap_or_else(|p| p.into_inner()).failed_shards.clone();
+        let manifest = write_dataset(&info, state.shards, &plan, failed_shards).await?;
         write_report(&info, state.shards).await?;
         Ok::<_, PipelineError>((manifest, diagnose_time, generate_time))
     }
@@ -198,7 +199,6 @@ async fn run_stage(
     shards: u32,
     total_items: u64,
     resumed: &mut u64,
-    failed_shards: &mut BTreeMap<String, String>,
 ) -> Result<(), PipelineError> {
     io.progress.stage_started(stage.as_str(), total_items);
     update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: shards, ..StageStatus::default() });
@@ -227,9 +227,6 @@ async fn run_stage(
         let Some(ev) = ev else { return Err(PipelineError::Cancelled) };
         if ev.stage != stage || ev.job_id != info.job_id || ev.shard >= shards || !done.insert(ev.shard) {
             continue;
-        }
-        if let Some(err) = &ev.error {
-            failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), err.clone());
         }
         *resumed += u64::from(ev.already_done);
         io.progress.advanced(stage.as_str(), ev.items);

@@ -206,11 +206,7 @@ pub fn image_ids_of_jsonl(text: &str) -> Result<Vec<String>, PipelineError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| PipelineError::invalid(format!("line {}", i + 1), e.to_string()))?;
-        let id = match &v["image_id"] {
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            _ => return Err(PipelineError::invalid(format!("line {}", i + 1), "no image_id")),
-        };
+        let id = dftg_core::truth::image_key(&v["image_id"]).ok_or_else(|| PipelineError::invalid(format!("line {}", i + 1), "no image_id"))?;
         if seen.insert(id.clone()) {
             out.push(id);
         }

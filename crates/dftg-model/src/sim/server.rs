@@ -211,17 +211,11 @@ impl ReplayCaptions {
                 line: i + 1,
                 reason: e.to_string(),
             })?;
-            let key = match l.image_id {
-                serde_json::Value::String(s) if !s.is_empty() => s,
-                serde_json::Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(SimError::Replay {
-                        origin: origin.into(),
-                        line: i + 1,
-                        reason: "\"image_id\" must be a string or a number".into(),
-                    })
-                }
-            };
+            let key = dftg_core::truth::image_key(&l.image_id).ok_or_else(|| SimError::Replay {
+                origin: origin.into(),
+                line: i + 1,
+                reason: "\"image_id\" must be a string or a number".into(),
+            })?;
             by_image.entry(key).or_insert(l.caption);
         }
         Ok(ReplayCaptions { by_image })
