@@ -45,10 +45,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "DFTG_STORE_URL")]
     pub store: String,
     /// Shard tasks held at once (queue prefetch).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "DFTG_WORKER_PREFETCH", default_value_t = 2)]
     pub prefetch: usize,
     /// Model requests in flight from this worker (default: the job's setting).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "DFTG_WORKER_IN_FLIGHT", default_value_t = 0)]
     pub in_flight: usize,
     /// Serve /metrics and /healthz here (optional).
     #[arg(long)]
@@ -59,6 +59,10 @@ pub struct WorkerArgs {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub job: JobFlags,
+    /// Where the job writes `<job-id>/`: s3://bucket/prefix or file:///dir (default: the
+    /// coordinator's --store).
+    #[arg(long)]
+    pub out: Option<String>,
     /// Coordinator base URL.
     #[arg(long, env = "DFTG_COORDINATOR", default_value = "http://127.0.0.1:8080")]
     pub coordinator: String,
@@ -144,7 +148,11 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.job.to_spec()?;
+    let mut spec = args.job.to_spec()?;
+    if let Some(out) = &args.out {
+        spec.out = Some(out.clone());
+        spec.validate().context("invalid job")?;
+    }
     let http = reqwest::Client::new();
     let base = args.coordinator.trim_end_matches('/');
     let r = http.post(format!("{base}/v1/jobs")).body(serde_json::to_string(&spec)?).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;

@@ -136,9 +136,10 @@ impl JobFlags {
 pub struct RunArgs {
     #[command(flatten)]
     pub job: JobFlags,
-    /// Output directory; the job writes under <out>/<job-id>/.
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
+    /// Output directory; the job writes under <out>/<job-id>/ (default: the spec's `out`, else
+    /// ./out).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Shards processed at once per stage.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
@@ -150,7 +151,16 @@ pub struct RunArgs {
 pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = args.job.to_spec()?;
     let job_id = spec.id();
-    let job = LocalJob::prepare(&spec, &args.out).await.with_context(|| format!("job {job_id}"))?;
+    let out = match (&args.out, &spec.out) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(url)) => {
+            let dir = url.strip_prefix("file://").unwrap_or(url);
+            anyhow::ensure!(!dir.contains("://"), "dftg run writes to a local directory, not {url}: pass --out DIR or submit the job to a coordinator");
+            PathBuf::from(dir)
+        }
+        (None, None) => PathBuf::from("out"),
+    };
+    let job = LocalJob::prepare(&spec, &out).await.with_context(|| format!("job {job_id}"))?;
     let job_dir = job.job_dir.clone();
     let bars = Arc::new(crate::progress::Bars::new(!args.quiet));
     let opts = RunOptions { workers: args.workers, progress: bars, shutdown: crate::shutdown_token() };

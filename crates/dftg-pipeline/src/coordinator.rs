@@ -13,8 +13,6 @@ use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
 use dftg_runtime::BlobStore;
 
-use crate::corpus::PlanEntry;
-use crate::diagnose::to_jsonl;
 use crate::error::PipelineError;
 use crate::generate::{read_json, StoredGenerationPlan};
 use crate::job::JobSpec;
@@ -67,16 +65,6 @@ pub async fn read_state(store: &dyn BlobStore) -> Result<Option<JobState>, Pipel
             .map(Some)
             .map_err(|e| PipelineError::CorruptObject { key: layout::JOB.into(), reason: e.to_string() }),
     }
-}
-
-/// Writes the plan shards (create-only: an existing plan is kept). Returns (shards, images).
-pub async fn write_plan(store: &dyn BlobStore, entries: &[PlanEntry], shard_size: usize) -> Result<(u32, u64), PipelineError> {
-    let mut shards = 0u32;
-    for (i, chunk) in entries.chunks(shard_size.max(1)).enumerate() {
-        store.put_create(&layout::plan_shard(i as u32), to_jsonl(chunk)).await?;
-        shards += 1;
-    }
-    Ok((shards, entries.len() as u64))
 }
 
 /// Folds the shard summaries (any order) into one.

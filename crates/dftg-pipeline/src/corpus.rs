@@ -35,7 +35,8 @@ pub async fn locate_truth(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<(
         None => {
             let mut found = None;
             for candidate in ["annotations.json", "manifest.jsonl", "imid_to_objects.json"] {
-                if corpus.get(candidate).await?.is_some() {
+                // opening the stream reads no body: a probe, whatever the file's size
+                if corpus.get_stream(candidate).await?.is_some() {
                     found = Some(candidate.to_string());
                     break;
                 }
@@ -52,59 +53,45 @@ pub async fn locate_truth(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<(
         Some("coco") => TruthFormat::Coco,
         Some("jsonl") => TruthFormat::Jsonl,
         Some("object-map") => TruthFormat::ObjectMap,
-        _ if file.ends_with(".jsonl") => TruthFormat::Jsonl,
+        _ if file.ends_with(".jsonl") || file.ends_with('/') => TruthFormat::Jsonl,
         _ if file.contains("imid_to_objects") => TruthFormat::ObjectMap,
         _ => TruthFormat::Coco,
     };
     Ok((file, format))
 }
 
-/// The corpus's images with their truth, in a stable order (the file's order).
-pub async fn load_entries(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<Vec<PlanEntry>, PipelineError> {
-    let (file, format) = locate_truth(corpus, spec).await?;
-    let text = corpus
-        .get(&file)
-        .await?
-        .ok_or_else(|| PipelineError::invalid("corpus.annotations", format!("{file} not found in {}", corpus.describe())))?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| PipelineError::invalid("corpus.annotations", format!("{file} is not UTF-8 text")))?;
-    let mut entries = match format {
-        TruthFormat::Coco => parse_coco_instances(text)
-            .map_err(|e| PipelineError::invalid("corpus.annotations", format!("{file}: {e}")))?
-            .into_iter()
-            .map(|truth| PlanEntry { truth, error: None })
-            .collect(),
-        TruthFormat::ObjectMap => parse_object_map(text)
-            .map_err(|e| PipelineError::invalid("corpus.annotations", format!("{file}: {e}")))?
-            .into_iter()
-            .map(|truth| PlanEntry { truth, error: None })
-            .collect(),
-        TruthFormat::Jsonl => parse_manifest(text),
-    };
-    for e in &mut entries {
-        if e.truth.file.is_none() && e.error.is_none() {
-            e.truth.file = spec.image_pattern.as_ref().map(|p| p.replace("{image}", &e.truth.image));
+/// One JSONL manifest line → its plan entry; a bad line becomes an entry with an error, keyed
+/// by where it was (`manifest-line-7`, or `<part>-line-7` for a manifest split into parts).
+pub fn manifest_entry(line: &str, line_no: usize, part: Option<&str>) -> PlanEntry {
+    match parse_manifest_line(line, line_no) {
+        Ok(truth) => PlanEntry { truth, error: None },
+        Err(e) => {
+            let image = match part {
+                Some(p) => format!("{}-line-{line_no}", p.rsplit('/').next().unwrap_or(p)),
+                None => format!("manifest-line-{line_no}"),
+            };
+            let message = match part {
+                Some(p) => format!("{p}: {e}"),
+                None => e.to_string(),
+            };
+            PlanEntry {
+                truth: ImageTruth { image, file: None, objects: Vec::new() },
+                error: Some(ImageError { reason: "bad_annotation".into(), message }),
+            }
         }
     }
-    Ok(entries)
 }
 
-/// JSONL manifest: a bad line becomes an entry with an error, keyed by its line number.
-pub fn parse_manifest(text: &str) -> Vec<PlanEntry> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_manifest_line(line, i + 1) {
-            Ok(truth) => out.push(PlanEntry { truth, error: None }),
-            Err(e) => out.push(PlanEntry {
-                truth: ImageTruth { image: format!("manifest-line-{}", i + 1), file: None, objects: Vec::new() },
-                error: Some(ImageError { reason: "bad_annotation".into(), message: e.to_string() }),
-            }),
-        }
+/// A whole JSON document of ground truth (COCO instances or an object map) → entries.
+pub fn document_entries(file: &str, format: TruthFormat, text: &[u8]) -> Result<Vec<PlanEntry>, PipelineError> {
+    let text = std::str::from_utf8(text).map_err(|_| PipelineError::invalid("corpus.annotations", format!("{file} is not UTF-8 text")))?;
+    let truths = match format {
+        TruthFormat::Coco => parse_coco_instances(text),
+        TruthFormat::ObjectMap => parse_object_map(text),
+        TruthFormat::Jsonl => return Ok(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| manifest_entry(l, i + 1, None)).collect()),
     }
-    out
+    .map_err(|e| PipelineError::invalid("corpus.annotations", format!("{file}: {e}")))?;
+    Ok(truths.into_iter().map(|truth| PlanEntry { truth, error: None }).collect())
 }
 
 /// Image bytes of an entry, or the per-image error.
@@ -169,11 +156,14 @@ mod tests {
 
     #[test]
     fn manifest_keeps_going_past_bad_lines() {
-        let e = parse_manifest("{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n");
+        let e = document_entries("m.jsonl", TruthFormat::Jsonl, b"{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n").unwrap();
         assert_eq!(e.len(), 3);
         assert_eq!(e[1].truth.image, "manifest-line-2");
         assert_eq!(e[1].error.as_ref().unwrap().reason, "bad_annotation");
         assert!(e[1].error.as_ref().unwrap().message.contains("line 2"));
+        let p = manifest_entry("{oops", 4, Some("manifest/part-00001.jsonl"));
+        assert_eq!(p.truth.image, "part-00001.jsonl-line-4");
+        assert!(p.error.unwrap().message.contains("manifest/part-00001.jsonl"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use dftg_runtime::codec::encode;
 use dftg_runtime::queue::TaskQueue;
 
-use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_plan, write_state, DatasetManifest, JobInfo, JobState, Phase};
-use crate::corpus::load_entries;
+use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, JobInfo, JobState, Phase};
+use crate::plan::plan_corpus;
 use crate::error::PipelineError;
 use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
 use crate::report::write_report;
@@ -123,10 +123,9 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
             let mut state =
                 JobState { schema_version: 1, job_id: info.job_id.clone(), spec: info.spec.clone(), phase: Phase::Planning, shards: 0, images: 0, error: None };
             write_state(store.as_ref(), &state).await?;
-            let entries = load_entries(info.corpus.as_ref(), &info.spec.corpus).await?;
-            let (shards, images) = write_plan(store.as_ref(), &entries, info.spec.shard_size).await?;
-            state.shards = shards;
-            state.images = images;
+            let planned = plan_corpus(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size).await?;
+            state.shards = planned.shards;
+            state.images = planned.images;
             state
         }
     };

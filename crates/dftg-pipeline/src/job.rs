@@ -38,6 +38,10 @@ pub struct JobSpec {
     pub chair_vocab: Option<String>,
     #[serde(default)]
     pub generation: GenerationConfig,
+    /// Store URL the job writes under (`<out>/<job-id>/`): `s3://bucket/prefix`, `file:///dir`
+    /// or a directory. Default: `dftg run --out`, or the coordinator's `--store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +50,7 @@ pub struct CorpusSpec {
     /// Directory (or store URL) holding the images and, by default, the ground truth.
     pub path: String,
     /// Ground-truth file relative to `path`; default: `annotations.json`, else `manifest.jsonl`.
+    /// A prefix ending in `/` (`manifest/`) names a JSONL manifest split into part files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<String>,
     /// `coco`, `jsonl` or `object-map`; default from the file name.
@@ -55,6 +60,10 @@ pub struct CorpusSpec {
     /// (`{image}` is replaced by the image key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pattern: Option<String>,
+    /// Directory (relative to `path`) the ground truth's file names are relative to; default:
+    /// the corpus root, or `images/` when the files are there (COCO's `file_name` has no directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +151,7 @@ impl JobSpec {
             schema_version: JOB_SCHEMA_VERSION,
             job_id: None,
             seed: default_seed(),
-            corpus: CorpusSpec { path: corpus.to_string(), annotations: None, format: None, image_pattern: None },
+            corpus: CorpusSpec { path: corpus.to_string(), annotations: None, format: None, image_pattern: None, image_dir: None },
             model,
             prompts: default_prompts(),
             shard_size: default_shard_size(),
@@ -150,6 +159,7 @@ impl JobSpec {
             extractor: default_extractor(),
             chair_vocab: None,
             generation: GenerationConfig::default(),
+            out: None,
         }
     }
 
@@ -178,6 +188,9 @@ impl JobSpec {
         }
         if self.shard_size == 0 {
             return Err(PipelineError::invalid("shard_size", "must be at least 1"));
+        }
+        if let Some(out) = &self.out {
+            dftg_runtime::ObjectBlobStore::check_url(out).map_err(|e| PipelineError::invalid("out", e.to_string()))?;
         }
         if self.prompts.is_empty() || self.prompts.iter().any(|p| p.trim().is_empty()) {
             return Err(PipelineError::invalid("prompts", "need at least one non-empty prompt"));

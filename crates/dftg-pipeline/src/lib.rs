@@ -3,10 +3,11 @@
 //! Layout, one file per stage:
 //! - `job`         — the job spec (TOML/JSON, versioned, validated naming the bad field)
 //! - `corpus`      — ground truth and image bytes from a corpus store; per-image errors
+//! - `plan`        — planning: ground truth streamed into plan shards (flat memory for JSONL)
 //! - `layout`      — object keys under `<out>/<job-id>/`
 //! - `messages`    — versioned queue messages (shard tasks and events)
 //! - `diagnose`    — stage 1 worker: ask, extract, check → diagnosis shard + summary
-//! - `coordinator` — plan, barrier (profile + generation plan), dataset manifest, job state
+//! - `coordinator` — barrier (profile + generation plan), dataset manifest, job state
 //! - `generate`    — stage 2 worker: instruction shard in LLaVA format
 //! - `report`      — the self-contained `report.html`
 //! - `worker`      — the queue loop shared by both shapes (ack after write, requeue, DLQ)
@@ -25,6 +26,7 @@ pub mod layout;
 pub mod messages;
 pub mod metrics;
 pub mod model_setup;
+pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod service;

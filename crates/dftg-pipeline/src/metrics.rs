@@ -208,6 +208,13 @@ impl<S: dftg_runtime::BlobStore> dftg_runtime::BlobStore for MeteredStore<S> {
     fn list<'a>(&'a self, prefix: &'a str) -> futures::future::BoxFuture<'a, Result<Vec<String>, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("list", self.0.list(prefix)))
     }
+    fn list_stream<'a>(&'a self, prefix: &'a str) -> futures::stream::BoxStream<'a, Result<String, dftg_runtime::StoreError>> {
+        // pages arrive lazily, inside the consumer's loop: not timed as one request
+        self.0.list_stream(prefix)
+    }
+    fn get_stream<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
+        Box::pin(Self::timed("get", self.0.get_stream(key)))
+    }
     fn delete<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<(), dftg_runtime::StoreError>> {
         Box::pin(Self::timed("delete", self.0.delete(key)))
     }

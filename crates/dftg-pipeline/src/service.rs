@@ -26,6 +26,37 @@ use crate::worker::ContextProvider;
 /// Where the list of jobs lives under the root store.
 pub const JOB_INDEX: &str = "jobs/";
 
+/// `jobs/<job-id>.json`: a job's entry in the coordinator's index, naming where its outputs
+/// and state live, so a restarted coordinator and every worker find them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JobIndexEntry {
+    pub job_id: String,
+    /// The job's `out` store URL; absent: under the root store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+}
+
+/// The store holding `<job-id>/`: the job's own `out`, or the root.
+pub fn job_store(root: &ObjectBlobStore, job_id: &str, out: Option<&str>) -> Result<ObjectBlobStore, PipelineError> {
+    match out {
+        Some(url) => Ok(ObjectBlobStore::from_url(url).map_err(|e| PipelineError::invalid("out", e.to_string()))?.scoped(job_id)),
+        None => Ok(root.scoped(job_id)),
+    }
+}
+
+/// Where a job lives, from the index (jobs submitted before the index named `out` live under
+/// the root).
+pub async fn locate_job(root: &ObjectBlobStore, job_id: &str) -> Result<ObjectBlobStore, PipelineError> {
+    let key = format!("{JOB_INDEX}{job_id}.json");
+    let out = match root.get(&key).await? {
+        Some(b) => serde_json::from_slice::<JobIndexEntry>(&b)
+            .map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?
+            .out,
+        None => None,
+    };
+    job_store(root, job_id, out.as_deref())
+}
+
 struct JobEntry {
     status: SharedStatus,
     events: mpsc::Sender<ShardEvent>,
@@ -57,7 +88,13 @@ impl Coordinator {
         });
         for key in me.root.list(JOB_INDEX).await? {
             let Some(job_id) = key.strip_prefix(JOB_INDEX).and_then(|k| k.strip_suffix(".json")) else { continue };
-            let store = me.root.scoped(job_id);
+            let store = match locate_job(&me.root, job_id).await {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::error!(job = job_id, error = %e, "cannot locate job");
+                    continue;
+                }
+            };
             match read_state(&store).await {
                 Ok(Some(state)) => {
                     let finished = matches!(state.phase, Phase::Done | Phase::Cancelled);
@@ -91,7 +128,8 @@ impl Coordinator {
         if self.jobs.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&job_id) {
             return Ok(job_id);
         }
-        let index = serde_json::to_vec(&serde_json::json!({"job_id": job_id})).unwrap_or_default();
+        job_store(&self.root, &job_id, spec.out.as_deref())?;
+        let index = serde_json::to_vec(&JobIndexEntry { job_id: job_id.clone(), out: spec.out.clone() }).unwrap_or_default();
         self.root.put(&format!("{JOB_INDEX}{job_id}.json"), Bytes::from(index)).await?;
         self.launch(job_id.clone(), spec, true).await?;
         Ok(job_id)
@@ -99,10 +137,11 @@ impl Coordinator {
 
     async fn launch(&self, job_id: String, spec: JobSpec, run: bool) -> Result<(), PipelineError> {
         let corpus = ObjectBlobStore::from_url(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+        let store = job_store(&self.root, &job_id, spec.out.as_deref())?;
         let info = Arc::new(JobInfo {
             job_id: job_id.clone(),
             spec,
-            store: Arc::new(MeteredStore(self.root.scoped(&job_id))),
+            store: Arc::new(MeteredStore(store)),
             corpus: Arc::new(MeteredStore(corpus)),
         });
         let status: SharedStatus = Arc::new(Mutex::new(JobStatus::new(&job_id)));
@@ -230,10 +269,10 @@ impl ContextProvider for StoreJobs {
             if let Some(ctx) = cache.get(job_id) {
                 return Ok(ctx.clone());
             }
-            let store = self.root.scoped(job_id);
+            let store = locate_job(&self.root, job_id).await?;
             let state = read_state(&store)
                 .await?
-                .ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json in {}", self.root.describe())))?;
+                .ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json in {}", store.describe())))?;
             let mut spec = state.spec;
             if self.max_in_flight > 0 {
                 spec.model.max_in_flight = self.max_in_flight;

@@ -92,6 +92,29 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     assert_eq!(status.diagnose.items, 150);
     assert_eq!(http.get(format!("{api}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{api}/v1/jobs/nope")).send().await.unwrap().status(), 404);
+
+    // a job with its own `out` writes there; workers find it through the coordinator's index
+    let mut elsewhere = spec.clone();
+    elsewhere.out = Some(format!("file://{}", dir.path().join("elsewhere").display()));
+    let r = http.post(format!("{api}/v1/jobs")).body(serde_json::to_string(&elsewhere).unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let other_id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    assert_ne!(other_id, job_id);
+    let other = loop {
+        let s: JobStatus = http.get(format!("{api}/v1/jobs/{other_id}")).send().await.unwrap().json().await.unwrap();
+        if matches!(s.phase, dftg_pipeline::coordinator::Phase::Done | dftg_pipeline::coordinator::Phase::Failed) {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(other.phase, dftg_pipeline::coordinator::Phase::Done, "{other:?}");
+    assert!(dir.path().join("elsewhere").join(&other_id).join("dataset.json").is_file());
+    assert!(!dir.path().join("store").join(&other_id).exists(), "outputs went to the job's out, not the root");
+    assert_eq!(
+        files(&dir.path().join("elsewhere").join(&other_id), "diagnoses"),
+        files(&dir.path().join("store").join(&job_id), "diagnoses"),
+        "same spec apart from `out`: same diagnoses"
+    );
     shutdown.cancel();
 
     // the embedded shape on the same spec writes the same bytes

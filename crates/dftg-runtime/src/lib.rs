@@ -16,4 +16,4 @@ pub mod store;
 
 pub use amqp::{AmqpOptions, AmqpQueue};
 pub use queue::{Delivery, InProcessQueue, QueueError, TaskQueue};
-pub use store::{BlobStore, ObjectBlobStore, PutOutcome, StoreError};
+pub use store::{BlobStore, ByteStream, ObjectBlobStore, PutOutcome, StoreError};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use thiserror::Error;
@@ -37,6 +38,9 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// Chunks of one object's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
 /// What the pipeline needs from object storage.
 pub trait BlobStore: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
@@ -46,6 +50,22 @@ pub trait BlobStore: Send + Sync + 'static {
     fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Keys under `prefix`, sorted.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// Keys under `prefix` as the backend pages them (S3: lexicographic, 1,000 a page), without
+    /// holding the whole listing: for corpora of millions of objects.
+    fn list_stream<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<String, StoreError>> {
+        futures::stream::once(self.list(prefix))
+            .map(|r| match r {
+                Ok(keys) => futures::stream::iter(keys.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+    /// The object's bytes as they arrive, or `None` when missing: reading a large manifest
+    /// without holding it.
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>, StoreError>> {
+        async move { Ok(self.get(key).await?.map(|b| futures::stream::once(async move { Ok(b) }).boxed())) }.boxed()
+    }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Human-readable location of this store, for messages.
     fn describe(&self) -> String;
@@ -99,6 +119,24 @@ impl ObjectBlobStore {
             });
         }
         Self::local_dir(std::path::Path::new(url))
+    }
+
+    /// Checks a store URL's form (scheme, bucket) without touching the store.
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        let invalid = |reason: &str| Err(StoreError::InvalidUrl { url: url.to_string(), reason: reason.into() });
+        if url.trim().is_empty() {
+            return invalid("empty");
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            if rest.split('/').next().unwrap_or("").is_empty() {
+                return invalid("the url names no bucket");
+            }
+            return Ok(());
+        }
+        if url == "memory://" || url.starts_with("file://") || !url.contains("://") {
+            return Ok(());
+        }
+        invalid("supported schemes: file://, memory://, s3://")
     }
 
     /// `s3://bucket/prefix` with an explicitly configured builder (endpoint, credentials …);
@@ -189,6 +227,29 @@ impl BlobStore for ObjectBlobStore {
         .boxed()
     }
 
+    fn list_stream<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<String, StoreError>> {
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let base = self.path(prefix);
+        self.inner
+            .list(Some(&base))
+            .map(move |r| r.map(|m| m.location.as_ref()[strip..].to_string()).map_err(Self::err(prefix)))
+            .boxed()
+    }
+
+    fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>, StoreError>> {
+        async move {
+            match self.inner.get(&self.path(key)).await {
+                Ok(r) => {
+                    let key = key.to_string();
+                    Ok(Some(r.into_stream().map_err(move |source| StoreError::Backend { key: key.clone(), source }).boxed()))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Self::err(key)(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
             match self.inner.delete(&self.path(key)).await {
@@ -215,6 +276,12 @@ pub async fn conformance_suite(store: &dyn BlobStore) {
     assert_eq!(store.get("a/state.json").await.expect("get").as_deref(), Some(&b"s2"[..]));
     store.put_create("b/y", Bytes::from_static(b"y")).await.expect("put");
     assert_eq!(store.list("a/").await.expect("list"), vec!["a/state.json".to_string(), "a/x.json".to_string()]);
+    let mut streamed: Vec<String> = store.list_stream("a/").try_collect().await.expect("list_stream");
+    streamed.sort();
+    assert_eq!(streamed, vec!["a/state.json".to_string(), "a/x.json".to_string()]);
+    let chunks: Vec<Bytes> = store.get_stream("a/state.json").await.expect("get_stream").expect("present").try_collect().await.expect("chunks");
+    assert_eq!(chunks.concat(), b"s2");
+    assert!(store.get_stream("a/missing").await.expect("get_stream").is_none());
     store.delete("a/x.json").await.expect("delete");
     store.delete("a/x.json").await.expect("deleting a missing key is fine");
     assert_eq!(store.list("a/").await.expect("list"), vec!["a/state.json".to_string()]);
@@ -243,6 +310,16 @@ mod tests {
     fn unknown_scheme_is_refused_with_the_url() {
         let err = ObjectBlobStore::from_url("ftp://x").err().unwrap().to_string();
         assert!(err.contains("ftp://x"), "{err}");
+    }
+
+    #[test]
+    fn check_url_matches_what_from_url_accepts() {
+        for ok in ["s3://b/p", "s3://b", "file:///tmp/x", "memory://", "relative/dir"] {
+            assert!(ObjectBlobStore::check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "s3:///p", "gs://b/p"] {
+            assert!(ObjectBlobStore::check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,286 @@
+//! Planning (the coordinator's first step, both shapes): the corpus's ground truth → plan shards
+//! of `shard_size` images, each written as soon as it fills.
+//!
+//! JSONL manifests — one file, or every part file listed under a prefix (`annotations =
+//! "manifest/"`) — are streamed line by line: memory holds one shard, whatever the corpus size.
+//! COCO instances JSON and the object map are single JSON documents (an image's annotations may
+//! be anywhere in the file), so they are read whole; corpora beyond a few million images should
+//! ship a JSONL manifest.
+
+use futures::StreamExt;
+
+use dftg_runtime::{BlobStore, ByteStream, StoreError};
+
+use crate::corpus::{document_entries, locate_truth, manifest_entry, PlanEntry, TruthFormat};
+use crate::diagnose::to_jsonl;
+use crate::error::PipelineError;
+use crate::job::CorpusSpec;
+use crate::layout;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub shards: u32,
+    pub images: u64,
+}
+
+/// Streams the corpus's ground truth into plan shards under `out` (`plan/shard-NNNNN.jsonl`).
+/// Shards are overwritten, not create-only: a plan becomes real only when `job.json` records
+/// its shard count, and no task exists before that, so a restarted plan simply starts over.
+pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
+    let (file, format) = locate_truth(corpus, spec).await?;
+    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 } };
+    let mut files = ImageFiles::new(spec);
+    match format {
+        TruthFormat::Jsonl if file.ends_with('/') => {
+            // part names are few (not images): sorted, so every store plans the same order
+            let mut parts = Vec::new();
+            let mut listing = corpus.list_stream(&file);
+            while let Some(key) = listing.next().await {
+                let key = key?;
+                if !key.ends_with('/') {
+                    parts.push(key);
+                }
+            }
+            parts.sort();
+            if parts.is_empty() {
+                return Err(PipelineError::invalid("corpus.annotations", format!("no manifest parts under {file} in {}", corpus.describe())));
+            }
+            for part in &parts {
+                let stream = corpus.get_stream(part).await?.ok_or_else(|| missing(corpus, part))?;
+                stream_manifest(stream, Some(part), corpus, &mut files, &mut shards).await?;
+            }
+        }
+        TruthFormat::Jsonl => {
+            let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+            stream_manifest(stream, None, corpus, &mut files, &mut shards).await?;
+        }
+        TruthFormat::Coco | TruthFormat::ObjectMap => {
+            let text = corpus.get(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+            for entry in document_entries(&file, format, &text)? {
+                shards.push(files.locate(corpus, entry).await?).await?;
+            }
+        }
+    }
+    shards.finish().await
+}
+
+fn missing(corpus: &dyn BlobStore, file: &str) -> PipelineError {
+    PipelineError::invalid("corpus.annotations", format!("{file} not found in {}", corpus.describe()))
+}
+
+async fn stream_manifest(
+    stream: ByteStream,
+    part: Option<&str>,
+    corpus: &dyn BlobStore,
+    files: &mut ImageFiles,
+    shards: &mut ShardWriter<'_>,
+) -> Result<(), PipelineError> {
+    let mut lines = Lines::new(stream);
+    let mut line_no = 0usize;
+    while let Some(line) = lines.next_line().await? {
+        line_no += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = manifest_entry(&line, line_no, part);
+        shards.push(files.locate(corpus, entry).await?).await?;
+    }
+    Ok(())
+}
+
+struct ShardWriter<'a> {
+    out: &'a dyn BlobStore,
+    shard_size: usize,
+    buf: Vec<PlanEntry>,
+    done: PlanSummary,
+}
+
+impl ShardWriter<'_> {
+    async fn push(&mut self, entry: PlanEntry) -> Result<(), PipelineError> {
+        self.buf.push(entry);
+        if self.buf.len() >= self.shard_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.out.put(&layout::plan_shard(self.done.shards), to_jsonl(&self.buf)).await?;
+        self.done.shards += 1;
+        self.done.images += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<PlanSummary, PipelineError> {
+        self.flush().await?;
+        Ok(self.done)
+    }
+}
+
+/// Where each image's file is: the ground truth's file name under the image directory, or the
+/// image pattern. The directory is settled once, on the first entry with a file name.
+struct ImageFiles {
+    pattern: Option<String>,
+    dir: Option<String>,
+}
+
+impl ImageFiles {
+    fn new(spec: &CorpusSpec) -> Self {
+        let dir = spec.image_dir.as_ref().map(|d| {
+            let d = d.trim_matches('/');
+            if d.is_empty() { String::new() } else { format!("{d}/") }
+        });
+        ImageFiles { pattern: spec.image_pattern.clone(), dir }
+    }
+
+    async fn locate(&mut self, corpus: &dyn BlobStore, mut entry: PlanEntry) -> Result<PlanEntry, StoreError> {
+        if entry.error.is_some() {
+            return Ok(entry);
+        }
+        match entry.truth.file.take() {
+            None => entry.truth.file = self.pattern.as_ref().map(|p| p.replace("{image}", &entry.truth.image)),
+            Some(file) => {
+                if self.dir.is_none() {
+                    self.dir = Some(Self::guess_dir(corpus, &file).await?);
+                }
+                entry.truth.file = Some(format!("{}{file}", self.dir.as_deref().unwrap_or("")));
+            }
+        }
+        Ok(entry)
+    }
+
+    /// COCO's `file_name` is relative to an image folder the annotations do not name.
+    async fn guess_dir(corpus: &dyn BlobStore, file: &str) -> Result<String, StoreError> {
+        if corpus.get_stream(file).await?.is_some() {
+            return Ok(String::new());
+        }
+        let under_images = format!("images/{file}");
+        if !file.starts_with("images/") && corpus.get_stream(&under_images).await?.is_some() {
+            return Ok("images/".into());
+        }
+        // neither: the worker reports the image as missing, with its path
+        Ok(String::new())
+    }
+}
+
+/// Lines of a byte stream, read chunk by chunk (a line may span chunks).
+pub struct Lines {
+    stream: ByteStream,
+    buf: Vec<u8>,
+    start: usize,
+    ended: bool,
+}
+
+impl Lines {
+    pub fn new(stream: ByteStream) -> Self {
+        Lines { stream, buf: Vec::new(), start: 0, ended: false }
+    }
+
+    /// The next line without its `\n` (or `\r\n`); invalid UTF-8 is replaced, so a bad line
+    /// becomes a per-line error downstream instead of stopping the plan.
+    pub async fn next_line(&mut self) -> Result<Option<String>, StoreError> {
+        loop {
+            let rest = &self.buf[self.start..];
+            if let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                let line = decode_line(&rest[..pos]);
+                self.start += pos + 1;
+                return Ok(Some(line));
+            }
+            if self.ended {
+                if rest.is_empty() {
+                    return Ok(None);
+                }
+                let line = decode_line(rest);
+                self.start = self.buf.len();
+                return Ok(Some(line));
+            }
+            self.buf.drain(..self.start);
+            self.start = 0;
+            match self.stream.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+fn decode_line(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use dftg_runtime::ObjectBlobStore;
+    use futures::StreamExt;
+
+    fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+    }
+
+    #[tokio::test]
+    async fn lines_span_chunks_and_keep_a_last_line_without_newline() {
+        let mut l = Lines::new(chunks(&[b"ab", b"c\r\nd", b"", b"e\n\nf"]));
+        let mut got = Vec::new();
+        while let Some(x) = l.next_line().await.unwrap() {
+            got.push(x);
+        }
+        assert_eq!(got, vec!["abc", "de", "", "f"]);
+    }
+
+    fn spec(annotations: Option<&str>) -> CorpusSpec {
+        CorpusSpec { path: "memory://".into(), annotations: annotations.map(str::to_string), format: None, image_pattern: None, image_dir: None }
+    }
+
+    async fn shard_lines(out: &ObjectBlobStore, shard: u32) -> Vec<PlanEntry> {
+        let b = out.get(&layout::plan_shard(shard)).await.unwrap().expect("shard written");
+        std::str::from_utf8(&b).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn manifest_parts_are_planned_in_key_order_with_bad_lines_kept() {
+        let corpus = ObjectBlobStore::in_memory();
+        corpus.put("images/a.png", Bytes::from_static(b"x")).await.unwrap();
+        corpus.put("manifest/part-1.jsonl", Bytes::from_static(b"{\"image\":\"c\",\"file\":\"c.png\"}\n{broken\n")).await.unwrap();
+        corpus.put("manifest/part-0.jsonl", Bytes::from_static(b"{\"image\":\"a\",\"file\":\"a.png\",\"objects\":[\"dog\"]}\n\n{\"image\":\"b\",\"file\":\"b.png\"}")).await.unwrap();
+        let out = ObjectBlobStore::in_memory();
+        let done = plan_corpus(&corpus, &spec(Some("manifest/")), &out, 2).await.unwrap();
+        assert_eq!(done, PlanSummary { shards: 2, images: 4 });
+        let first = shard_lines(&out, 0).await;
+        assert_eq!(first.iter().map(|e| e.truth.image.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // the first file was found under images/, so every file name is taken from there
+        assert_eq!(first[0].truth.file.as_deref(), Some("images/a.png"));
+        assert_eq!(first[1].truth.file.as_deref(), Some("images/b.png"));
+        let second = shard_lines(&out, 1).await;
+        assert_eq!(second[0].truth.image, "c");
+        assert_eq!(second[1].truth.image, "part-1.jsonl-line-2");
+        assert_eq!(second[1].error.as_ref().unwrap().reason, "bad_annotation");
+    }
+
+    #[tokio::test]
+    async fn coco_file_names_resolve_against_the_root_first() {
+        let corpus = ObjectBlobStore::in_memory();
+        let coco = r#"{"images":[{"id":1,"file_name":"x/1.jpg"}],"annotations":[],"categories":[]}"#;
+        corpus.put("annotations.json", Bytes::from(coco)).await.unwrap();
+        corpus.put("x/1.jpg", Bytes::from_static(b"x")).await.unwrap();
+        let out = ObjectBlobStore::in_memory();
+        assert_eq!(plan_corpus(&corpus, &spec(None), &out, 10).await.unwrap(), PlanSummary { shards: 1, images: 1 });
+        assert_eq!(shard_lines(&out, 0).await[0].truth.file.as_deref(), Some("x/1.jpg"));
+        let mut with_dir = spec(None);
+        with_dir.image_dir = Some("raw/".into());
+        plan_corpus(&corpus, &with_dir, &out, 10).await.unwrap();
+        assert_eq!(shard_lines(&out, 0).await[0].truth.file.as_deref(), Some("raw/x/1.jpg"), "a replan overwrites the shard");
+    }
+
+    #[tokio::test]
+    async fn an_empty_part_prefix_is_refused_naming_the_field() {
+        let err = plan_corpus(&ObjectBlobStore::in_memory(), &spec(Some("parts/")), &ObjectBlobStore::in_memory(), 5).await.unwrap_err().to_string();
+        assert!(err.contains("corpus.annotations") && err.contains("parts/"), "{err}");
+    }
+}
