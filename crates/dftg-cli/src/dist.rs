@@ -44,9 +44,10 @@ pub struct WorkerArgs {
     pub amqp: String,
     #[arg(long, env = "DFTG_STORE_URL")]
     pub store: String,
-    /// Shard tasks held at once (queue prefetch).
-    #[arg(long, env = "DFTG_WORKER_PREFETCH", default_value_t = 2)]
-    pub prefetch: usize,
+    /// Shard tasks held at once (queue prefetch); default 2 for inference (the model bounds
+    /// it), 8 for generators (store round trips bound them, CPU work is small).
+    #[arg(long, env = "DFTG_WORKER_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Model requests in flight from this worker (default: the job's setting).
     #[arg(long, env = "DFTG_WORKER_IN_FLIGHT", default_value_t = 0)]
     pub in_flight: usize,
@@ -133,7 +134,11 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     eprintln!("dftg worker ({:?}) consuming {name}", args.role);
     // one loop per prefetch slot: each holds one shard task at a time
     let mut loops = Vec::new();
-    for _ in 0..args.prefetch.max(1) {
+    let prefetch = args.prefetch.unwrap_or(match args.role {
+        Role::Inference => 2,
+        Role::Generator => 8,
+    });
+    for _ in 0..prefetch.max(1) {
         let (q, j, s) = (queue.clone(), jobs.clone(), shutdown.clone());
         loops.push(tokio::spawn(async move { run_worker(q, name, 1, j, s).await }));
     }
@@ -196,7 +201,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("job {job_id} ended {:?}: {}", s.phase, s.error.unwrap_or_default());
                 return Ok(ExitCode::FAILURE);
             }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
@@ -67,27 +68,32 @@ pub async fn read_state(store: &dyn BlobStore) -> Result<Option<JobState>, Pipel
     }
 }
 
-/// Folds the shard summaries (any order) into one.
+/// Shard objects read at once by the coordinator (each is one store round trip).
+const READS_IN_FLIGHT: usize = 16;
+
+/// Folds the shard summaries into one (read concurrently, folded in shard order).
 pub async fn merged_summaries(store: &dyn BlobStore, shards: u32) -> Result<(Summary, Vec<Summary>), PipelineError> {
     let mut total = Summary::default();
     let mut each = Vec::with_capacity(shards as usize);
-    for shard in 0..shards {
-        let s: Summary = read_json(store, &layout::summary_shard(shard)).await?;
+    let mut reads = futures::stream::iter(0..shards).map(|shard| async move { read_json::<Summary>(store, &layout::summary_shard(shard)).await }).buffered(READS_IN_FLIGHT);
+    while let Some(s) = reads.next().await {
+        let s = s?;
         total.merge(&s);
         each.push(s);
     }
     Ok((total, each))
 }
 
-/// The barrier: profile and generation plan from the diagnosis summaries.
-pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32) -> Result<(Profile, GenerationPlan), PipelineError> {
+/// The barrier: profile and generation plan from the diagnosis summaries. Also returns the
+/// merged summary, which the dataset manifest reuses.
+pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
     let (total, each) = merged_summaries(ctx.store.as_ref(), shards).await?;
     let profile = Profile::build(&ctx.spec.model_name(), &total);
     ctx.store.put(layout::PROFILE, Bytes::from(serde_json::to_vec_pretty(&profile).unwrap_or_default())).await?;
     let plan = plan_generation(&profile, &total, &ctx.spec.generation);
     let stored = StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
     ctx.store.put(layout::GENERATION_PLAN, Bytes::from(serde_json::to_vec_pretty(&stored).unwrap_or_default())).await?;
-    Ok((profile, plan))
+    Ok((profile, plan, total))
 }
 
 /// `dataset.json`: what was generated, by type and concept, and what failed.
@@ -123,9 +129,9 @@ pub async fn write_dataset(
     ctx: &JobInfo,
     shards: u32,
     plan: &GenerationPlan,
+    total: &Summary,
     failed_shards: BTreeMap<String, String>,
 ) -> Result<DatasetManifest, PipelineError> {
-    let (total, _) = merged_summaries(ctx.store.as_ref(), shards).await?;
     let mut m = DatasetManifest {
         schema_version: 1,
         job_id: ctx.job_id.clone(),
@@ -143,12 +149,19 @@ pub async fn write_dataset(
         plan: plan.clone(),
         failed_shards,
     };
-    for shard in 0..shards {
-        let key = layout::instruction_shard(shard);
-        let records: Vec<LlavaRecord> = match ctx.store.get(&key).await? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?,
-            None => Vec::new(),
-        };
+    let store = ctx.store.as_ref();
+    let mut reads = futures::stream::iter(0..shards)
+        .map(|shard| async move {
+            let key = layout::instruction_shard(shard);
+            let records: Vec<LlavaRecord> = match store.get(&key).await? {
+                Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?,
+                None => Vec::new(),
+            };
+            Ok::<_, PipelineError>((shard, key, records))
+        })
+        .buffered(READS_IN_FLIGHT);
+    while let Some(read) = reads.next().await {
+        let (shard, key, records) = read?;
         for r in &records {
             let t = r.meta.kind.as_str().to_string();
             let c = r.meta.concept.clone().unwrap_or_else(|| "-".to_string());

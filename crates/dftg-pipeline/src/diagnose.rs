@@ -27,6 +27,9 @@ pub struct JobContext {
     pub extractor: Arc<Extractor>,
     /// Images of one shard processed concurrently (the model client bounds requests globally).
     pub concurrency: usize,
+    /// The profile and generation plan, read once per process at the first generate shard
+    /// (they are written once, at the barrier, and never change afterwards).
+    pub generation_inputs: tokio::sync::OnceCell<Arc<crate::generate::GenerationInputs>>,
 }
 
 impl JobContext {
@@ -34,7 +37,7 @@ impl JobContext {
     pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>) -> Result<Self, PipelineError> {
         let extractor = Arc::new(build_extractor(&info.spec)?);
         let concurrency = info.spec.model.max_in_flight;
-        Ok(JobContext { info, model, extractor, concurrency })
+        Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new() })
     }
 
     pub fn concept_names(&self) -> Vec<&str> {

@@ -149,7 +149,7 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         run_stage(&info, &mut io, Stage::Diagnose, state.shards, items, &mut resumed).await?;
         let diagnose_time = t0.elapsed();
         set_phase(&info, &mut state, &io.status, Phase::Profiling).await?;
-        let (_profile, plan) = build_profile_and_plan(&info, state.shards).await?;
+        let (_profile, plan, total) = build_profile_and_plan(&info, state.shards).await?;
         set_phase(&info, &mut state, &io.status, Phase::Generating).await?;
         let t1 = Instant::now();
         run_stage(&info, &mut io, Stage::Generate, state.shards, plan.budget, &mut resumed).await?;
@@ -157,7 +157,7 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         set_phase(&info, &mut state, &io.status, Phase::Finishing).await?;
         // the live status already holds every given-up shard
         let failed_shards = io.status.lock().unwrap_or_else(|p| p.into_inner()).failed_shards.clone();
-        let manifest = write_dataset(&info, state.shards, &plan, failed_shards).await?;
+        let manifest = write_dataset(&info, state.shards, &plan, &total, failed_shards).await?;
         write_report(&info, state.shards).await?;
         Ok::<_, PipelineError>((manifest, diagnose_time, generate_time))
     }
@@ -211,11 +211,12 @@ async fn run_stage(
     m.job_items.with_label_values(&[job, st, "done"]).set(0);
     m.job_last_progress.with_label_values(&[job]).set(unix_now());
     let qname = if stage == Stage::Diagnose { DIAGNOSE_QUEUE } else { GENERATE_QUEUE };
+    // the clock starts with the first task: workers start on it while the rest are published
+    let started = Instant::now();
     for shard in 0..shards {
         let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
         io.queue.publish(qname, encode(&task).map_err(|e| PipelineError::invalid("task", e.to_string()))?).await?;
     }
-    let started = Instant::now();
     let mut done: BTreeSet<u32> = BTreeSet::new();
     while done.len() < shards as usize {
         let ev = tokio::select! {

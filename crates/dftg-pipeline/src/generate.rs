@@ -1,6 +1,8 @@
 //! The generate stage (generator worker): one instruction shard from one diagnosis shard, the
 //! profile and this shard's quota. Create-only put; redelivery is harmless.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,12 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(store: &dyn dftg_runtime:
     serde_json::from_slice(&bytes).map_err(|e| PipelineError::CorruptObject { key: key.into(), reason: e.to_string() })
 }
 
+/// What every generate shard of a job reads: the profile and the generation plan.
+pub struct GenerationInputs {
+    pub profile: Profile,
+    pub plan: StoredGenerationPlan,
+}
+
 pub struct GenerateOutcome {
     pub instructions: u64,
     pub already_done: bool,
@@ -39,11 +47,17 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
             serde_json::from_slice(&existing).map_err(|e| PipelineError::CorruptObject { key: out_key.clone(), reason: e.to_string() })?;
         return Ok(GenerateOutcome { instructions: records.len() as u64, already_done: true });
     }
-    let profile: Profile = read_json(ctx.info.store.as_ref(), layout::PROFILE).await?;
-    let plan: StoredGenerationPlan = read_json(ctx.info.store.as_ref(), layout::GENERATION_PLAN).await?;
-    let quota = plan.shards.get(shard as usize).cloned().unwrap_or_default();
-    let diagnoses: Vec<DiagnosisRecord> = read_jsonl(ctx.info.store.as_ref(), &layout::diagnosis_shard(shard)).await?;
-    let records = generate_shard(&ctx.extractor, &profile, &diagnoses, &quota, ctx.info.spec.seed);
+    let store = ctx.info.store.as_ref();
+    let diagnoses_key = layout::diagnosis_shard(shard);
+    let (inputs, diagnoses) = futures::try_join!(
+        ctx.generation_inputs.get_or_try_init(|| async {
+            let (profile, plan) = futures::try_join!(read_json::<Profile>(store, layout::PROFILE), read_json::<StoredGenerationPlan>(store, layout::GENERATION_PLAN))?;
+            Ok::<_, PipelineError>(Arc::new(GenerationInputs { profile, plan }))
+        }),
+        read_jsonl::<DiagnosisRecord>(store, &diagnoses_key),
+    )?;
+    let quota = inputs.plan.shards.get(shard as usize).cloned().unwrap_or_default();
+    let records = generate_shard(&ctx.extractor, &inputs.profile, &diagnoses, &quota, ctx.info.spec.seed);
     let bytes = Bytes::from(serde_json::to_vec_pretty(&records).unwrap_or_default());
     let outcome = ctx.info.store.put_create(&out_key, bytes).await?;
     if outcome == PutOutcome::Created {

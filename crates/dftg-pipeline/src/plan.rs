@@ -7,6 +7,8 @@
 //! be anywhere in the file), so they are read whole; corpora beyond a few million images should
 //! ship a JSONL manifest.
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use dftg_runtime::{BlobStore, ByteStream, StoreError};
@@ -28,7 +30,7 @@ pub struct PlanSummary {
 /// its shard count, and no task exists before that, so a restarted plan simply starts over.
 pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
     let (file, format) = locate_truth(corpus, spec).await?;
-    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 } };
+    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 }, writes: FuturesUnordered::new() };
     let mut files = ImageFiles::new(spec);
     match format {
         TruthFormat::Jsonl if file.ends_with('/') => {
@@ -88,11 +90,16 @@ async fn stream_manifest(
     Ok(())
 }
 
+/// Shard puts in flight while the next shard fills (each a store round trip; bounded, so
+/// memory still holds a handful of shards at most).
+const WRITES_IN_FLIGHT: usize = 8;
+
 struct ShardWriter<'a> {
     out: &'a dyn BlobStore,
     shard_size: usize,
     buf: Vec<PlanEntry>,
     done: PlanSummary,
+    writes: FuturesUnordered<BoxFuture<'a, Result<(), StoreError>>>,
 }
 
 impl ShardWriter<'_> {
@@ -108,7 +115,13 @@ impl ShardWriter<'_> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.out.put(&layout::plan_shard(self.done.shards), to_jsonl(&self.buf)).await?;
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            if let Some(r) = self.writes.next().await {
+                r?;
+            }
+        }
+        let (out, key, body) = (self.out, layout::plan_shard(self.done.shards), to_jsonl(&self.buf));
+        self.writes.push(Box::pin(async move { out.put(&key, body).await }));
         self.done.shards += 1;
         self.done.images += self.buf.len() as u64;
         self.buf.clear();
@@ -117,6 +130,9 @@ impl ShardWriter<'_> {
 
     async fn finish(mut self) -> Result<PlanSummary, PipelineError> {
         self.flush().await?;
+        while let Some(r) = self.writes.next().await {
+            r?;
+        }
         Ok(self.done)
     }
 }

@@ -284,27 +284,8 @@ impl OpenAiClient {
 
     /// The JSON body, built once and reused by every attempt.
     fn encode(&self, req: &ModelRequest) -> Result<Bytes, ModelError> {
-        let mime = req.mime.trim();
-        let mut data_url = String::with_capacity(mime.len() + 13 + req.image.len().div_ceil(3) * 4);
-        data_url.push_str("data:");
-        data_url.push_str(mime);
-        data_url.push_str(";base64,");
-        base64::engine::general_purpose::STANDARD.encode_string(&req.image, &mut data_url);
-        let chat = ChatRequest {
-            model: self.inner.config.model.clone(),
-            messages: vec![ChatMessage {
-                role: "user".to_owned(),
-                content: MessageContent::Parts(vec![
-                    ContentPart::Text { text: req.prompt.clone() },
-                    ContentPart::ImageUrl { image_url: ImageUrl { url: data_url } },
-                ]),
-            }],
-            max_tokens: self.inner.config.max_tokens,
-            temperature: self.inner.config.temperature,
-        };
-        serde_json::to_vec(&chat).map(Bytes::from).map_err(|e| {
-            ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown))
-        })
+        encode_chat_body(&self.inner.config.model, &req.prompt, &req.mime, &req.image, self.inner.config.max_tokens, self.inner.config.temperature)
+            .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown)))
     }
 
     /// One attempt: holds an in-flight slot from send to the end of the body, no longer.
@@ -501,6 +482,51 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// The chat-completions body asking `prompt` about the image. The base64 data URL (tens of KB)
+/// needs no JSON escaping, so it is encoded straight into the body, spliced into a skeleton
+/// serialized with an empty URL, instead of being built as a string and escaped byte by byte.
+pub fn encode_chat_body(
+    model: &str,
+    prompt: &str,
+    mime: &str,
+    image: &[u8],
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+) -> Result<Bytes, serde_json::Error> {
+    let chat = ChatRequest {
+        model: model.to_owned(),
+        messages: vec![ChatMessage {
+            role: "user".to_owned(),
+            content: MessageContent::Parts(vec![
+                ContentPart::Text { text: prompt.to_owned() },
+                ContentPart::ImageUrl { image_url: ImageUrl { url: String::new() } },
+            ]),
+        }],
+        max_tokens,
+        temperature,
+    };
+    let skeleton = serde_json::to_vec(&chat)?;
+    // inside JSON strings quotes are escaped, so this byte sequence is only the structural one
+    const HOLE: &[u8] = br#""image_url":{"url":""#;
+    let Some(at) = skeleton.windows(HOLE.len()).position(|w| w == HOLE).map(|p| p + HOLE.len()) else {
+        return Ok(Bytes::from(skeleton));
+    };
+    let mime = serde_json::to_string(mime.trim())?;
+    let mime = &mime[1..mime.len() - 1];
+    let encoded_len = image.len().div_ceil(3) * 4;
+    let mut body = Vec::with_capacity(skeleton.len() + mime.len() + 13 + encoded_len);
+    body.extend_from_slice(&skeleton[..at]);
+    body.extend_from_slice(b"data:");
+    body.extend_from_slice(mime.as_bytes());
+    body.extend_from_slice(b";base64,");
+    let start = body.len();
+    body.resize(start + encoded_len, 0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(image, &mut body[start..]).unwrap_or(0);
+    body.truncate(start + written);
+    body.extend_from_slice(&skeleton[at..]);
+    Ok(Bytes::from(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,5 +596,24 @@ mod tests {
         let long = "x".repeat(1000);
         let e = excerpt(long.as_bytes());
         assert!(e.chars().count() <= EXCERPT_CHARS + 3 && e.ends_with("…\""), "{e}");
+    }
+
+    #[test]
+    fn spliced_body_equals_the_serialized_request() {
+        let image: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let prompt = "Describe \"this\" image_url\":{\"url\":\"\" in detail.";
+        let body = encode_chat_body("m\"x", prompt, "image/png", &image, Some(64), None).unwrap();
+        let mut url = String::from("data:image/png;base64,");
+        base64::engine::general_purpose::STANDARD.encode_string(&image, &mut url);
+        let expected = ChatRequest {
+            model: "m\"x".into(),
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: MessageContent::Parts(vec![ContentPart::Text { text: prompt.into() }, ContentPart::ImageUrl { image_url: ImageUrl { url } }]),
+            }],
+            max_tokens: Some(64),
+            temperature: None,
+        };
+        assert_eq!(&body[..], &serde_json::to_vec(&expected).unwrap()[..]);
     }
 }
