@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Coordinator peak memory while planning a large corpus: a real `dftg coordinator` process (file
+# store, RabbitMQ vhost of its own) plans a synthetic JSONL manifest of IMAGES lines split into
+# parts under manifest/ (generated here, deleted afterwards) and publishes its shard tasks; its
+# VmHWM is read when the job reaches the diagnose phase (no workers run; the job is cancelled).
+# usage: scripts/bench-plan-memory.sh [IMAGES] [SHARD_SIZE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-10000000}"; SHARD="${2:-1000}"
+cargo build --release --locked --bin dftg -q
+DFTG=$(pwd)/target/release/dftg
+WORK=$(mktemp -d); PIDS=(); VHOST="dftg-planmem-$$"
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+python3 - "$N" "$WORK/corpus/manifest" <<'PY'
+import os, sys
+n, out = int(sys.argv[1]), sys.argv[2]
+os.makedirs(out)
+names = ["person", "dog", "car", "chair", "cup", "bicycle", "traffic light", "dining table"]
+per = 100_000
+for p in range(0, n, per):
+    with open(f"{out}/part-{p // per:05d}.jsonl", "w") as f:
+        f.writelines(f'{{"image":"img-{i:09d}","file":"images/img-{i:09d}.jpg","objects":[{{"name":"{names[i % 8]}","count":{1 + i % 3}}},"{names[i // 8 % 8]}"]}}\n'
+                     for i in range(p, min(n, p + per)))
+PY
+rabbitmqctl add_vhost "$VHOST" >/dev/null; rabbitmqctl set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null
+C=$(free_port)
+DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" DFTG_STORE_URL="file://$WORK/store" "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null 2>&1 & CPID=$!; PIDS+=($CPID)
+wait_http "http://127.0.0.1:$C/readyz"
+idle=$(hwm "$CPID")
+cat > "$WORK/job.toml" <<TOML
+shard_size = $SHARD
+[corpus]
+path = "file://$WORK/corpus"
+annotations = "manifest/"
+[model]
+kind = "openai"
+endpoint = "http://127.0.0.1:9/v1"
+name = "none"
+TOML
+s=$(date +%s.%N)
+JOB=$("$DFTG" submit --job "$WORK/job.toml" --coordinator "http://127.0.0.1:$C" 2>/dev/null | head -n1)
+while :; do
+  phase=$(curl -fsS "http://127.0.0.1:$C/v1/jobs/$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["phase"])')
+  [[ $phase == planning ]] || break
+  sleep 0.5
+done
+e=$(date +%s.%N)
+total=$(curl -fsS "http://127.0.0.1:$C/v1/jobs/$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["diagnose"]["shards_total"])')
+# every shard task published (no worker consumes them): the coordinator's work for the plan is done
+for _ in $(seq 1 600); do
+  queued=$(rabbitmqctl list_queues -p "$VHOST" name messages 2>/dev/null | awk '$1 == "dftg.diagnose" {print $2}')
+  [[ "${queued:-0}" -ge "$total" ]] && break
+  sleep 1
+done
+peak=$(hwm "$CPID")
+curl -fsS -X POST "http://127.0.0.1:$C/v1/jobs/$JOB/cancel" >/dev/null || true
+shards=$(ls "$WORK/store/$JOB/plan" | wc -l)
+echo "{\"bench\": \"coordinator_plan_memory\", \"images\": $N, \"shard_size\": $SHARD, \"plan_shards\": $shards, \"tasks_queued\": ${queued:-0}, \"phase_after_plan\": \"$phase\", \"seconds_to_first_phase\": $(echo "$e - $s" | bc), \"coordinator_peak_rss_mib_idle\": $idle, \"coordinator_peak_rss_mib\": $peak}"
