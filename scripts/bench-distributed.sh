@@ -2,6 +2,8 @@
 # Distributed throughput: images/s of the diagnose stage with 1, 2 and 4 inference workers
 # (separate processes, RabbitMQ vhost of its own, file store) against a simulator, next to
 # `dftg run` on the same corpus. Usage: scripts/bench-distributed.sh [IMAGES] [LATENCY_MS]
+# Workers share 64 requests in flight in total (bound 64/latency), or, with PER_WORKER_IN_FLIGHT=K,
+# hold K each (bound workers x K / latency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-2000}"; LAT="${2:-0}"
@@ -28,7 +30,8 @@ for W in 1 2 4; do
   C=$(free_port)
   "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null & CPID=$!
   WP=()
-  for _ in $(seq 1 "$W"); do "$DFTG" worker --role inference --prefetch 2 --in-flight $((64 / W)) 2>/dev/null & WP+=($!); done
+  INF=${PER_WORKER_IN_FLIGHT:-$((64 / W))}
+  for _ in $(seq 1 "$W"); do "$DFTG" worker --role inference --prefetch 2 --in-flight "$INF" 2>/dev/null & WP+=($!); done
   "$DFTG" worker --role generator 2>/dev/null & WP+=($!)
   wait_http "http://127.0.0.1:$C/healthz"
   cat > "$WORK/job.toml" <<TOML
@@ -43,6 +46,7 @@ TOML
   OUT=$("$DFTG" submit --job "$WORK/job.toml" --coordinator "http://127.0.0.1:$C" --wait 2>/dev/null)
   JOB=$(printf '%s\n' "$OUT" | head -n1)
   RATE=$(curl -fsS "http://127.0.0.1:$C/v1/jobs/$JOB" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(round(s["diagnose"]["rate"]))')
-  echo "distributed, $W inference worker(s), 64 requests in flight in total: diagnose stage $RATE images/s"
+  BOUND=$(( W * INF * 1000 / (LAT > 0 ? LAT : 1) ))
+  echo "distributed, $W inference worker(s), $((W * INF)) requests in flight in total: diagnose stage $RATE images/s$([ "$LAT" -gt 0 ] && echo " ($(( RATE * 100 / BOUND )) % of the bound $BOUND/s)")"
   kill "$CPID" "${WP[@]}" 2>/dev/null || true; wait "$CPID" "${WP[@]}" 2>/dev/null || true
 done
