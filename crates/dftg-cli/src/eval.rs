@@ -83,52 +83,112 @@ impl<'de, 'n> Visitor<'de> for NeededObjects<'n> {
     }
 }
 
-/// Fast path for CHAIR's cache format `{"<id>": ["name", ...], ...}`: skips the entries that
-/// are not needed without parsing them. `None` when the text is not in that plain shape.
-fn scan_object_map(b: &[u8], needed: &HashSet<String>) -> Option<HashMap<String, Vec<String>>> {
-    let mut out = HashMap::with_capacity(needed.len());
-    let ws = |b: &[u8], mut i: usize| {
+/// How far the object-map scanner got in a buffer.
+enum Scan {
+    /// The closing `}`: every entry seen.
+    Done,
+    /// The buffer ends inside the entry starting here: read more, keep from here.
+    NeedMore(usize),
+    /// Not the plain `{"<id>": ["name", ...]}` shape: the full JSON parser decides.
+    Bad,
+}
+
+/// Entries of CHAIR's cache format in `b` from `i`, keeping only the needed ids; an entry's
+/// list is parsed only when its id is needed.
+fn scan_entries(b: &[u8], mut i: usize, needed: &ahash::AHashSet<&[u8]>, out: &mut HashMap<String, Vec<String>>) -> Scan {
+    let ws = |mut i: usize| {
         while i < b.len() && b[i].is_ascii_whitespace() {
             i += 1;
         }
         i
     };
-    let mut i = ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
     loop {
-        i = ws(b, i);
-        match b.get(i)? {
-            b'}' => return Some(out),
-            b',' => {
+        let entry = i;
+        i = ws(i);
+        match b.get(i) {
+            None => return Scan::NeedMore(entry),
+            Some(b'}') => return Scan::Done,
+            Some(b',') => {
                 i += 1;
                 continue;
             }
-            b'"' => {}
-            _ => return None,
+            Some(b'"') => {}
+            Some(_) => return Scan::Bad,
         }
-        let key_end = i + 1 + b[i + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
+        let Some(q) = memchr::memchr2(b'"', b'\\', &b[i + 1..]) else { return Scan::NeedMore(entry) };
+        let key_end = i + 1 + q;
         if b[key_end] != b'"' {
-            return None;
+            return Scan::Bad;
         }
-        let key = std::str::from_utf8(&b[i + 1..key_end]).ok()?;
-        i = ws(b, key_end + 1);
-        if b.get(i) != Some(&b':') {
-            return None;
+        let key = &b[i + 1..key_end];
+        i = ws(key_end + 1);
+        match b.get(i) {
+            None => return Scan::NeedMore(entry),
+            Some(b':') => {}
+            Some(_) => return Scan::Bad,
         }
-        i = ws(b, i + 1);
-        if b.get(i) != Some(&b'[') {
-            return None;
+        i = ws(i + 1);
+        match b.get(i) {
+            None => return Scan::NeedMore(entry),
+            Some(b'[') => {}
+            Some(_) => return Scan::Bad,
         }
-        let close = i + b[i..].iter().position(|&c| c == b']')?;
+        let Some(c) = memchr::memchr(b']', &b[i..]) else { return Scan::NeedMore(entry) };
+        let close = i + c;
         if needed.contains(key) {
             // category names hold no ']'; a list that does not parse sends us to the full parser
-            let names: Vec<String> = serde_json::from_slice(&b[i..=close]).ok()?;
+            let (Ok(names), Ok(key)) = (serde_json::from_slice::<Vec<String>>(&b[i..=close]), std::str::from_utf8(key)) else {
+                return Scan::Bad;
+            };
             out.insert(key.to_string(), names);
         }
         i = close + 1;
+    }
+}
+
+/// Fast path for CHAIR's cache format `{"<id>": ["name", ...], ...}`, read in chunks (the file
+/// is never held whole) and skipping unneeded entries without parsing them. `None` when the
+/// text is not in that plain shape.
+fn scan_object_map(mut r: impl std::io::Read, needed: &ahash::AHashSet<&[u8]>) -> std::io::Result<Option<HashMap<String, Vec<String>>>> {
+    let mut out = HashMap::with_capacity(needed.len());
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut len, mut opened, mut eof) = (0usize, false, false);
+    loop {
+        if !eof {
+            let n = r.read(&mut buf[len..])?;
+            eof = n == 0;
+            len += n;
+        }
+        let mut i = 0;
+        if !opened {
+            while i < len && buf[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i == len {
+                if eof {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if buf[i] != b'{' {
+                return Ok(None);
+            }
+            opened = true;
+            i += 1;
+        }
+        match scan_entries(&buf[..len], i, needed, &mut out) {
+            Scan::Done => return Ok(Some(out)),
+            Scan::Bad => return Ok(None),
+            Scan::NeedMore(_) if eof => return Ok(None),
+            Scan::NeedMore(keep) => {
+                buf.copy_within(keep..len, 0);
+                len -= keep;
+                if len == buf.len() {
+                    // one entry larger than the buffer
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+        }
     }
 }
 
@@ -146,11 +206,14 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
         lines.push((c.image_id.clone(), id, c));
     }
     let needed: HashSet<String> = lines.iter().map(|l| l.1.clone()).collect();
-    let objects_text = std::fs::read(&args.objects).with_context(|| format!("cannot read objects {}", args.objects.display()))?;
-    let gt: HashMap<String, Vec<String>> = match scan_object_map(&objects_text, &needed) {
+    let needed_bytes: ahash::AHashSet<&[u8]> = needed.iter().map(|s| s.as_bytes()).collect();
+    let cannot_read = || format!("cannot read objects {}", args.objects.display());
+    let file = std::fs::File::open(&args.objects).with_context(cannot_read)?;
+    let gt: HashMap<String, Vec<String>> = match scan_object_map(file, &needed_bytes).with_context(cannot_read)? {
         Some(gt) => gt,
         None => {
             // not in the plain shape the scanner reads: the full JSON parser decides
+            let objects_text = std::fs::read(&args.objects).with_context(cannot_read)?;
             let mut de = serde_json::Deserializer::from_slice(&objects_text);
             serde::de::DeserializeSeed::deserialize(NeededObjects(&needed), &mut de)
                 .with_context(|| format!("{} is not an id → objects map", args.objects.display()))?
@@ -221,4 +284,43 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
         })
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most `n` bytes a read, so entries straddle buffer refills.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn needed<'a>(ids: &[&'a str]) -> ahash::AHashSet<&'a [u8]> {
+        ids.iter().map(|s| s.as_bytes()).collect()
+    }
+
+    #[test]
+    fn scanner_keeps_needed_entries_across_reads() {
+        let text = br#" { "1": ["dog", "cat"], "22" : [] ,"333":["dining table"], "4": ["person"] } "#;
+        for step in [1, 3, 7, 1000] {
+            let gt = scan_object_map(Trickle(text, step), &needed(&["333", "1", "9"])).unwrap().expect("plain shape");
+            assert_eq!(gt.len(), 2, "step {step}");
+            assert_eq!(gt["1"], vec!["dog".to_string(), "cat".to_string()]);
+            assert_eq!(gt["333"], vec!["dining table".to_string()]);
+        }
+    }
+
+    #[test]
+    fn scanner_hands_other_shapes_to_the_full_parser() {
+        for text in [&br#"{"a\"b": ["x"]}"#[..], br#"{"1": {"x": 1}}"#, br#"["1"]"#, br#"{"1": ["dog"]"#, b""] {
+            assert!(scan_object_map(text, &needed(&["1"])).unwrap().is_none(), "{}", String::from_utf8_lossy(text));
+        }
+    }
 }
