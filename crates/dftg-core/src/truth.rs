@@ -98,35 +98,114 @@ struct CocoFile {
     categories: Vec<CocoCategory>,
 }
 
-#[derive(Deserialize)]
-struct CocoImage {
-    id: serde_json::Value,
-    #[serde(default)]
-    file_name: Option<String>,
+/// One entry of a COCO file's `images`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CocoImage {
+    pub id: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct CocoAnnotation {
-    image_id: serde_json::Value,
-    category_id: u64,
+/// One entry of a COCO file's `annotations` (the fields dftg reads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CocoAnnotation {
+    pub image_id: serde_json::Value,
+    pub category_id: u64,
     #[serde(default)]
-    iscrowd: u8,
+    pub iscrowd: u8,
     /// dftg extension: attribute values of this instance, `{"color": "red"}` or lists.
-    #[serde(default)]
-    attributes: BTreeMap<String, AttrValue>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, AttrValue>,
 }
 
-#[derive(Deserialize)]
+/// An attribute value: one or several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
-enum AttrValue {
+pub enum AttrValue {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
-struct CocoCategory {
-    id: u64,
-    name: String,
+/// One entry of a COCO file's `categories`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CocoCategory {
+    pub id: u64,
+    pub name: String,
+}
+
+/// Per-category state of one image: instances, crowd seen, attribute values.
+type Slot = (u32, bool, BTreeMap<String, Vec<String>>);
+
+/// Builds ground truth from COCO records fed one at a time: all of a set of images first,
+/// then the annotations of those images. Parsing a whole file and planning a file too large
+/// to hold (split by image into parts) both go through it.
+pub struct CocoAccumulator {
+    categories: BTreeMap<u64, String>,
+    index: ahash::AHashMap<String, usize>,
+    truths: Vec<ImageTruth>,
+    acc: Vec<BTreeMap<String, Slot>>,
+}
+
+impl CocoAccumulator {
+    pub fn new(categories: &[CocoCategory]) -> Self {
+        CocoAccumulator {
+            categories: categories.iter().map(|c| (c.id, c.name.clone())).collect(),
+            index: ahash::AHashMap::new(),
+            truths: Vec::new(),
+            acc: Vec::new(),
+        }
+    }
+
+    /// `at` is the image's index in the file, for messages.
+    pub fn add_image(&mut self, img: &CocoImage, at: usize) -> Result<(), CoreError> {
+        let key = image_key(&img.id).ok_or_else(|| CoreError::invalid(format!("coco images[{at}].id"), "must be a string or a number"))?;
+        if self.index.insert(key.clone(), self.truths.len()).is_some() {
+            return Err(CoreError::invalid(format!("coco images[{at}].id"), format!("duplicate image id {key}")));
+        }
+        self.truths.push(ImageTruth { image: key, file: img.file_name.clone(), objects: Vec::new() });
+        self.acc.push(BTreeMap::new());
+        Ok(())
+    }
+
+    /// `at` is the annotation's index in the file, for messages.
+    pub fn add_annotation(&mut self, a: &CocoAnnotation, at: usize) -> Result<(), CoreError> {
+        let key = image_key(&a.image_id)
+            .ok_or_else(|| CoreError::invalid(format!("coco annotations[{at}].image_id"), "must be a string or a number"))?;
+        let Some(&img) = self.index.get(&key) else {
+            return Err(CoreError::invalid(format!("coco annotations[{at}].image_id"), format!("image {key} is not in \"images\"")));
+        };
+        let name = self.categories.get(&a.category_id).ok_or_else(|| {
+            CoreError::invalid(format!("coco annotations[{at}].category_id"), format!("unknown category {}", a.category_id))
+        })?;
+        let slot = self.acc[img].entry(name.clone()).or_insert_with(|| (0, false, BTreeMap::new()));
+        slot.0 += 1;
+        slot.1 |= a.iscrowd != 0;
+        for (family, v) in &a.attributes {
+            let values = slot.2.entry(family.clone()).or_default();
+            let new: &[String] = match v {
+                AttrValue::One(s) => std::slice::from_ref(s),
+                AttrValue::Many(vs) => vs,
+            };
+            for s in new {
+                if !values.contains(s) {
+                    values.push(s.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The images in the order they were added.
+    pub fn finish(self) -> Vec<ImageTruth> {
+        let mut truths = self.truths;
+        for (t, objs) in truths.iter_mut().zip(self.acc) {
+            t.objects = objs
+                .into_iter()
+                .map(|(name, (count, crowd, attributes))| ObjectTruth { name, count: (!crowd).then_some(count), attributes })
+                .collect();
+        }
+        truths
+    }
 }
 
 /// COCO instances JSON → ground truth per image, in the file's image order. Counts are the
@@ -134,60 +213,14 @@ struct CocoCategory {
 pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
     let coco: CocoFile = serde_json::from_str(text)
         .map_err(|e| CoreError::invalid("coco annotations", format!("not COCO instances JSON: {e}")))?;
-    let cats: BTreeMap<u64, &str> = coco.categories.iter().map(|c| (c.id, c.name.as_str())).collect();
-    let mut index: ahash::AHashMap<String, usize> = ahash::AHashMap::with_capacity(coco.images.len());
-    // per image: category name → (count, crowd, attributes)
-    let mut acc: Vec<BTreeMap<&str, (u32, bool, BTreeMap<String, Vec<String>>)>> = Vec::new();
-    let mut truths = Vec::with_capacity(coco.images.len());
+    let mut acc = CocoAccumulator::new(&coco.categories);
     for (i, img) in coco.images.iter().enumerate() {
-        let key = image_key(&img.id)
-            .ok_or_else(|| CoreError::invalid(format!("coco images[{i}].id"), "must be a string or a number"))?;
-        if index.insert(key.clone(), i).is_some() {
-            return Err(CoreError::invalid(format!("coco images[{i}].id"), format!("duplicate image id {key}")));
-        }
-        truths.push(ImageTruth { image: key, file: img.file_name.clone(), objects: Vec::new() });
-        acc.push(BTreeMap::new());
+        acc.add_image(img, i)?;
     }
     for (i, a) in coco.annotations.iter().enumerate() {
-        let key = image_key(&a.image_id).ok_or_else(|| {
-            CoreError::invalid(format!("coco annotations[{i}].image_id"), "must be a string or a number")
-        })?;
-        let Some(&img) = index.get(&key) else {
-            return Err(CoreError::invalid(
-                format!("coco annotations[{i}].image_id"),
-                format!("image {key} is not in \"images\""),
-            ));
-        };
-        let name = cats.get(&a.category_id).ok_or_else(|| {
-            CoreError::invalid(format!("coco annotations[{i}].category_id"), format!("unknown category {}", a.category_id))
-        })?;
-        let slot = acc[img].entry(name).or_insert_with(|| (0, false, BTreeMap::new()));
-        slot.0 += 1;
-        slot.1 |= a.iscrowd != 0;
-        for (family, v) in &a.attributes {
-            let values = slot.2.entry(family.clone()).or_default();
-            let new: Vec<String> = match v {
-                AttrValue::One(s) => vec![s.clone()],
-                AttrValue::Many(vs) => vs.clone(),
-            };
-            for s in new {
-                if !values.contains(&s) {
-                    values.push(s);
-                }
-            }
-        }
+        acc.add_annotation(a, i)?;
     }
-    for (t, objs) in truths.iter_mut().zip(acc) {
-        t.objects = objs
-            .into_iter()
-            .map(|(name, (count, crowd, attributes))| ObjectTruth {
-                name: name.to_string(),
-                count: (!crowd).then_some(count),
-                attributes,
-            })
-            .collect();
-    }
-    Ok(truths)
+    Ok(acc.finish())
 }
 
 /// CHAIR's cache format `{"<image_id>": ["bowl", "broccoli"]}` → ground truth without counts,

@@ -3,7 +3,8 @@
 //! Layout, one file per stage:
 //! - `job`         — the job spec (TOML/JSON, versioned, validated naming the bad field)
 //! - `corpus`      — ground truth and image bytes from a corpus store; per-image errors
-//! - `plan`        — planning: ground truth streamed into plan shards (flat memory for JSONL)
+//! - `plan`        — planning: ground truth streamed into plan shards (flat memory)
+//! - `coco_parts`  — planning a COCO file too large to hold: split by image into parts
 //! - `layout`      — object keys under `<out>/<job-id>/`
 //! - `messages`    — versioned queue messages (shard tasks and events)
 //! - `diagnose`    — stage 1 worker: ask, extract, check → diagnosis shard + summary
@@ -14,6 +15,7 @@
 //! - `runner`      — the embedded shape: in-process queue, local store, one process
 //! - `synth`       — the synthetic example corpus (scenes with co-occurrence, PNG images)
 
+pub mod coco_parts;
 pub mod coordinator;
 pub mod corpus;
 pub mod diagnose;

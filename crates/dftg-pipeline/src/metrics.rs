@@ -125,7 +125,7 @@ pub fn init(role: &str) {
     for t in dftg_core::llava::InstructionType::ALL {
         m.instructions_generated.with_label_values(&[t.as_str()]);
     }
-    for op in ["get", "put", "list", "delete"] {
+    for op in ["get", "head", "put", "list", "delete"] {
         m.store_request_duration.with_label_values(&[op]);
         m.store_errors.with_label_values(&[op]);
     }
@@ -211,6 +211,9 @@ impl<S: dftg_runtime::BlobStore> dftg_runtime::BlobStore for MeteredStore<S> {
     fn list_stream<'a>(&'a self, prefix: &'a str) -> futures::stream::BoxStream<'a, Result<String, dftg_runtime::StoreError>> {
         // pages arrive lazily, inside the consumer's loop: not timed as one request
         self.0.list_stream(prefix)
+    }
+    fn head<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<u64>, dftg_runtime::StoreError>> {
+        Box::pin(Self::timed("head", self.0.head(key)))
     }
     fn get_stream<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("get", self.0.get_stream(key)))

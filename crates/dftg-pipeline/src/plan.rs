@@ -3,9 +3,10 @@
 //!
 //! JSONL manifests — one file, or every part file listed under a prefix (`annotations =
 //! "manifest/"`) — are streamed line by line: memory holds one shard, whatever the corpus size.
-//! COCO instances JSON and the object map are single JSON documents (an image's annotations may
-//! be anywhere in the file), so they are read whole; corpora beyond a few million images should
-//! ship a JSONL manifest.
+//! A COCO instances file is one JSON document whose annotations for an image may be anywhere in
+//! it: up to 64 MiB it is read whole (images in file order); beyond, it is streamed once and
+//! split by image into parts on local scratch disk (`coco_parts`), then planned part by part.
+//! The object map (CHAIR's cache format, ids → names) is read whole.
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -25,10 +26,42 @@ pub struct PlanSummary {
     pub images: u64,
 }
 
+/// When planning holds a document whole, and where it spills otherwise.
+#[derive(Debug, Clone)]
+pub struct PlanLimits {
+    /// COCO files up to this size are read whole.
+    pub coco_whole_bytes: u64,
+    /// Beyond it, one part per this many bytes of the file (at most 256 parts: two scratch
+    /// files each stay open while splitting).
+    pub coco_part_bytes: u64,
+    /// Scratch directory for the parts (`DFTG_SCRATCH_DIR`, else the system's temp dir).
+    pub scratch: std::path::PathBuf,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        PlanLimits {
+            coco_whole_bytes: 64 << 20,
+            coco_part_bytes: 16 << 20,
+            scratch: std::env::var_os("DFTG_SCRATCH_DIR").map(Into::into).unwrap_or_else(std::env::temp_dir),
+        }
+    }
+}
+
 /// Streams the corpus's ground truth into plan shards under `out` (`plan/shard-NNNNN.jsonl`).
 /// Shards are overwritten, not create-only: a plan becomes real only when `job.json` records
 /// its shard count, and no task exists before that, so a restarted plan simply starts over.
 pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
+    plan_corpus_with(corpus, spec, out, shard_size, &PlanLimits::default()).await
+}
+
+pub async fn plan_corpus_with(
+    corpus: &dyn BlobStore,
+    spec: &CorpusSpec,
+    out: &dyn BlobStore,
+    shard_size: usize,
+    limits: &PlanLimits,
+) -> Result<PlanSummary, PipelineError> {
     let (file, format) = locate_truth(corpus, spec).await?;
     let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 }, writes: FuturesUnordered::new() };
     let mut files = ImageFiles::new(spec);
@@ -55,6 +88,19 @@ pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn Bl
         TruthFormat::Jsonl => {
             let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
             stream_manifest(stream, None, corpus, &mut files, &mut shards).await?;
+        }
+        TruthFormat::Coco if corpus.head(&file).await?.ok_or_else(|| missing(corpus, &file))? > limits.coco_whole_bytes => {
+            let size = corpus.head(&file).await?.unwrap_or(0);
+            let parts = size.div_ceil(limits.coco_part_bytes.max(1)).clamp(2, 256) as usize;
+            let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+            let split = crate::coco_parts::split(stream, &file, &limits.scratch, parts).await?;
+            tracing::info!(file = %file, images = split.images, annotations = split.annotations, parts, "coco file split for planning");
+            let mut parts = split.parts_in_turn();
+            while let Some(part) = parts.recv().await {
+                for truth in part? {
+                    shards.push(files.locate(corpus, PlanEntry { truth, error: None }).await?).await?;
+                }
+            }
         }
         TruthFormat::Coco | TruthFormat::ObjectMap => {
             let text = corpus.get(&file).await?.ok_or_else(|| missing(corpus, &file))?;
@@ -292,6 +338,37 @@ mod tests {
         with_dir.image_dir = Some("raw/".into());
         plan_corpus(&corpus, &with_dir, &out, 10).await.unwrap();
         assert_eq!(shard_lines(&out, 0).await[0].truth.file.as_deref(), Some("raw/x/1.jpg"), "a replan overwrites the shard");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_coco_file_is_planned_in_parts_with_the_same_images() {
+        let corpus = ObjectBlobStore::in_memory();
+        let images: Vec<String> = (1..=60).map(|i| format!(r#"{{"id":{i},"file_name":"{i}.jpg"}}"#)).collect();
+        let anns: Vec<String> = (1..=60).map(|i| format!(r#"{{"image_id":{i},"category_id":{}}}"#, 1 + i % 2)).collect();
+        let coco = format!(r#"{{"images":[{}],"annotations":[{}],"categories":[{{"id":1,"name":"dog"}},{{"id":2,"name":"cat"}}]}}"#, images.join(","), anns.join(","));
+        corpus.put("annotations.json", Bytes::from(coco.clone())).await.unwrap();
+        for i in 1..=60 {
+            corpus.put(&format!("images/{i}.jpg"), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let limits = PlanLimits { coco_whole_bytes: 100, coco_part_bytes: coco.len() as u64 / 3, scratch: scratch.path().into() };
+        let out = ObjectBlobStore::in_memory();
+        let done = plan_corpus_with(&corpus, &spec(None), &out, 25, &limits).await.unwrap();
+        assert_eq!(done.images, 60);
+        let mut planned = Vec::new();
+        for shard in 0..done.shards {
+            planned.extend(shard_lines(&out, shard).await);
+        }
+        let whole = plan_corpus(&corpus, &spec(None), &ObjectBlobStore::in_memory(), 25).await.unwrap();
+        assert_eq!(whole.images, 60);
+        let mut ids: Vec<u32> = planned.iter().map(|e| e.truth.image.parse().unwrap()).collect();
+        assert_ne!(ids, (1..=60).collect::<Vec<_>>(), "parts reorder images by hash");
+        ids.sort();
+        assert_eq!(ids, (1..=60).collect::<Vec<_>>(), "every image exactly once");
+        let seven = planned.iter().find(|e| e.truth.image == "7").unwrap();
+        assert_eq!(seven.truth.file.as_deref(), Some("images/7.jpg"));
+        assert_eq!(seven.truth.objects[0].name, "cat", "category 1 + 7 % 2");
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0, "scratch parts removed");
     }
 
     #[tokio::test]

@@ -61,6 +61,10 @@ pub trait BlobStore: Send + Sync + 'static {
             .flatten()
             .boxed()
     }
+    /// The object's size in bytes, or `None` when missing.
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        async move { Ok(self.get(key).await?.map(|b| b.len() as u64)) }.boxed()
+    }
     /// The object's bytes as they arrive, or `None` when missing: reading a large manifest
     /// without holding it.
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>, StoreError>> {
@@ -236,6 +240,17 @@ impl BlobStore for ObjectBlobStore {
             .boxed()
     }
 
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        async move {
+            match self.inner.head(&self.path(key)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Self::err(key)(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn get_stream<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ByteStream>, StoreError>> {
         async move {
             match self.inner.get(&self.path(key)).await {
@@ -282,6 +297,8 @@ pub async fn conformance_suite(store: &dyn BlobStore) {
     let chunks: Vec<Bytes> = store.get_stream("a/state.json").await.expect("get_stream").expect("present").try_collect().await.expect("chunks");
     assert_eq!(chunks.concat(), b"s2");
     assert!(store.get_stream("a/missing").await.expect("get_stream").is_none());
+    assert_eq!(store.head("a/state.json").await.expect("head"), Some(2));
+    assert_eq!(store.head("a/missing").await.expect("head"), None);
     store.delete("a/x.json").await.expect("delete");
     store.delete("a/x.json").await.expect("deleting a missing key is fine");
     assert_eq!(store.list("a/").await.expect("list"), vec!["a/state.json".to_string()]);
