@@ -58,6 +58,9 @@ pub struct WorkerArgs {
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
+    /// Job spec file (TOML or JSON), the same as --job.
+    #[arg(value_name = "JOB.toml", conflicts_with = "job")]
+    pub job_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub job: JobFlags,
     /// Where the job writes `<job-id>/`: s3://bucket/prefix or file:///dir (default: the
@@ -153,7 +156,11 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let mut spec = args.job.to_spec()?;
+    let mut flags = args.job;
+    if let Some(file) = args.job_file {
+        flags.job = Some(file);
+    }
+    let mut spec = flags.to_spec()?;
     if let Some(out) = &args.out {
         spec.out = Some(out.clone());
         spec.validate().context("invalid job")?;
