@@ -28,6 +28,21 @@ fn files(dir: &Path, sub: &str) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Submits through the API and polls until the job ends, as a user's client does (no
+/// assertion depends on timing).
+async fn submit_and_wait(http: &reqwest::Client, api: &str, spec: &JobSpec) -> (String, JobStatus) {
+    let r = http.post(format!("{api}/v1/jobs")).body(serde_json::to_string(spec).unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let job_id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    loop {
+        let s: JobStatus = http.get(format!("{api}/v1/jobs/{job_id}")).send().await.unwrap().json().await.unwrap();
+        if matches!(s.phase, dftg_pipeline::coordinator::Phase::Done | dftg_pipeline::coordinator::Phase::Failed) {
+            return (job_id, s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_and_workers_match_the_embedded_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,18 +90,8 @@ async fn coordinator_and_workers_match_the_embedded_run() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["error"].as_str().unwrap().contains(field), "{v}");
     }
-    let r = http.post(format!("{api}/v1/jobs")).body(serde_json::to_string(&spec).unwrap()).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let job_id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let (job_id, status) = submit_and_wait(&http, &api, &spec).await;
     assert_eq!(job_id, spec.id());
-    let status = loop {
-        let s: JobStatus = http.get(format!("{api}/v1/jobs/{job_id}")).send().await.unwrap().json().await.unwrap();
-        if matches!(s.phase, dftg_pipeline::coordinator::Phase::Done | dftg_pipeline::coordinator::Phase::Failed) {
-            break s;
-        }
-        // polling the API, as a user's client does; no assertion depends on timing
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
     assert_eq!(status.phase, dftg_pipeline::coordinator::Phase::Done, "{status:?}");
     assert_eq!(status.diagnose.shards_done, 4);
     assert_eq!(status.diagnose.items, 150);
@@ -96,17 +101,8 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     // a job with its own `out` writes there; workers find it through the coordinator's index
     let mut elsewhere = spec.clone();
     elsewhere.out = Some(format!("file://{}", dir.path().join("elsewhere").display()));
-    let r = http.post(format!("{api}/v1/jobs")).body(serde_json::to_string(&elsewhere).unwrap()).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let other_id = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    let (other_id, other) = submit_and_wait(&http, &api, &elsewhere).await;
     assert_ne!(other_id, job_id);
-    let other = loop {
-        let s: JobStatus = http.get(format!("{api}/v1/jobs/{other_id}")).send().await.unwrap().json().await.unwrap();
-        if matches!(s.phase, dftg_pipeline::coordinator::Phase::Done | dftg_pipeline::coordinator::Phase::Failed) {
-            break s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
     assert_eq!(other.phase, dftg_pipeline::coordinator::Phase::Done, "{other:?}");
     assert!(dir.path().join("elsewhere").join(&other_id).join("dataset.json").is_file());
     assert!(!dir.path().join("store").join(&other_id).exists(), "outputs went to the job's out, not the root");
