@@ -290,6 +290,11 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     let corpus = work.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 22).expect("corpus");
     copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
+    // in the bucket, COCO's usual layout: file names without their folder, images under images/
+    let in_bucket = s3.dir.path().join(BUCKET).join("corpus").join("annotations.json");
+    let coco = std::fs::read_to_string(&in_bucket).expect("annotations").replace("\"file_name\":\"images/", "\"file_name\":\"");
+    assert!(!coco.contains("images/"));
+    std::fs::write(&in_bucket, coco).expect("annotations");
     let env = process_env(&vhost, &s3, &format!("file://{}", work.path().join("store").display()));
     let corpus_str = corpus.to_str().expect("utf-8");
     // 20% of requests fail; 2% of images fail every time
@@ -300,10 +305,22 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
     let _w = [spawn(&["worker", "--role", "inference"], &env), spawn(&["worker", "--role", "generator"], &env)];
     let http = reqwest::Client::new();
-    let r = http.post(format!("{api}/v1/jobs")).body(job_toml("s3://dftg/corpus", &sim_url, 50)).send().await.expect("submit");
-    assert_eq!(r.status(), 201);
-    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("id").to_string();
+    // submitted as a user does: `dftg submit JOB.toml --out s3://… --wait`, whose exit code
+    // says how the job ended
+    let job_file = work.path().join("job.toml");
+    std::fs::write(&job_file, job_toml("s3://dftg/corpus", &sim_url, 50)).expect("job file");
+    let submitted = Command::new(dftg())
+        .envs(env.iter().cloned())
+        .arg("submit")
+        .arg(&job_file)
+        .args(["--out", "s3://dftg/elsewhere", "--coordinator", &api, "--wait"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("dftg submit");
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let job = String::from_utf8(submitted.stdout).expect("utf-8").lines().next().expect("job id line").trim().to_string();
     let done = wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
+    assert!(s3.dir.path().join(BUCKET).join("elsewhere").join(&job).join("dataset.json").is_file(), "outputs under --out");
     let ds = &done["dataset"];
     let failed = ds["failed_images"].as_u64().expect("failed count");
     assert!(failed >= 1 && failed <= 30, "sticky failures only, the rest retried: {ds}");
