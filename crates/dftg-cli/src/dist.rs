@@ -202,6 +202,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             Phase::Done => {
                 bars.stage_finished("generate");
                 println!("job {job_id} done");
+                println!(
+                    "  diagnose: {} images ({} failed) at {:.0} images/s; generate: {} instructions at {:.0}/s",
+                    s.diagnose.items, s.diagnose.failed_items, s.diagnose.rate, s.generate.items, s.generate.rate
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             Phase::Failed | Phase::Cancelled => {
