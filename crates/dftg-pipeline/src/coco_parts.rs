@@ -75,13 +75,7 @@ pub async fn split(stream: ByteStream, file: &str, scratch: &Path, parts: usize)
 }
 
 impl CocoParts {
-    /// Ground truth of part `p`, its images in file order.
-    pub async fn read_part(&self, p: usize) -> Result<Vec<ImageTruth>, PipelineError> {
-        let (dir, categories) = (self.dir.clone(), self.categories.clone());
-        tokio::task::spawn_blocking(move || read_part_blocking(&dir, p, &categories)).await.map_err(|e| invalid(format!("reading part {p} stopped: {e}")))?
-    }
-
-    /// Every part in turn, folded on one thread of its own and handed over one at a time: the
+    /// Every part in turn (each with its images in file order), folded on one thread of its own and handed over one at a time: the
     /// allocator reuses one part's memory for the next instead of spreading parts over the
     /// arenas of several pool threads.
     pub fn parts_in_turn(self) -> mpsc::Receiver<Result<Vec<ImageTruth>, PipelineError>> {
@@ -301,17 +295,17 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let parts = split(chunked(text, 777), "annotations.json", scratch.path(), 5).await.unwrap();
         assert_eq!((parts.images, parts.annotations, parts.categories.len()), (200, 400, 3));
+        let dir = parts.dir.clone();
         let mut got = Vec::new();
-        for p in 0..parts.parts {
-            let part = parts.read_part(p).await.unwrap();
+        let mut each = parts.parts_in_turn();
+        while let Some(part) = each.recv().await {
+            let part = part.unwrap();
             assert!(!part.is_empty(), "200 images spread over 5 parts");
             got.extend(part);
         }
         got.sort_by_key(|t| t.image.parse::<u32>().unwrap());
         assert_eq!(got, whole);
-        let dir = parts.dir.clone();
-        drop(parts);
-        assert!(!dir.exists(), "scratch files removed");
+        assert!(!dir.exists(), "scratch files removed once the last part is handed over");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +320,9 @@ mod tests {
                 Err(e) => e.to_string(),
                 Ok(parts) => {
                     let mut err = String::new();
-                    for p in 0..parts.parts {
-                        if let Err(e) = parts.read_part(p).await {
+                    let mut each = parts.parts_in_turn();
+                    while let Some(part) = each.recv().await {
+                        if let Err(e) = part {
                             err = e.to_string();
                         }
                     }

@@ -89,23 +89,24 @@ pub async fn plan_corpus_with(
             let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
             stream_manifest(stream, None, corpus, &mut files, &mut shards).await?;
         }
-        TruthFormat::Coco if corpus.head(&file).await?.ok_or_else(|| missing(corpus, &file))? > limits.coco_whole_bytes => {
-            let size = corpus.head(&file).await?.unwrap_or(0);
-            let parts = size.div_ceil(limits.coco_part_bytes.max(1)).clamp(2, 256) as usize;
-            let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
-            let split = crate::coco_parts::split(stream, &file, &limits.scratch, parts).await?;
-            tracing::info!(file = %file, images = split.images, annotations = split.annotations, parts, "coco file split for planning");
-            let mut parts = split.parts_in_turn();
-            while let Some(part) = parts.recv().await {
-                for truth in part? {
-                    shards.push(files.locate(corpus, PlanEntry { truth, error: None }).await?).await?;
-                }
-            }
-        }
         TruthFormat::Coco | TruthFormat::ObjectMap => {
-            let text = corpus.get(&file).await?.ok_or_else(|| missing(corpus, &file))?;
-            for entry in document_entries(&file, format, &text)? {
-                shards.push(files.locate(corpus, entry).await?).await?;
+            let size = corpus.head(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+            if format == TruthFormat::ObjectMap || size <= limits.coco_whole_bytes {
+                let text = corpus.get(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+                for entry in document_entries(&file, format, &text)? {
+                    shards.push(files.locate(corpus, entry).await?).await?;
+                }
+            } else {
+                let parts = size.div_ceil(limits.coco_part_bytes.max(1)).clamp(2, 256) as usize;
+                let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
+                let split = crate::coco_parts::split(stream, &file, &limits.scratch, parts).await?;
+                tracing::info!(file = %file, images = split.images, annotations = split.annotations, parts, "coco file split for planning");
+                let mut parts = split.parts_in_turn();
+                while let Some(part) = parts.recv().await {
+                    for truth in part? {
+                        shards.push(files.locate(corpus, PlanEntry { truth, error: None }).await?).await?;
+                    }
+                }
             }
         }
     }
