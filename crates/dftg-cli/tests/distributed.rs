@@ -8,12 +8,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dftg_runtime::s3_test_server::S3TestServer;
+
 const BUCKET: &str = "dftg";
-const KEY: &str = "dftg-test-key";
-const SECRET: &str = "dftg-test-secret";
 
 fn dftg() -> &'static str {
     env!("CARGO_BIN_EXE_dftg")
@@ -86,54 +85,15 @@ impl Drop for Vhost {
     }
 }
 
-struct S3 {
-    endpoint: String,
-    dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_s3() -> S3 {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join(BUCKET)).expect("bucket");
-    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let task = tokio::spawn(async move {
-        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        let slots = Arc::new(tokio::sync::Semaphore::new(64));
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
-            let Ok((socket, _)) = listener.accept().await else { continue };
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
-        }
-    });
-    S3 { endpoint, dir, task }
+async fn start_s3() -> S3TestServer {
+    S3TestServer::start(BUCKET).await.expect("s3 test server")
 }
 
 /// The environment of every dftg process of a test: broker vhost, job store, S3 access.
-fn process_env(vhost: &Vhost, s3: &S3, store_url: &str) -> Vec<(String, String)> {
-    vec![
-        ("DFTG_AMQP_URL".into(), vhost.url()),
-        ("DFTG_STORE_URL".into(), store_url.to_string()),
-        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_ACCESS_KEY_ID".into(), KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-    ]
+fn process_env(vhost: &Vhost, s3: &S3TestServer, store_url: &str) -> Vec<(String, String)> {
+    let mut env = vec![("DFTG_AMQP_URL".into(), vhost.url()), ("DFTG_STORE_URL".into(), store_url.to_string())];
+    env.extend(s3.aws_env());
+    env
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -196,7 +156,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     let work = tempfile::tempdir().expect("temp dir");
     let corpus = work.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 2000, 21).expect("corpus");
-    copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
     let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
     let corpus_str = corpus.to_str().expect("utf-8");
     let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
@@ -247,7 +207,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     assert!(dead.iter().any(|d| d.reason.contains("undecodable")), "{dead:?}");
 
     // exactly one diagnosis record per image
-    let out = s3.dir.path().join(BUCKET).join("jobs").join(&job);
+    let out = s3.root().join(BUCKET).join("jobs").join(&job);
     let mut images = std::collections::BTreeMap::<String, usize>::new();
     for (_, bytes) in sorted_files(&out.join("diagnoses")) {
         for line in String::from_utf8(bytes).expect("utf-8").lines() {
@@ -289,9 +249,9 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     let work = tempfile::tempdir().expect("temp dir");
     let corpus = work.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 22).expect("corpus");
-    copy_dir(&corpus, &s3.dir.path().join(BUCKET).join("corpus"));
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
     // in the bucket, COCO's usual layout: file names without their folder, images under images/
-    let in_bucket = s3.dir.path().join(BUCKET).join("corpus").join("annotations.json");
+    let in_bucket = s3.root().join(BUCKET).join("corpus").join("annotations.json");
     let coco = std::fs::read_to_string(&in_bucket).expect("annotations").replace("\"file_name\":\"images/", "\"file_name\":\"");
     assert!(!coco.contains("images/"));
     std::fs::write(&in_bucket, coco).expect("annotations");
@@ -320,7 +280,7 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
     let job = String::from_utf8(submitted.stdout).expect("utf-8").lines().next().expect("job id line").trim().to_string();
     let done = wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
-    assert!(s3.dir.path().join(BUCKET).join("elsewhere").join(&job).join("dataset.json").is_file(), "outputs under --out");
+    assert!(s3.root().join(BUCKET).join("elsewhere").join(&job).join("dataset.json").is_file(), "outputs under --out");
     let ds = &done["dataset"];
     let failed = ds["failed_images"].as_u64().expect("failed count");
     assert!(failed >= 1 && failed <= 30, "sticky failures only, the rest retried: {ds}");

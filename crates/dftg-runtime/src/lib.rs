@@ -8,10 +8,13 @@
 //! - `amqp`  — `AmqpQueue`: the `TaskQueue` of the distributed shape, over RabbitMQ (lapin):
 //!   quorum queues, publisher confirms, dead-letter queues, reconnection
 //! - `codec` — versioned MessagePack with named fields for queue messages
+//! - `s3_test_server` — (feature `s3-test-server`) a real S3 server for integration tests
 
 pub mod amqp;
 pub mod codec;
 pub mod queue;
+#[cfg(feature = "s3-test-server")]
+pub mod s3_test_server;
 pub mod store;
 
 pub use amqp::{AmqpOptions, AmqpQueue};

@@ -21,10 +21,8 @@ use futures::FutureExt;
 use object_store::aws::AmazonS3Builder;
 
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const S3_ACCESS_KEY: &str = "dftg-test-access-key";
-const S3_SECRET_KEY: &str = "dftg-test-secret-key";
+use dftg_runtime::s3_test_server::{S3TestServer, ACCESS_KEY as S3_ACCESS_KEY, REGION as S3_REGION, SECRET_KEY as S3_SECRET_KEY};
 const S3_BUCKET: &str = "dftg-test";
-const S3_REGION: &str = "us-east-1";
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG` to choose; warnings by default).
 fn init_logs() {
@@ -484,53 +482,14 @@ async fn concurrent_publish_and_consume_survive_cuts_and_an_outage() {
     .await;
 }
 
-struct S3Server {
-    endpoint: String,
-    dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A real S3 server (s3s over s3s-fs) on a loopback port with one bucket and static keys.
-async fn start_s3() -> S3Server {
+/// The shared test S3 server with this suite's bucket (logs on).
+async fn start_s3() -> S3TestServer {
     init_logs();
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join(S3_BUCKET)).expect("bucket directory");
-    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
-    let task = tokio::spawn(async move {
-        let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        // bounded: at most 32 connections served at once
-        let slots = Arc::new(tokio::sync::Semaphore::new(32));
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
-            let Ok((socket, _)) = listener.accept().await else { continue };
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
-        }
-    });
-    S3Server { endpoint, dir, task }
+    S3TestServer::start(S3_BUCKET).await.expect("s3 test server")
 }
 
-fn s3_builder(server: &S3Server) -> AmazonS3Builder {
-    AmazonS3Builder::new()
-        .with_endpoint(&server.endpoint)
-        .with_allow_http(true)
-        .with_region(S3_REGION)
-        .with_access_key_id(S3_ACCESS_KEY)
-        .with_secret_access_key(S3_SECRET_KEY)
+fn s3_builder(server: &S3TestServer) -> AmazonS3Builder {
+    server.builder()
 }
 
 #[tokio::test]
@@ -539,7 +498,7 @@ async fn s3_store_conforms() {
     let store = ObjectBlobStore::s3(s3_builder(&server), &format!("s3://{S3_BUCKET}/jobs")).expect("s3 store");
     store::conformance_suite(&store).await;
     store::conformance_suite(&store.scoped("job-2")).await;
-    assert!(server.dir.path().join(S3_BUCKET).join("jobs/job-2/b/y").is_file(), "objects land in the bucket under the prefix");
+    assert!(server.root().join(S3_BUCKET).join("jobs/job-2/b/y").is_file(), "objects land in the bucket under the prefix");
     let bare = ObjectBlobStore::s3(s3_builder(&server), &format!("s3://{S3_BUCKET}")).expect("s3 store");
     store::conformance_suite(&bare.scoped("job-3")).await;
 }
@@ -593,7 +552,7 @@ async fn s3_from_url_reads_the_aws_environment() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1 passed"), "the child test ran:\n{stdout}");
-    assert!(server.dir.path().join(S3_BUCKET).join("from-env/a/state.json").is_file());
+    assert!(server.root().join(S3_BUCKET).join("from-env/a/state.json").is_file());
 }
 
 #[tokio::test]
