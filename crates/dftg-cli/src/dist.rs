@@ -206,6 +206,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     "  diagnose: {} images ({} failed) at {:.0} images/s; generate: {} instructions at {:.0}/s",
                     s.diagnose.items, s.diagnose.failed_items, s.diagnose.rate, s.generate.items, s.generate.rate
                 );
+                if !s.errors_by_reason.is_empty() {
+                    println!("  failed images by reason: {:?}", s.errors_by_reason);
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             Phase::Failed | Phase::Cancelled => {

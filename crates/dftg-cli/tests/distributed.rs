@@ -286,5 +286,7 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     assert!(failed >= 1 && failed <= 30, "sticky failures only, the rest retried: {ds}");
     assert_eq!(ds["diagnosed_images"].as_u64().expect("diagnosed") + failed, 300);
     assert!(ds["errors_by_reason"]["model_http_5xx"].as_u64().unwrap_or(0) >= 1, "{ds}");
+    // the live status counts failures by reason as the shards report them
+    assert_eq!(done["errors_by_reason"], ds["errors_by_reason"], "{done}");
     assert!(ds["instructions"].as_u64().unwrap_or(0) > 0);
 }

@@ -53,6 +53,9 @@ pub struct JobStatus {
     pub diagnose: StageStatus,
     pub generate: StageStatus,
     pub failed_shards: BTreeMap<String, String>,
+    /// Failed images so far, by reason (`missing_image`, `model_timeout`, …).
+    #[serde(default)]
+    pub errors_by_reason: BTreeMap<String, u64>,
     /// Messages in the task queues' dead-letter queues (undecodable or given-up tasks, of any job).
     #[serde(default)]
     pub dead_letters: u64,
@@ -71,6 +74,7 @@ impl JobStatus {
             diagnose: StageStatus::default(),
             generate: StageStatus::default(),
             failed_shards: BTreeMap::new(),
+            errors_by_reason: BTreeMap::new(),
             dead_letters: 0,
             error: None,
             dataset: None,
@@ -234,6 +238,9 @@ async fn run_stage(
         update(&io.status, |s| {
             if let Some(err) = &ev.error {
                 s.failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), err.clone());
+            }
+            for (reason, n) in &ev.errors_by_reason {
+                *s.errors_by_reason.entry(reason.clone()).or_default() += n;
             }
             let st = s.stage_mut(stage);
             st.shards_done += 1;

@@ -1,5 +1,7 @@
 //! Queue messages: small, versioned, references only (never image bytes).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const MESSAGE_SCHEMA_VERSION: u32 = 1;
@@ -49,4 +51,36 @@ pub struct ShardEvent {
     /// Set when the task was given up (dead-lettered): the shard has no output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Failed images by reason (diagnose); optional, so older events still decode.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_reason: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard event as written before `errors_by_reason` existed.
+    #[derive(Serialize)]
+    struct EventWithoutReasons {
+        schema_version: u32,
+        job_id: String,
+        stage: Stage,
+        shard: u32,
+        items: u64,
+        failed: u64,
+        already_done: bool,
+    }
+
+    #[test]
+    fn events_round_trip_and_older_events_still_decode() {
+        let mut reasons = BTreeMap::new();
+        reasons.insert("missing_image".to_string(), 2);
+        let ev = ShardEvent { schema_version: MESSAGE_SCHEMA_VERSION, job_id: "j".into(), stage: Stage::Diagnose, shard: 3, items: 10, failed: 2, already_done: false, error: None, errors_by_reason: reasons };
+        let back: ShardEvent = dftg_runtime::codec::decode(&dftg_runtime::codec::encode(&ev).unwrap()).unwrap();
+        assert_eq!(back, ev);
+        let old = EventWithoutReasons { schema_version: 1, job_id: "j".into(), stage: Stage::Generate, shard: 1, items: 5, failed: 0, already_done: true };
+        let back: ShardEvent = dftg_runtime::codec::decode(&dftg_runtime::codec::encode(&old).unwrap()).unwrap();
+        assert!(back.errors_by_reason.is_empty() && back.error.is_none() && back.already_done);
+    }
 }

@@ -88,6 +88,7 @@ pub async fn run_worker(
                     failed: 0,
                     already_done: false,
                     error: Some(e.to_string()),
+                    errors_by_reason: Default::default(),
                 };
                 queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::invalid("event", e.to_string()))?).await?;
                 let m = crate::metrics::metrics();
@@ -101,14 +102,14 @@ pub async fn run_worker(
 
 async fn process(jobs: &dyn ContextProvider, task: &ShardTask) -> Result<ShardEvent, PipelineError> {
     let ctx = jobs.context(&task.job_id).await?;
-    let (items, failed, already_done) = match task.stage {
+    let (items, failed, already_done, errors_by_reason) = match task.stage {
         Stage::Diagnose => {
             let o = run_diagnose_shard(&ctx, task.shard).await?;
-            (o.images, o.failed, o.already_done)
+            (o.images, o.failed, o.already_done, o.summary.errors_by_reason)
         }
         Stage::Generate => {
             let o = run_generate_shard(&ctx, task.shard).await?;
-            (o.instructions, 0, o.already_done)
+            (o.instructions, 0, o.already_done, Default::default())
         }
     };
     Ok(ShardEvent {
@@ -120,5 +121,6 @@ async fn process(jobs: &dyn ContextProvider, task: &ShardTask) -> Result<ShardEv
         failed,
         already_done,
         error: None,
+        errors_by_reason,
     })
 }
