@@ -11,10 +11,9 @@ cargo build --release --locked --bin dftg -q
 DFTG=$(pwd)/target/release/dftg
 WORK=$(mktemp -d); PIDS=()
 VHOST="dftg-bench-$$"
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+. scripts/lib.sh
+cleanup() { stop_all "$VHOST" "$WORK" "${PIDS[@]}"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 "$DFTG" corpus synth --images "$N" --out "$WORK/corpus" --seed 11 >/dev/null
 SIM=$(free_port)
 "$DFTG" sim --listen "127.0.0.1:$SIM" --corpus "$WORK/corpus" --latency-ms "$LAT" >/dev/null & PIDS+=($!)
@@ -23,7 +22,7 @@ s=$(date +%s.%N)
 "$DFTG" run --corpus "$WORK/corpus" --endpoint "http://127.0.0.1:$SIM/v1" --model-name sim --out "$WORK/local" --quiet | sed -n 3p
 e=$(date +%s.%N)
 echo "dftg run (embedded, whole job): $(echo "$N / ($e - $s)" | bc -l | xargs printf '%.0f') images/s end to end"
-rabbitmqctl add_vhost "$VHOST" >/dev/null; rabbitmqctl set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null
+new_vhost "$VHOST"
 export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
 for W in 1 2 4; do
   export DFTG_STORE_URL="file://$WORK/store-$W"

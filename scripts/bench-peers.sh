@@ -30,15 +30,14 @@ PEER_VENV="$venv" S3S="$s3s" "$peers/run_peers.sh" "$N" "$LAT" "$root"
 # peers do diagnosis only. Same setup once more for dftg's diagnose-stage rate, from the
 # coordinator's job status.
 D="$root/target/release/dftg"; tmp=$(mktemp -d); pids=(); vhost="dftg-peers-$$"
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rabbitmqctl delete_vhost "$vhost" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
+. scripts/lib.sh
+cleanup() { stop_all "$vhost" "$tmp" "${pids[@]}"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 mkdir -p "$tmp/s3/dftg"; "$venv/bin/python" "$peers/make_corpus.py" "$N" "$tmp/s3/dftg/corpus" >/dev/null
 p3=$(free_port); pm=$(free_port); pc=$(free_port)
 "$s3s" --host 127.0.0.1 --port "$p3" --access-key AK --secret-key SK "$tmp/s3" >/dev/null 2>&1 & pids+=($!)
 "$venv/bin/python" "$peers/stub_model.py" --port "$pm" --latency-ms "$LAT" >/dev/null 2>&1 & pids+=($!)
-rabbitmqctl add_vhost "$vhost" >/dev/null; rabbitmqctl set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
+new_vhost "$vhost"
 export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost" DFTG_STORE_URL=s3://dftg/state
 export AWS_ACCESS_KEY_ID=AK AWS_SECRET_ACCESS_KEY=SK AWS_REGION=us-east-1 AWS_ENDPOINT="http://127.0.0.1:$p3" AWS_ALLOW_HTTP=true
 "$D" coordinator --listen "127.0.0.1:$pc" >/dev/null 2>&1 & pids+=($!)

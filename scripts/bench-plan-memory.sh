@@ -12,10 +12,9 @@ N="${1:-10000000}"; SHARD="${2:-1000}"; FORMAT="${3:-jsonl}"
 cargo build --release --locked --bin dftg -q
 DFTG=$(pwd)/target/release/dftg
 WORK=$(mktemp -d); PIDS=(); VHOST="dftg-planmem-$$"
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+. scripts/lib.sh
+cleanup() { stop_all "$VHOST" "$WORK" "${PIDS[@]}"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 python3 - "$N" "$WORK/corpus/manifest" "$FORMAT" <<'PY'
 import os, sys
@@ -46,7 +45,7 @@ for p in range(0, n, per):
         f.writelines(f'{{"image":"img-{i:09d}","file":"images/img-{i:09d}.jpg","objects":[{{"name":"{names[i % 8]}","count":{1 + i % 3}}},"{names[i // 8 % 8]}"]}}\n'
                      for i in range(p, min(n, p + per)))
 PY
-rabbitmqctl add_vhost "$VHOST" >/dev/null; rabbitmqctl set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null
+new_vhost "$VHOST"
 C=$(free_port)
 DFTG_SCRATCH_DIR="$WORK/scratch" DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" DFTG_STORE_URL="file://$WORK/store" "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null 2>&1 & CPID=$!; PIDS+=($CPID)
 wait_http "http://127.0.0.1:$C/readyz"
@@ -80,4 +79,4 @@ peak=$(hwm "$CPID")
 curl -fsS -X POST "http://127.0.0.1:$C/v1/jobs/$JOB/cancel" >/dev/null || true
 shards=$(ls "$WORK/store/$JOB/plan" | wc -l)
 size=$(du -sm "$WORK/corpus" | cut -f1)
-echo "{\"bench\": \"coordinator_plan_memory\", \"format\": \"$FORMAT\", \"corpus_mib\": $size, \"images\": $N, \"shard_size\": $SHARD, \"plan_shards\": $shards, \"tasks_queued\": ${queued:-0}, \"phase_after_plan\": \"$phase\", \"seconds_to_first_phase\": $(echo "$e - $s" | bc), \"coordinator_peak_rss_mib_idle\": $idle, \"coordinator_peak_rss_mib\": $peak}"
+echo "{\"bench\": \"coordinator_plan_memory\", \"format\": \"$FORMAT\", \"corpus_mib\": $size, \"images\": $N, \"shard_size\": $SHARD, \"plan_shards\": $shards, \"tasks_queued\": ${queued:-0}, \"phase_after_plan\": \"$phase\", \"seconds_to_first_phase\": $(printf "%.3f" "$(echo "$e - $s" | bc)"), \"coordinator_peak_rss_mib_idle\": $idle, \"coordinator_peak_rss_mib\": $peak}"

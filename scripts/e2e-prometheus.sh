@@ -22,19 +22,13 @@ if [ ! -x "$PROM" ]; then
   rm -rf "$tmp"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
 WORK=$(mktemp -d)
 VHOST="dftg-e2e-prom-$$"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
+cleanup() { stop_all "$VHOST" "$WORK" "${PIDS[@]}"; }
 trap cleanup EXIT
-rabbitmqctl add_vhost "$VHOST" >/dev/null
-rabbitmqctl set_permissions -p "$VHOST" guest ".*" ".*" ".*" >/dev/null
+new_vhost "$VHOST"
 export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
 export DFTG_STORE_URL="file://$WORK/store"
 
@@ -57,7 +51,6 @@ YML
 "$PROM" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 & PIDS+=($!)
 
-wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 wait_http "http://127.0.0.1:$SIM_PORT/healthz"
 wait_http "http://127.0.0.1:$COORD_PORT/healthz"
 wait_http "http://127.0.0.1:$W1/healthz"
