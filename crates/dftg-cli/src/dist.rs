@@ -1,5 +1,7 @@
 //! The distributed shape's commands: `dftg coordinator`, `dftg worker`, `dftg submit`,
-//! `dftg status`.
+//! `dftg status`, `dftg cancel`, `dftg delete`. The operator's roots (`--allow-store`,
+//! `--allow-endpoint`, `--vocab-dir`) confine what jobs may touch; clients authenticate with
+//! the bearer token in `DFTG_TOKEN`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,39 +13,86 @@ use clap::{Args, ValueEnum};
 use dftg_pipeline::coordinator::Phase;
 use dftg_pipeline::driver::JobStatus;
 use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
-use dftg_pipeline::service::{Coordinator, StoreJobs};
+use dftg_pipeline::http::Tokens;
+use dftg_pipeline::policy::Policy;
+use dftg_pipeline::service::{Coordinator, CoordinatorConfig, StoreJobs};
 use dftg_pipeline::worker::run_worker;
 use dftg_runtime::queue::TaskQueue;
 use dftg_runtime::ObjectBlobStore;
 
 use crate::run::JobFlags;
 
+/// What jobs may touch: the operator's choice, given to the coordinator and every worker.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// A store prefix jobs may read corpora from and write outputs to (repeatable;
+    /// s3://bucket/prefix or file:///abs/dir). The process's own --store is always allowed.
+    #[arg(long = "allow-store", env = "DFTG_ALLOW_STORES", value_delimiter = ',', value_name = "PREFIX")]
+    pub allow_store: Vec<String>,
+    /// A model endpoint URL prefix jobs may call (repeatable; scheme, host, port and path
+    /// prefix must match). The API key (DFTG_API_KEY) is sent only to these.
+    #[arg(long = "allow-endpoint", env = "DFTG_ALLOW_ENDPOINTS", value_delimiter = ',', value_name = "URL_PREFIX")]
+    pub allow_endpoint: Vec<String>,
+    /// Directory of vocabularies jobs may name (`vocabulary = "NAME"` reads NAME.toml;
+    /// `chair_vocab = "NAME"` the directory NAME/). Without it only coco80 is available.
+    #[arg(long, env = "DFTG_VOCAB_DIR", value_name = "DIR")]
+    pub vocab_dir: Option<std::path::PathBuf>,
+}
+
+impl PolicyArgs {
+    fn policy(&self, own_store: &str) -> anyhow::Result<Policy> {
+        let mut p = Policy::confined(&self.allow_store, &self.allow_endpoint, self.vocab_dir.clone())?;
+        p.allow_store(own_store).context("--store")?;
+        Ok(p)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address of the HTTP API. Anything but loopback needs --token-file.
+    #[arg(long, env = "DFTG_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// RabbitMQ URL (amqp:// or amqps://); credentials may come from DFTG_AMQP_USER / DFTG_AMQP_PASSWORD.
-    #[arg(long, env = "DFTG_AMQP_URL")]
+    #[arg(long, env = "DFTG_AMQP_URL", hide_env_values = true)]
     pub amqp: String,
     /// Where jobs live: s3://bucket/prefix (AWS_* environment) or file:///path.
     #[arg(long, env = "DFTG_STORE_URL")]
     pub store: String,
+    /// File of API bearer tokens, one per line (a mounted Secret). Required to listen on
+    /// anything but loopback.
+    #[arg(long, env = "DFTG_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Seconds a finished job is kept (status, index entry, metric series); its outputs stay.
+    #[arg(long, env = "DFTG_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// Jobs held at once; with all of them running, submits get 429.
+    #[arg(long, env = "DFTG_MAX_JOBS", default_value_t = 1000)]
+    pub max_jobs: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Role {
+    /// Consumes diagnose tasks: asks the model, extracts and checks claims.
     Inference,
+    /// Consumes generate tasks: writes instruction shards.
     Generator,
 }
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
+    /// Which queue this worker consumes.
     #[arg(long, value_enum)]
     pub role: Role,
-    #[arg(long, env = "DFTG_AMQP_URL")]
+    /// RabbitMQ URL (amqp:// or amqps://).
+    #[arg(long, env = "DFTG_AMQP_URL", hide_env_values = true)]
     pub amqp: String,
+    /// The coordinator's store (where the job index and job.json files live).
     #[arg(long, env = "DFTG_STORE_URL")]
     pub store: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Shard tasks held at once (queue prefetch); default 2 for inference (the model bounds
     /// it), 8 for generators (store round trips bound them, CPU work is small).
     #[arg(long, env = "DFTG_WORKER_PREFETCH")]
@@ -79,8 +128,38 @@ pub struct SubmitArgs {
 pub struct StatusArgs {
     /// Job id (all jobs when omitted).
     pub job: Option<String>,
+    /// Coordinator base URL.
     #[arg(long, env = "DFTG_COORDINATOR", default_value = "http://127.0.0.1:8080")]
     pub coordinator: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JobCommandArgs {
+    /// Job id.
+    pub job: String,
+    /// Coordinator base URL.
+    #[arg(long, env = "DFTG_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    pub coordinator: String,
+}
+
+/// An HTTP client that sends `Authorization: Bearer $DFTG_TOKEN` when the variable is set.
+fn api_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("DFTG_TOKEN") {
+        let token = token.trim();
+        if !token.is_empty() {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| anyhow::anyhow!("DFTG_TOKEN holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+}
+
+/// Whether every address `listen` resolves to is loopback.
+async fn is_loopback_only(listen: &str) -> anyhow::Result<bool> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen).await.with_context(|| format!("cannot resolve {listen}"))?.collect();
+    Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
 }
 
 pub async fn connect_queue(url: &str) -> anyhow::Result<Arc<dyn TaskQueue>> {
@@ -103,10 +182,22 @@ pub fn redact(url: &str) -> String {
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let shutdown = crate::shutdown_token();
     dftg_pipeline::metrics::init("coordinator");
+    let tokens = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?;
+            Tokens::parse(&text)?
+        }
+        None => Tokens::default(),
+    };
+    if tokens.is_empty() && !is_loopback_only(&args.listen).await? {
+        anyhow::bail!("refusing to listen on {} without --token-file: the API would be open to anyone who can reach it", args.listen);
+    }
+    let policy = args.policy.policy(&args.store)?;
+    let config = CoordinatorConfig { policy, retention: Duration::from_secs(args.retention_secs), max_jobs: args.max_jobs.max(1) };
     let queue = connect_queue(&args.amqp).await?;
     let root = ObjectBlobStore::from_url(&args.store)?;
-    let coordinator = Coordinator::start(root, queue, shutdown.clone()).await?;
-    let app = dftg_pipeline::http::router(coordinator);
+    let coordinator = Coordinator::start(root, queue, shutdown.clone(), config).await?;
+    let app = dftg_pipeline::http::router(coordinator, tokens);
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("dftg coordinator listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
@@ -115,9 +206,10 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = crate::shutdown_token();
+    let policy = args.policy.policy(&args.store)?;
     let queue = connect_queue(&args.amqp).await?;
     let root = ObjectBlobStore::from_url(&args.store)?;
-    let jobs = Arc::new(StoreJobs::new(root, args.in_flight));
+    let jobs = Arc::new(StoreJobs::new(root, policy, args.in_flight));
     let name = match args.role {
         Role::Inference => DIAGNOSE_QUEUE,
         Role::Generator => GENERATE_QUEUE,
@@ -136,20 +228,31 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("dftg worker ({:?}) consuming {name}", args.role);
     // one loop per prefetch slot: each holds one shard task at a time
-    let mut loops = Vec::new();
+    let mut loops = tokio::task::JoinSet::new();
     let prefetch = args.prefetch.unwrap_or(match args.role {
         Role::Inference => 2,
         Role::Generator => 8,
     });
-    for _ in 0..prefetch.max(1) {
+    for _ in 0..prefetch.clamp(1, 1024) {
         let (q, j, s) = (queue.clone(), jobs.clone(), shutdown.clone());
-        loops.push(tokio::spawn(async move { run_worker(q, name, 1, j, s).await }));
+        loops.spawn(async move { run_worker(q, name, 1, j, s).await });
     }
+    // one loop that dies takes the process down (non-zero), so the orchestrator restarts it
+    // rather than leaving a worker that consumes on fewer loops than it should
     let mut failed = false;
-    for l in loops {
-        if let Ok(Err(e)) = l.await {
-            eprintln!("worker loop ended: {e}");
+    while let Some(ended) = loops.join_next().await {
+        let why = match ended {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.report()),
+            Err(e) if e.is_panic() => Some("a worker loop panicked".to_string()),
+            Err(_) => Some("a worker loop was aborted".to_string()),
+        };
+        if let Some(why) = why {
+            if !failed {
+                eprintln!("worker loop ended: {why}; stopping");
+            }
             failed = true;
+            shutdown.cancel();
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -165,13 +268,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         spec.out = Some(out.clone());
         spec.validate().context("invalid job")?;
     }
-    let http = reqwest::Client::new();
+    let http = api_client()?;
     let base = args.coordinator.trim_end_matches('/');
     let r = http.post(format!("{base}/v1/jobs")).body(serde_json::to_string(&spec)?).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
     let code = r.status();
     let body: serde_json::Value = r.json().await.context("the coordinator's answer is not JSON")?;
     anyhow::ensure!(code.is_success(), "job refused ({code}): {}", body["error"].as_str().unwrap_or("unknown error"));
-    let job_id = body["job_id"].as_str().unwrap_or_default().to_string();
+    let job_id = body["job_id"].as_str().filter(|id| dftg_pipeline::job::is_job_id(id)).context("the coordinator's answer names no job id")?.to_string();
     println!("{job_id}");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -180,7 +283,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     use dftg_pipeline::driver::Progress;
     let mut shown = (0u64, 0u64, false, false);
     loop {
-        let s: JobStatus = http.get(format!("{base}/v1/jobs/{job_id}")).send().await?.json().await?;
+        let r = http.get(format!("{base}/v1/jobs/{job_id}")).send().await?;
+        anyhow::ensure!(r.status().is_success(), "the coordinator answered {} for job {job_id}", r.status());
+        let s: JobStatus = r.json().await?;
         if !shown.2 && s.diagnose.shards_total > 0 {
             bars.stage_started("diagnose", s.images * spec.prompts.len() as u64);
             shown.2 = true;
@@ -209,10 +314,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 if !s.errors_by_reason.is_empty() {
                     println!("  failed images by reason: {:?}", s.errors_by_reason);
                 }
+                if let Some(w) = &s.warning {
+                    println!("  warning: {w}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             Phase::Failed | Phase::Cancelled => {
-                eprintln!("job {job_id} ended {:?}: {}", s.phase, s.error.unwrap_or_default());
+                eprintln!("job {job_id} ended {:?}: {}", s.phase, s.error.as_deref().unwrap_or("no reason given"));
                 return Ok(ExitCode::FAILURE);
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -226,9 +334,28 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(id) => format!("{base}/v1/jobs/{id}"),
         None => format!("{base}/v1/jobs"),
     };
-    let r = reqwest::get(&url).await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    let r = api_client()?.get(&url).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    print_answer(r).await
+}
+
+/// `dftg cancel JOB`: the job ends `cancelled`; exit 0 when it was running.
+pub async fn cancel(args: JobCommandArgs) -> anyhow::Result<ExitCode> {
+    let base = args.coordinator.trim_end_matches('/');
+    let r = api_client()?.post(format!("{base}/v1/jobs/{}/cancel", args.job)).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    print_answer(r).await
+}
+
+/// `dftg delete JOB`: the coordinator forgets the job (cancelling it first if it runs).
+pub async fn delete(args: JobCommandArgs) -> anyhow::Result<ExitCode> {
+    let base = args.coordinator.trim_end_matches('/');
+    let r = api_client()?.delete(format!("{base}/v1/jobs/{}", args.job)).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    print_answer(r).await
+}
+
+async fn print_answer(r: reqwest::Response) -> anyhow::Result<ExitCode> {
     let ok = r.status().is_success();
-    let v: serde_json::Value = r.json().await?;
+    let code = r.status();
+    let v: serde_json::Value = r.json().await.with_context(|| format!("the coordinator answered {code} without JSON"))?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

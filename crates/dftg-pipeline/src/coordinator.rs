@@ -2,10 +2,9 @@
 //! split the generation budget across shards, and write the dataset manifest. Its state lives
 //! in the store (`job.json` and the shard objects), so a restarted coordinator resumes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +13,7 @@ use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
 use dftg_runtime::BlobStore;
 
-use crate::error::PipelineError;
+use crate::error::{to_json, PipelineError};
 use crate::generate::{read_json, StoredGenerationPlan};
 use crate::job::JobSpec;
 use crate::layout;
@@ -52,10 +51,20 @@ pub struct JobState {
     pub images: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the job reached a final phase (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+impl JobState {
+    /// A job about to be planned.
+    pub fn new(job_id: &str, spec: &JobSpec) -> Self {
+        JobState { schema_version: 1, job_id: job_id.to_string(), spec: spec.clone(), phase: Phase::Planning, shards: 0, images: 0, error: None, finished_at: None }
+    }
 }
 
 pub async fn write_state(store: &dyn BlobStore, state: &JobState) -> Result<(), PipelineError> {
-    store.put(layout::JOB, Bytes::from(serde_json::to_vec_pretty(state).unwrap_or_default())).await?;
+    store.put(layout::JOB, to_json(layout::JOB, state, true)?).await?;
     Ok(())
 }
 
@@ -71,11 +80,19 @@ pub async fn read_state(store: &dyn BlobStore) -> Result<Option<JobState>, Pipel
 /// Shard objects read at once by the coordinator (each is one store round trip).
 const READS_IN_FLIGHT: usize = 16;
 
-/// Folds the shard summaries into one (read concurrently, folded in shard order).
-pub async fn merged_summaries(store: &dyn BlobStore, shards: u32) -> Result<(Summary, Vec<Summary>), PipelineError> {
+/// Folds the shard summaries into one (read concurrently, folded in shard order). Shards in
+/// `skip` (given up: no output) count as empty.
+pub async fn merged_summaries(store: &dyn BlobStore, shards: u32, skip: &BTreeSet<u32>) -> Result<(Summary, Vec<Summary>), PipelineError> {
     let mut total = Summary::default();
     let mut each = Vec::with_capacity(shards as usize);
-    let mut reads = futures::stream::iter(0..shards).map(|shard| async move { read_json::<Summary>(store, &layout::summary_shard(shard)).await }).buffered(READS_IN_FLIGHT);
+    let mut reads = futures::stream::iter(0..shards)
+        .map(|shard| async move {
+            if skip.contains(&shard) {
+                return Ok(Summary::default());
+            }
+            read_json::<Summary>(store, &layout::summary_shard(shard)).await
+        })
+        .buffered(READS_IN_FLIGHT);
     while let Some(s) = reads.next().await {
         let s = s?;
         total.merge(&s);
@@ -86,13 +103,13 @@ pub async fn merged_summaries(store: &dyn BlobStore, shards: u32) -> Result<(Sum
 
 /// The barrier: profile and generation plan from the diagnosis summaries. Also returns the
 /// merged summary, which the dataset manifest reuses.
-pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
-    let (total, each) = merged_summaries(ctx.store.as_ref(), shards).await?;
+pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32, given_up: &BTreeSet<u32>) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
+    let (total, each) = merged_summaries(ctx.store.as_ref(), shards, given_up).await?;
     let profile = Profile::build(&ctx.spec.model_name(), &total);
-    ctx.store.put(layout::PROFILE, Bytes::from(serde_json::to_vec_pretty(&profile).unwrap_or_default())).await?;
+    ctx.store.put(layout::PROFILE, to_json(layout::PROFILE, &profile, true)?).await?;
     let plan = plan_generation(&profile, &total, &ctx.spec.generation);
     let stored = StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
-    ctx.store.put(layout::GENERATION_PLAN, Bytes::from(serde_json::to_vec_pretty(&stored).unwrap_or_default())).await?;
+    ctx.store.put(layout::GENERATION_PLAN, to_json(layout::GENERATION_PLAN, &stored, true)?).await?;
     Ok((profile, plan, total))
 }
 
@@ -175,6 +192,6 @@ pub async fn write_dataset(
     // distinct images: diagnoses count one record per prompt
     let prompts = ctx.spec.prompts.len().max(1) as u64;
     m.images = (total.images + total.failed_images) / prompts;
-    ctx.store.put(layout::DATASET, Bytes::from(serde_json::to_vec_pretty(&m).unwrap_or_default())).await?;
+    ctx.store.put(layout::DATASET, to_json(layout::DATASET, &m, true)?).await?;
     Ok(m)
 }

@@ -16,7 +16,7 @@ use dftg_runtime::{BlobStore, PutOutcome};
 
 use crate::coordinator::JobInfo;
 use crate::corpus::{fetch_image, PlanEntry};
-use crate::error::PipelineError;
+use crate::error::{to_json, PipelineError};
 use crate::layout;
 use crate::metrics::metrics;
 
@@ -34,8 +34,8 @@ pub struct JobContext {
 
 impl JobContext {
     /// The context of a job whose model is already connected.
-    pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>) -> Result<Self, PipelineError> {
-        let extractor = Arc::new(build_extractor(&info.spec)?);
+    pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>, policy: &crate::policy::Policy) -> Result<Self, PipelineError> {
+        let extractor = Arc::new(build_extractor(&info.spec, policy)?);
         let concurrency = info.spec.model.max_in_flight;
         Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new() })
     }
@@ -45,26 +45,41 @@ impl JobContext {
     }
 }
 
-/// The job's vocabulary and extractor, as its spec says.
-pub fn build_extractor(spec: &crate::job::JobSpec) -> Result<Extractor, PipelineError> {
-    let vocab = match spec.vocabulary.as_str() {
-        "coco80" => dftg_core::vocab::Vocabulary::coco80(),
-        path => {
-            let text = std::fs::read_to_string(path).map_err(|e| PipelineError::invalid("vocabulary", format!("cannot read {path}: {e}")))?;
-            dftg_core::vocab::Vocabulary::from_toml(&text).map_err(|e| PipelineError::invalid("vocabulary", format!("{path}: {e}")))?
+/// The job's vocabulary and extractor, as its spec says, resolved by the policy (names in the
+/// operator's vocabulary directory; paths only under the open policy of `dftg run`). Errors
+/// name the file, never its content.
+pub fn build_extractor(spec: &crate::job::JobSpec, policy: &crate::policy::Policy) -> Result<Extractor, PipelineError> {
+    use crate::policy::VocabSource;
+    let vocab = match policy.vocabulary(&spec.vocabulary)? {
+        VocabSource::Builtin => dftg_core::vocab::Vocabulary::coco80(),
+        VocabSource::File(path) => {
+            let text = read_config_file("vocabulary", &path)?;
+            dftg_core::vocab::Vocabulary::from_toml(&text)
+                .map_err(|_| PipelineError::invalid("vocabulary", format!("{} is not a valid vocabulary TOML", path.display())))?
         }
     };
     let vocab = Arc::new(vocab);
     if spec.extractor != "chair-compat" {
         return Ok(Extractor::new(vocab));
     }
-    let dir = std::path::PathBuf::from(spec.chair_vocab.as_deref().unwrap_or_default());
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", dir.join(name).display())))
-    };
-    let chair = dftg_core::chair::ChairVocab::from_sources(&read("synonyms.txt")?, &read("double_words.json")?)
-        .map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))?;
-    Extractor::chair_compatible(vocab, chair).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
+    let dir = policy.chair_vocab(spec.chair_vocab.as_deref().unwrap_or_default())?;
+    let synonyms = read_config_file("chair_vocab", &dir.join("synonyms.txt"))?;
+    let doubles = read_config_file("chair_vocab", &dir.join("double_words.json"))?;
+    let invalid = |_| PipelineError::invalid("chair_vocab", format!("{} does not hold a valid CHAIR vocabulary", dir.display()));
+    let chair = dftg_core::chair::ChairVocab::from_sources(&synonyms, &doubles).map_err(invalid)?;
+    Extractor::chair_compatible(vocab, chair).map_err(invalid)
+}
+
+/// Vocabulary files are small; a larger file is not one.
+const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
+
+fn read_config_file(field: &str, path: &std::path::Path) -> Result<String, PipelineError> {
+    let cannot = |why: &str| PipelineError::invalid(field, format!("cannot read {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| cannot(&e.kind().to_string()))?;
+    if !meta.is_file() || meta.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(cannot("not a regular file of at most 16 MiB"));
+    }
+    std::fs::read_to_string(path).map_err(|e| cannot(&e.kind().to_string()))
 }
 
 pub struct DiagnoseOutcome {
@@ -87,14 +102,17 @@ pub async fn read_jsonl<T: serde::de::DeserializeOwned>(store: &dyn BlobStore, k
 }
 
 pub fn to_jsonl<T: serde::Serialize>(items: &[T]) -> Bytes {
+    encode_jsonl("jsonl", items).unwrap_or_default()
+}
+
+/// One JSON document a line; an item that cannot be encoded fails the whole object.
+pub fn encode_jsonl<T: serde::Serialize>(what: &str, items: &[T]) -> Result<Bytes, PipelineError> {
     let mut out = Vec::with_capacity(items.len() * 512);
     for it in items {
-        // serializing our own plain structs cannot fail
-        if serde_json::to_writer(&mut out, it).is_ok() {
-            out.push(b'\n');
-        }
+        serde_json::to_writer(&mut out, it).map_err(|e| PipelineError::Encode { what: what.to_string(), reason: e.to_string() })?;
+        out.push(b'\n');
     }
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 pub fn summarize(ctx: &JobContext, records: &[DiagnosisRecord]) -> Summary {
@@ -107,8 +125,8 @@ pub fn summarize(ctx: &JobContext, records: &[DiagnosisRecord]) -> Summary {
 }
 
 async fn write_summary(ctx: &JobContext, shard: u32, summary: &Summary) -> Result<(), PipelineError> {
-    let bytes = Bytes::from(serde_json::to_vec(summary).unwrap_or_default());
-    ctx.info.store.put_create(&layout::summary_shard(shard), bytes).await?;
+    let key = layout::summary_shard(shard);
+    ctx.info.store.put_create(&key, to_json(&key, summary, false)?).await?;
     Ok(())
 }
 
@@ -135,7 +153,7 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
         .await;
     let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
     let summary = summarize(ctx, &records);
-    let outcome = ctx.info.store.put_create(&out_key, to_jsonl(&records)).await?;
+    let outcome = ctx.info.store.put_create(&out_key, encode_jsonl(&out_key, &records)?).await?;
     if outcome == PutOutcome::Created {
         record_metrics(&records);
     }

@@ -61,6 +61,12 @@ pub struct JobStatus {
     pub dead_letters: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the job is done but some images failed (within `max_failed_fraction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// When the job reached a final phase (unix seconds); the retention clock starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetManifest>,
 }
@@ -77,6 +83,8 @@ impl JobStatus {
             errors_by_reason: BTreeMap::new(),
             dead_letters: 0,
             error: None,
+            warning: None,
+            finished_at: None,
             dataset: None,
         }
     }
@@ -122,17 +130,38 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         Some(s) if s.spec != info.spec => {
             return Err(PipelineError::invalid("job", format!("{} already holds job {} with a different spec", store.describe(), s.job_id)))
         }
-        Some(s) if s.shards > 0 => s,
-        _ => {
-            let mut state =
-                JobState { schema_version: 1, job_id: info.job_id.clone(), spec: info.spec.clone(), phase: Phase::Planning, shards: 0, images: 0, error: None };
-            write_state(store.as_ref(), &state).await?;
-            let planned = plan_corpus(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size).await?;
-            state.shards = planned.shards;
-            state.images = planned.images;
-            state
-        }
+        Some(s) if s.shards > 0 || matches!(s.phase, Phase::Failed | Phase::Cancelled) => s,
+        _ => JobState::new(&info.job_id, &info.spec),
     };
+    if matches!(state.phase, Phase::Failed | Phase::Cancelled) {
+        // a final phase is final: a restarted coordinator reports it, it does not rerun it
+        let (phase, error) = (state.phase, state.error.clone());
+        update(&io.status, |s| {
+            s.phase = phase;
+            s.error = error.clone();
+            s.finished_at = state.finished_at;
+        });
+        return Err(if phase == Phase::Cancelled { PipelineError::Cancelled } else { PipelineError::Failed(error.unwrap_or_default()) });
+    }
+    if state.shards == 0 {
+        let planned = async {
+            write_state(store.as_ref(), &state).await?;
+            tokio::select! {
+                biased;
+                _ = io.shutdown.cancelled() => Err(PipelineError::Cancelled),
+                planned = plan_corpus(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size) => planned,
+            }
+        }
+        .await;
+        match planned {
+            Ok(p) if p.images == 0 => return fail(&info, &mut state, &io.status, PipelineError::invalid("corpus", "the corpus has no images")).await,
+            Ok(p) => {
+                state.shards = p.shards;
+                state.images = p.images;
+            }
+            Err(e) => return fail(&info, &mut state, &io.status, e).await,
+        }
+    }
     if state.phase == Phase::Done {
         if let Ok(manifest) = crate::generate::read_json::<DatasetManifest>(store.as_ref(), crate::layout::DATASET).await {
             update(&io.status, |s| {
@@ -150,13 +179,19 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         let t0 = Instant::now();
         set_phase(&info, &mut state, &io.status, Phase::Diagnosing).await?;
         let items = state.images * info.spec.prompts.len() as u64;
-        run_stage(&info, &mut io, Stage::Diagnose, state.shards, items, &mut resumed).await?;
+        let all: BTreeSet<u32> = (0..state.shards).collect();
+        let failed_diagnose = run_stage(&info, &mut io, Stage::Diagnose, &all, items, &mut resumed).await?;
         let diagnose_time = t0.elapsed();
+        account_failed_shards(&info, &state, &failed_diagnose, &io.status);
+        let warning = check_failures(&info, &io.status)?;
+        update(&io.status, |s| s.warning = warning.clone());
         set_phase(&info, &mut state, &io.status, Phase::Profiling).await?;
-        let (_profile, plan, total) = build_profile_and_plan(&info, state.shards).await?;
+        let (_profile, plan, total) = build_profile_and_plan(&info, state.shards, &failed_diagnose).await?;
         set_phase(&info, &mut state, &io.status, Phase::Generating).await?;
         let t1 = Instant::now();
-        run_stage(&info, &mut io, Stage::Generate, state.shards, plan.budget, &mut resumed).await?;
+        // a shard whose diagnosis was given up has nothing to generate from
+        let to_generate: BTreeSet<u32> = all.difference(&failed_diagnose).copied().collect();
+        run_stage(&info, &mut io, Stage::Generate, &to_generate, plan.budget, &mut resumed).await?;
         let generate_time = t1.elapsed();
         set_phase(&info, &mut state, &io.status, Phase::Finishing).await?;
         // the live status already holds every given-up shard
@@ -173,20 +208,68 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
             update(&io.status, |s| s.dataset = Some(manifest.clone()));
             Ok(DriveReport { manifest, diagnose_time, generate_time, resumed_shards: resumed })
         }
-        Err(e) => {
-            state.error = Some(e.to_string());
-            let phase = if matches!(e, PipelineError::Cancelled) { Phase::Cancelled } else { Phase::Failed };
-            update(&io.status, |s| s.error = Some(e.to_string()));
-            set_phase(&info, &mut state, &io.status, phase).await?;
-            Err(e)
-        }
+        Err(e) => fail(&info, &mut state, &io.status, e).await,
     }
+}
+
+/// Ends the job `failed` (or `cancelled`) with its reason, bounded; returns the error.
+async fn fail(info: &JobInfo, state: &mut JobState, status: &SharedStatus, e: PipelineError) -> Result<DriveReport, PipelineError> {
+    let reason = e.report();
+    tracing::warn!(job = %info.job_id, error = %reason, "job ended without finishing");
+    state.error = Some(reason.clone());
+    let phase = if matches!(e, PipelineError::Cancelled) { Phase::Cancelled } else { Phase::Failed };
+    update(status, |s| s.error = Some(reason));
+    set_phase(info, state, status, phase).await?;
+    Err(e)
+}
+
+/// Images of a shard: every shard is full but the last.
+fn shard_images(state: &JobState, shard_size: usize, shard: u32) -> u64 {
+    let start = u64::from(shard) * shard_size as u64;
+    state.images.saturating_sub(start).min(shard_size as u64)
+}
+
+/// The images of given-up diagnose shards count as failed, under `shard_failed`.
+fn account_failed_shards(info: &JobInfo, state: &JobState, failed: &BTreeSet<u32>, status: &SharedStatus) {
+    if failed.is_empty() {
+        return;
+    }
+    let prompts = info.spec.prompts.len() as u64;
+    let items: u64 = failed.iter().map(|&s| shard_images(state, info.spec.shard_size, s) * prompts).sum();
+    update(status, |s| {
+        s.diagnose.failed_items += items;
+        *s.errors_by_reason.entry("shard_failed".into()).or_default() += items;
+    });
+}
+
+/// After the diagnose stage: too many failed images fail the job; some give a warning.
+fn check_failures(info: &JobInfo, status: &SharedStatus) -> Result<Option<String>, PipelineError> {
+    let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let total = s.images * info.spec.prompts.len() as u64;
+    let failed = s.diagnose.failed_items;
+    if failed == 0 {
+        return Ok(None);
+    }
+    let mut reasons: Vec<(&String, &u64)> = s.errors_by_reason.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let reasons = reasons.iter().take(5).map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", ");
+    let what = format!("{failed} of {total} images failed ({reasons})");
+    if failed >= total || failed as f64 > info.spec.max_failed_fraction * total as f64 {
+        return Err(PipelineError::Failed(format!("{what}; above max_failed_fraction {}", info.spec.max_failed_fraction)));
+    }
+    Ok(Some(what))
 }
 
 async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, phase: Phase) -> Result<(), PipelineError> {
     state.phase = phase;
+    if matches!(phase, Phase::Done | Phase::Failed | Phase::Cancelled) {
+        state.finished_at = Some(unix_now() as u64);
+    }
     write_state(info.store.as_ref(), state).await?;
-    update(status, |s| s.phase = phase);
+    update(status, |s| {
+        s.phase = phase;
+        s.finished_at = state.finished_at;
+    });
     for p in [Phase::Planning, Phase::Diagnosing, Phase::Profiling, Phase::Generating, Phase::Finishing, Phase::Done, Phase::Failed, Phase::Cancelled] {
         let name = serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         crate::metrics::metrics().job_phase.with_label_values(&[&info.job_id, &name]).set(i64::from(p == phase));
@@ -195,20 +278,22 @@ async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, 
     Ok(())
 }
 
+/// Publishes the tasks of `shards` and follows their events; returns the shards given up.
 async fn run_stage(
     info: &JobInfo,
     io: &mut DriverIo,
     stage: Stage,
-    shards: u32,
+    shards: &BTreeSet<u32>,
     total_items: u64,
     resumed: &mut u64,
-) -> Result<(), PipelineError> {
+) -> Result<BTreeSet<u32>, PipelineError> {
+    let count = shards.len() as u32;
     io.progress.stage_started(stage.as_str(), total_items);
-    update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: shards, ..StageStatus::default() });
+    update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: count, ..StageStatus::default() });
     let m = crate::metrics::metrics();
     let job = info.job_id.as_str();
     let st = stage.as_str();
-    m.job_shards.with_label_values(&[job, st, "total"]).set(i64::from(shards));
+    m.job_shards.with_label_values(&[job, st, "total"]).set(i64::from(count));
     m.job_shards.with_label_values(&[job, st, "done"]).set(0);
     m.job_shards.with_label_values(&[job, st, "failed"]).set(0);
     m.job_items.with_label_values(&[job, st, "total"]).set(total_items as i64);
@@ -217,30 +302,43 @@ async fn run_stage(
     let qname = if stage == Stage::Diagnose { DIAGNOSE_QUEUE } else { GENERATE_QUEUE };
     // the clock starts with the first task: workers start on it while the rest are published
     let started = Instant::now();
-    for shard in 0..shards {
+    for &shard in shards {
         let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
-        io.queue.publish(qname, encode(&task).map_err(|e| PipelineError::invalid("task", e.to_string()))?).await?;
+        let payload = encode(&task).map_err(|e| PipelineError::Encode { what: "shard task".into(), reason: e.to_string() })?;
+        tokio::select! {
+            biased;
+            _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
+            published = io.queue.publish(qname, payload) => published?,
+        }
     }
     let mut done: BTreeSet<u32> = BTreeSet::new();
-    while done.len() < shards as usize {
+    let mut given_up: BTreeSet<u32> = BTreeSet::new();
+    while done.len() < shards.len() {
         let ev = tokio::select! {
             biased;
             _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
             ev = io.events.recv() => ev,
         };
         let Some(ev) = ev else { return Err(PipelineError::Cancelled) };
-        if ev.stage != stage || ev.job_id != info.job_id || ev.shard >= shards || !done.insert(ev.shard) {
+        if ev.stage != stage || ev.job_id != info.job_id || !shards.contains(&ev.shard) || !done.insert(ev.shard) {
             continue;
+        }
+        if ev.error.is_some() {
+            given_up.insert(ev.shard);
         }
         *resumed += u64::from(ev.already_done);
         io.progress.advanced(stage.as_str(), ev.items);
         let elapsed = started.elapsed().as_secs_f64().max(1e-6);
         update(&io.status, |s| {
             if let Some(err) = &ev.error {
-                s.failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), err.clone());
+                s.failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), crate::error::bounded(err, crate::error::MAX_ERROR_TEXT));
             }
+            // reasons are short codes; anything else in a queue message is not trusted as a key
             for (reason, n) in &ev.errors_by_reason {
-                *s.errors_by_reason.entry(reason.clone()).or_default() += n;
+                let code = if is_reason_code(reason) { reason.as_str() } else { "other" };
+                if s.errors_by_reason.len() < MAX_REASONS || s.errors_by_reason.contains_key(code) {
+                    *s.errors_by_reason.entry(code.to_string()).or_default() += n;
+                }
             }
             let st = s.stage_mut(stage);
             st.shards_done += 1;
@@ -258,7 +356,14 @@ async fn run_stage(
         m.job_last_progress.with_label_values(&[job]).set(unix_now());
     }
     io.progress.stage_finished(stage.as_str());
-    Ok(())
+    Ok(given_up)
+}
+
+/// Distinct failure reasons a job's status keeps.
+const MAX_REASONS: usize = 64;
+
+fn is_reason_code(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 48 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn unix_now() -> f64 {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use dftg_core::generate::{generate_shard, GenerationPlan, ShardQuota};
@@ -13,7 +12,7 @@ use dftg_core::record::DiagnosisRecord;
 use dftg_runtime::PutOutcome;
 
 use crate::diagnose::{read_jsonl, JobContext};
-use crate::error::PipelineError;
+use crate::error::{to_json, PipelineError};
 use crate::layout;
 
 /// `generation-plan.json`: the global plan and each shard's part of it.
@@ -58,7 +57,7 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
     )?;
     let quota = inputs.plan.shards.get(shard as usize).cloned().unwrap_or_default();
     let records = generate_shard(&ctx.extractor, &inputs.profile, &diagnoses, &quota, ctx.info.spec.seed);
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&records).unwrap_or_default());
+    let bytes = to_json(&out_key, &records, true)?;
     let outcome = ctx.info.store.put_create(&out_key, bytes).await?;
     if outcome == PutOutcome::Created {
         for r in &records {

@@ -42,6 +42,10 @@ pub struct JobSpec {
     /// or a directory. Default: `dftg run --out`, or the coordinator's `--store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<String>,
+    /// Above this fraction of failed images (model errors, corrupt or missing files, shards
+    /// given up) the job ends `failed`; at or below it, `done` with the failures counted.
+    #[serde(default = "default_max_failed_fraction", skip_serializing_if = "is_default_max_failed_fraction")]
+    pub max_failed_fraction: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +101,28 @@ pub struct ModelSpec {
     pub sim_fault_rate: f64,
 }
 
+/// Bounds on what a job may ask for: every number is finite and capped, so no value can make
+/// a worker panic, spin or hold unbounded memory.
+pub mod limits {
+    pub const MAX_JOB_ID_LEN: usize = 64;
+    pub const MAX_TIMEOUT_SECS: f64 = 3600.0;
+    pub const MAX_ATTEMPTS: u32 = 10;
+    pub const MAX_SIM_LATENCY_MS: u64 = 60_000;
+    pub const MAX_SHARD_SIZE: usize = 100_000;
+    pub const MAX_PROMPTS: usize = 16;
+    pub const MAX_PROMPT_LEN: usize = 4096;
+    pub const MAX_TOKENS: u32 = 65_536;
+    pub const MAX_TEXT_FIELD_LEN: usize = 1024;
+    pub const MAX_BUDGET: u64 = 100_000_000;
+}
+
+fn default_max_failed_fraction() -> f64 {
+    0.5
+}
+fn is_default_max_failed_fraction(v: &f64) -> bool {
+    *v == default_max_failed_fraction()
+}
+
 fn one() -> u32 {
     1
 }
@@ -145,6 +171,11 @@ impl Default for ModelSpec {
     }
 }
 
+/// A job id as tasks, events and object keys carry it: short, and safe in a key or a header.
+pub fn is_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= limits::MAX_JOB_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 impl JobSpec {
     pub fn new(corpus: &str, model: ModelSpec) -> Self {
         JobSpec {
@@ -160,21 +191,24 @@ impl JobSpec {
             chair_vocab: None,
             generation: GenerationConfig::default(),
             out: None,
+            max_failed_fraction: default_max_failed_fraction(),
         }
     }
 
     /// Parses TOML (or JSON when the text starts with `{`) and validates.
     pub fn parse(text: &str) -> Result<Self, PipelineError> {
+        // parser messages only: the TOML error's rendering quotes the submitted text
         let spec: JobSpec = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| PipelineError::invalid("job", e.to_string()))?
         } else {
-            toml::from_str(text).map_err(|e| PipelineError::invalid("job", e.to_string().trim().replace('\n', " ")))?
+            toml::from_str(text).map_err(|e: toml::de::Error| PipelineError::invalid("job", e.message().to_string()))?
         };
         spec.validate()?;
         Ok(spec)
     }
 
     pub fn validate(&self) -> Result<(), PipelineError> {
+        use limits::*;
         if self.schema_version != JOB_SCHEMA_VERSION {
             return Err(PipelineError::invalid("schema_version", format!("unsupported version {}", self.schema_version)));
         }
@@ -186,14 +220,44 @@ impl JobSpec {
                 return Err(PipelineError::invalid("corpus.format", format!("unknown format {f:?} (coco, jsonl, object-map)")));
             }
         }
-        if self.shard_size == 0 {
-            return Err(PipelineError::invalid("shard_size", "must be at least 1"));
+        if self.shard_size == 0 || self.shard_size > MAX_SHARD_SIZE {
+            return Err(PipelineError::invalid("shard_size", format!("must be between 1 and {MAX_SHARD_SIZE}")));
+        }
+        let text_fields = [
+            ("corpus.path", Some(&self.corpus.path)),
+            ("corpus.annotations", self.corpus.annotations.as_ref()),
+            ("corpus.image_pattern", self.corpus.image_pattern.as_ref()),
+            ("corpus.image_dir", self.corpus.image_dir.as_ref()),
+            ("vocabulary", Some(&self.vocabulary)),
+            ("chair_vocab", self.chair_vocab.as_ref()),
+            ("out", self.out.as_ref()),
+            ("model.kind", Some(&self.model.kind)),
+            ("model.endpoint", self.model.endpoint.as_ref()),
+            ("model.name", self.model.name.as_ref()),
+        ];
+        for (field, value) in text_fields {
+            if let Some(v) = value {
+                if v.len() > MAX_TEXT_FIELD_LEN || v.chars().any(char::is_control) {
+                    return Err(PipelineError::invalid(field, format!("must be at most {MAX_TEXT_FIELD_LEN} bytes without control characters")));
+                }
+            }
+        }
+        // relative to the corpus root: never absolute, never climbing out of it
+        for (field, value) in [("corpus.annotations", &self.corpus.annotations), ("corpus.image_pattern", &self.corpus.image_pattern), ("corpus.image_dir", &self.corpus.image_dir)] {
+            if let Some(v) = value {
+                if v.starts_with('/') || v.contains("://") || v.split('/').any(|s| s == "..") {
+                    return Err(PipelineError::invalid(field, "must be a path relative to the corpus, without '..'"));
+                }
+            }
         }
         if let Some(out) = &self.out {
             dftg_runtime::ObjectBlobStore::check_url(out).map_err(|e| PipelineError::invalid("out", e.to_string()))?;
         }
         if self.prompts.is_empty() || self.prompts.iter().any(|p| p.trim().is_empty()) {
             return Err(PipelineError::invalid("prompts", "need at least one non-empty prompt"));
+        }
+        if self.prompts.len() > MAX_PROMPTS || self.prompts.iter().any(|p| p.len() > MAX_PROMPT_LEN) {
+            return Err(PipelineError::invalid("prompts", format!("at most {MAX_PROMPTS} prompts of at most {MAX_PROMPT_LEN} bytes")));
         }
         match self.extractor.as_str() {
             "dftg" => {}
@@ -211,9 +275,11 @@ impl JobSpec {
                 return Err(PipelineError::invalid("model.kind", "replay: needs a JSONL file"));
             }
         } else if kind == "openai" {
-            let ok = self.model.endpoint.as_deref().is_some_and(|e| e.starts_with("http://") || e.starts_with("https://"));
-            if !ok {
-                return Err(PipelineError::invalid("model.endpoint", "openai models need an http(s) endpoint"));
+            match self.model.endpoint.as_deref() {
+                None => return Err(PipelineError::invalid("model.endpoint", "openai models need an http(s) endpoint")),
+                Some(e) => {
+                    crate::policy::EndpointRoot::parse(e).map_err(|why| PipelineError::invalid("model.endpoint", why))?;
+                }
             }
             if self.model.name.as_deref().unwrap_or("").is_empty() {
                 return Err(PipelineError::invalid("model.name", "openai models need a model name"));
@@ -224,19 +290,35 @@ impl JobSpec {
         if self.model.max_in_flight == 0 || self.model.max_in_flight > 4096 {
             return Err(PipelineError::invalid("model.max_in_flight", "must be between 1 and 4096"));
         }
-        if !(self.model.timeout_secs > 0.0) {
-            return Err(PipelineError::invalid("model.timeout_secs", "must be positive"));
+        // also refuses NaN and infinities: Duration conversions of such values panic
+        if !(self.model.timeout_secs > 0.0 && self.model.timeout_secs <= MAX_TIMEOUT_SECS) {
+            return Err(PipelineError::invalid("model.timeout_secs", format!("must be a number of seconds in (0, {MAX_TIMEOUT_SECS}]")));
         }
-        if self.model.max_attempts == 0 {
-            return Err(PipelineError::invalid("model.max_attempts", "must be at least 1"));
+        if self.model.max_attempts == 0 || self.model.max_attempts > MAX_ATTEMPTS {
+            return Err(PipelineError::invalid("model.max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+        }
+        if self.model.max_tokens.is_some_and(|t| t == 0 || t > MAX_TOKENS) {
+            return Err(PipelineError::invalid("model.max_tokens", format!("must be between 1 and {MAX_TOKENS}")));
+        }
+        if self.model.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(PipelineError::invalid("model.temperature", "must be within [0, 2]"));
+        }
+        if self.model.sim_latency_ms > MAX_SIM_LATENCY_MS {
+            return Err(PipelineError::invalid("model.sim_latency_ms", format!("must be at most {MAX_SIM_LATENCY_MS}")));
+        }
+        if !(0.0..=1.0).contains(&self.max_failed_fraction) {
+            return Err(PipelineError::invalid("max_failed_fraction", "must be within [0, 1]"));
+        }
+        if self.generation.budget.is_some_and(|b| b > MAX_BUDGET) || self.generation.floor > MAX_BUDGET {
+            return Err(PipelineError::invalid("generation.budget", format!("must be at most {MAX_BUDGET}")));
         }
         if !(0.0..=1.0).contains(&self.model.sim_fault_rate) {
             return Err(PipelineError::invalid("model.sim_fault_rate", "must be within [0, 1]"));
         }
         self.generation.validate().map_err(|e| PipelineError::invalid("generation", e.to_string()))?;
         if let Some(id) = &self.job_id {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(PipelineError::invalid("job_id", "use letters, digits, '-' and '_'"));
+            if !is_job_id(id) {
+                return Err(PipelineError::invalid("job_id", format!("use 1 to {MAX_JOB_ID_LEN} letters, digits, '-' and '_'")));
             }
         }
         Ok(())
@@ -247,7 +329,8 @@ impl JobSpec {
         if let Some(id) = &self.job_id {
             return id.clone();
         }
-        let canonical = serde_json::to_string(self).unwrap_or_default();
+        // Debug is as deterministic as JSON; it stands in only if encoding ever failed
+        let canonical = serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"));
         let h = dftg_core::seed::stable_hash(0, &[&canonical]);
         let model = self.model.kind.replace([':', '/', '.'], "-");
         let model: String = model.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
@@ -286,10 +369,29 @@ mod tests {
             ("[model]\n", "corpus"),
             ("bogus = 1\n[corpus]\npath = \"x\"\n[model]\n", "bogus"),
             ("[corpus]\npath = \"x\"\n[model]\n[generation]\ntemperature = -1.0\n", "temperature"),
+            ("[corpus]\npath = \"x\"\n[model]\ntimeout_secs = 1e300\n", "model.timeout_secs"),
+            ("[corpus]\npath = \"x\"\n[model]\ntimeout_secs = nan\n", "model.timeout_secs"),
+            ("[corpus]\npath = \"x\"\n[model]\nmax_attempts = 4294967295\n", "model.max_attempts"),
+            ("[corpus]\npath = \"x\"\nannotations = \"../../etc/passwd\"\n[model]\n", "corpus.annotations"),
+            ("[corpus]\npath = \"x\"\n[model]\nkind = \"openai\"\nname = \"m\"\nendpoint = \"http://u:pw@h/v1\"\n", "model.endpoint"),
+            ("[corpus]\npath = \"x\"\n[model]\nkind = \"openai\"\nname = \"m\"\nendpoint = \"http://h/v1?k=1\"\n", "model.endpoint"),
+            ("max_failed_fraction = 2.0\n[corpus]\npath = \"x\"\n[model]\n", "max_failed_fraction"),
         ];
         for (text, field) in cases {
             let err = JobSpec::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_submitted_text() {
+        let secret = "SECRETVALUE123";
+        for text in [format!("[corpus]\npath = \"x\"\n{secret} {secret} = 1\n"), format!("[corpus]\npath = {secret}\n[model]\n")] {
+            let err = JobSpec::parse(&text).unwrap_err().to_string();
+            assert!(!err.contains(secret), "{err}");
+        }
+        let long = format!("job_id = \"{}\"\n[corpus]\npath = \"x\"\n[model]\n", "a".repeat(100_000));
+        let err = JobSpec::parse(&long).unwrap_err();
+        assert!(err.to_string().contains("job_id") && err.to_string().len() < 200, "{err}");
     }
 }

@@ -11,6 +11,7 @@
 //! - `coordinator` — barrier (profile + generation plan), dataset manifest, job state
 //! - `generate`    — stage 2 worker: instruction shard in LLaVA format
 //! - `report`      — the self-contained `report.html`
+//! - `policy`      — what a job may touch: allowed stores, endpoints, vocabularies
 //! - `worker`      — the queue loop shared by both shapes (ack after write, requeue, DLQ)
 //! - `runner`      — the embedded shape: in-process queue, local store, one process
 //! - `synth`       — the synthetic example corpus (scenes with co-occurrence, PNG images)
@@ -29,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model_setup;
 pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod runner;
 pub mod service;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     pub queue_consumers: IntGaugeVec,
     pub build_info: IntGaugeVec,
+    pub task_panics: IntCounter,
+    pub api_unauthorized: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -62,6 +64,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register(Box::new(in_flight.clone())).expect("metric registered once");
     let retries = IntCounter::new("dftg_model_retries_total", "Extra attempts made by the model client.").expect("valid metric definition");
     r.register(Box::new(retries.clone())).expect("metric registered once");
+    let panics = IntCounter::new("dftg_task_panics_total", "Shard tasks that panicked (dead-lettered; the worker went on).").expect("valid metric definition");
+    r.register(Box::new(panics.clone())).expect("metric registered once");
+    let unauthorized = IntCounter::new("dftg_api_unauthorized_total", "API requests refused for a missing or wrong token.").expect("valid metric definition");
+    r.register(Box::new(unauthorized.clone())).expect("metric registered once");
     Metrics {
         images_processed: counter(&r, "dftg_images_processed_total", "Diagnosis records written (one per image and prompt).", &["stage", "outcome"]),
         image_errors: counter(&r, "dftg_image_errors_total", "Per-image failures by reason.", &["reason"]),
@@ -84,6 +90,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_messages: gauge(&r, "dftg_queue_messages", "Messages waiting in a queue.", &["queue"]),
         queue_consumers: gauge(&r, "dftg_queue_consumers", "Consumers attached to a queue.", &["queue"]),
         build_info: gauge(&r, "dftg_build_info", "Always 1.", &["version", "role"]),
+        task_panics: panics,
+        api_unauthorized: unauthorized,
         registry: r,
     }
 });
@@ -129,6 +137,22 @@ pub fn init(role: &str) {
         m.store_request_duration.with_label_values(&[op]);
         m.store_errors.with_label_values(&[op]);
     }
+}
+
+/// Removes every series of a forgotten job, so `/metrics` does not grow with jobs past.
+pub fn forget_job(job_id: &str) {
+    let m = metrics();
+    for stage in ["diagnose", "generate"] {
+        for state in ["total", "done", "failed"] {
+            let _ = m.job_shards.remove_label_values(&[job_id, stage, state]);
+            let _ = m.job_items.remove_label_values(&[job_id, stage, state]);
+        }
+        let _ = m.job_eta.remove_label_values(&[job_id, stage]);
+    }
+    for phase in ["planning", "diagnosing", "profiling", "generating", "finishing", "done", "failed", "cancelled"] {
+        let _ = m.job_phase.remove_label_values(&[job_id, phase]);
+    }
+    let _ = m.job_last_progress.remove_label_values(&[job_id]);
 }
 
 /// The text exposition format.

@@ -100,7 +100,7 @@ impl LocalJob {
         let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
         let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
         let info = Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
-        let ctx = Arc::new(JobContext::new(info, model.client.clone())?);
+        let ctx = Arc::new(JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?);
         Ok(LocalJob { ctx, model, job_dir })
     }
 

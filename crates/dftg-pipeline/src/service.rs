@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,8 +17,9 @@ use dftg_runtime::{BlobStore, ObjectBlobStore};
 use crate::coordinator::{read_state, JobInfo, Phase};
 use crate::diagnose::JobContext;
 use crate::driver::{drive_job, DriverIo, JobStatus, NoProgress, SharedStatus};
-use crate::error::PipelineError;
-use crate::job::JobSpec;
+use crate::error::{to_json, PipelineError};
+use crate::job::{is_job_id, JobSpec};
+use crate::policy::Policy;
 use crate::messages::{ShardEvent, EVENTS_QUEUE};
 use crate::metrics::MeteredStore;
 use crate::worker::ContextProvider;
@@ -61,6 +62,43 @@ struct JobEntry {
     status: SharedStatus,
     events: mpsc::Sender<ShardEvent>,
     cancel: CancellationToken,
+    /// Fires when the job's driver has returned (immediately for jobs loaded finished).
+    ended: CancellationToken,
+}
+
+impl JobEntry {
+    fn snapshot(&self) -> JobStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the operator configured for the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// What jobs may touch; checked at submit and again when a job is resumed.
+    pub policy: Policy,
+    /// Finished jobs are forgotten (index entry, status, metric series) this long after they
+    /// end; their outputs stay in the store.
+    pub retention: Duration,
+    /// Jobs held at once; beyond it, the oldest finished job is forgotten, and a submit with
+    /// every slot running is refused (429).
+    pub max_jobs: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig { policy: Policy::open(), retention: Duration::from_secs(7 * 24 * 3600), max_jobs: 1000 }
+    }
+}
+
+/// How a cancel request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    NotFound,
+    /// The job was running; it ends `cancelled`.
+    Cancelled,
+    /// The job had already ended in this phase.
+    AlreadyEnded(Phase),
 }
 
 /// The coordinator: one per deployment; its state is in the store.
@@ -69,12 +107,21 @@ pub struct Coordinator {
     queue: Arc<dyn TaskQueue>,
     jobs: Mutex<BTreeMap<String, JobEntry>>,
     shutdown: CancellationToken,
+    config: CoordinatorConfig,
+}
+
+fn is_final(phase: Phase) -> bool {
+    matches!(phase, Phase::Done | Phase::Failed | Phase::Cancelled)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Coordinator {
     /// Starts routing events and resumes every unfinished job found in the store.
-    pub async fn start(root: ObjectBlobStore, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken) -> Result<Arc<Self>, PipelineError> {
-        let me = Arc::new(Coordinator { root, queue, jobs: Mutex::new(BTreeMap::new()), shutdown });
+    pub async fn start(root: ObjectBlobStore, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken, config: CoordinatorConfig) -> Result<Arc<Self>, PipelineError> {
+        let me = Arc::new(Coordinator { root, queue, jobs: Mutex::new(BTreeMap::new()), shutdown, config });
         // queue gauges for /metrics, refreshed in the background
         let poller = me.clone();
         tokio::spawn(async move {
@@ -82,39 +129,54 @@ impl Coordinator {
                 poller.queue_health().await;
                 tokio::select! {
                     _ = poller.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        });
+        // finished jobs past their retention are forgotten
+        let sweeper = me.clone();
+        let every = (me.config.retention / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sweeper.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => sweeper.forget_expired().await,
                 }
             }
         });
         for key in me.root.list(JOB_INDEX).await? {
             let Some(job_id) = key.strip_prefix(JOB_INDEX).and_then(|k| k.strip_suffix(".json")) else { continue };
+            if !is_job_id(job_id) {
+                continue;
+            }
             let store = match locate_job(&me.root, job_id).await {
                 Ok(store) => store,
                 Err(e) => {
-                    tracing::error!(job = job_id, error = %e, "cannot locate job");
+                    tracing::error!(job = job_id, error = %e.report(), "cannot locate job");
                     continue;
                 }
             };
             match read_state(&store).await {
                 Ok(Some(state)) => {
-                    let finished = matches!(state.phase, Phase::Done | Phase::Cancelled);
-                    me.launch(job_id.to_string(), state.spec, !finished).await?;
+                    let finished = is_final(state.phase);
+                    me.launch(job_id.to_string(), state.spec, !finished).await;
                 }
                 Ok(None) => tracing::warn!(job = job_id, "indexed job has no job.json; skipped"),
-                Err(e) => tracing::error!(job = job_id, error = %e, "cannot resume job"),
+                Err(e) => tracing::error!(job = job_id, error = %e.report(), "cannot resume job"),
             }
         }
         // events are routed once every resumed job has its channel: none is dropped as unknown
         let router = me.clone();
         tokio::spawn(async move {
             if let Err(e) = router.route_events().await {
-                tracing::error!(error = %e, "event routing stopped");
+                tracing::error!(error = %e.report(), "event routing stopped");
             }
         });
         Ok(me)
     }
 
     /// Validates and starts a job; submitting the same spec again returns the same job.
+    /// Nothing is created before the job passes every check.
     pub async fn submit(&self, spec: JobSpec) -> Result<String, PipelineError> {
         spec.validate()?;
         if spec.model.kind != "openai" {
@@ -123,52 +185,100 @@ impl Coordinator {
                 "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator)",
             ));
         }
-        ObjectBlobStore::from_url(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+        self.config.policy.check(&spec)?;
         let job_id = spec.id();
-        if self.jobs.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&job_id) {
-            return Ok(job_id);
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if jobs.contains_key(&job_id) {
+                return Ok(job_id);
+            }
+            if jobs.len() >= self.config.max_jobs {
+                // make room by forgetting the job that finished first
+                let oldest = jobs
+                    .iter()
+                    .filter_map(|(id, j)| {
+                        let s = j.snapshot();
+                        is_final(s.phase).then_some((s.finished_at.unwrap_or(0), id.clone()))
+                    })
+                    .min();
+                match oldest {
+                    Some((_, id)) => {
+                        jobs.remove(&id);
+                        crate::metrics::forget_job(&id);
+                        let root = self.root.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = root.delete(&format!("{JOB_INDEX}{id}.json")).await {
+                                tracing::warn!(job = %id, error = %e, "cannot remove the index entry of a forgotten job");
+                            }
+                        });
+                    }
+                    None => return Err(PipelineError::Busy(format!("{} jobs are running; try again when one has ended", jobs.len()))),
+                }
+            }
         }
-        job_store(&self.root, &job_id, spec.out.as_deref())?;
-        let index = serde_json::to_vec(&JobIndexEntry { job_id: job_id.clone(), out: spec.out.clone() }).unwrap_or_default();
-        self.root.put(&format!("{JOB_INDEX}{job_id}.json"), Bytes::from(index)).await?;
-        self.launch(job_id.clone(), spec, true).await?;
+        let index = to_json("job index entry", &JobIndexEntry { job_id: job_id.clone(), out: spec.out.clone() }, false)?;
+        self.root.put(&format!("{JOB_INDEX}{job_id}.json"), index).await?;
+        self.launch(job_id.clone(), spec, true).await;
         Ok(job_id)
     }
 
-    async fn launch(&self, job_id: String, spec: JobSpec, run: bool) -> Result<(), PipelineError> {
-        let corpus = ObjectBlobStore::from_url(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
-        let store = job_store(&self.root, &job_id, spec.out.as_deref())?;
-        let info = Arc::new(JobInfo {
-            job_id: job_id.clone(),
-            spec,
-            store: Arc::new(MeteredStore(store)),
-            corpus: Arc::new(MeteredStore(corpus)),
-        });
+    /// Registers a job and, when `run`, drives it in the background. A job that cannot start
+    /// (its stores cannot be opened, it is outside the policy) ends `failed` with the reason.
+    async fn launch(&self, job_id: String, spec: JobSpec, run: bool) {
         let status: SharedStatus = Arc::new(Mutex::new(JobStatus::new(&job_id)));
         let (tx, rx) = mpsc::channel(4096);
         let cancel = self.shutdown.child_token();
+        let ended = CancellationToken::new();
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone() });
+            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone() });
+        let store = job_store(&self.root, &job_id, spec.out.as_deref());
         if !run {
             // finished: load its final state for status queries
-            if let Ok(Some(state)) = read_state(info.store.as_ref()).await {
-                let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-                s.phase = state.phase;
-                s.images = state.images;
-                s.error = state.error;
+            if let Ok(store) = &store {
+                if let Ok(Some(state)) = read_state(store).await {
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.phase = state.phase;
+                    s.images = state.images;
+                    s.error = state.error;
+                    s.finished_at = Some(state.finished_at.unwrap_or_else(unix_now));
+                }
             }
-            return Ok(());
+            ended.cancel();
+            return;
         }
-        let io = DriverIo { queue: self.queue.clone(), events: rx, progress: Arc::new(NoProgress), status, shutdown: cancel };
+        let policy = self.config.policy.clone();
+        let queue = self.queue.clone();
         tokio::spawn(async move {
-            match drive_job(info.clone(), io).await {
-                Ok(r) => tracing::info!(job = %info.job_id, instructions = r.manifest.instructions, "job done"),
-                Err(e) => tracing::error!(job = %info.job_id, error = %e, "job ended without finishing"),
+            let opened = store.and_then(|store| {
+                policy.check(&spec)?;
+                let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+                Ok((store, corpus))
+            });
+            let (store, corpus) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    let reason = e.report();
+                    tracing::warn!(job = %job_id, error = %reason, "job cannot start");
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.phase = Phase::Failed;
+                    s.error = Some(reason);
+                    s.finished_at = Some(unix_now());
+                    drop(s);
+                    ended.cancel();
+                    return;
+                }
+            };
+            let info = Arc::new(JobInfo { job_id: job_id.clone(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
+            tracing::info!(job = %job_id, "job started");
+            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status, shutdown: cancel };
+            match drive_job(info, io).await {
+                Ok(r) => tracing::info!(job = %job_id, instructions = r.manifest.instructions, images = r.manifest.images, "job done"),
+                Err(e) => tracing::warn!(job = %job_id, error = %e.report(), "job ended without finishing"),
             }
+            ended.cancel();
         });
-        Ok(())
     }
 
     async fn route_events(&self) -> Result<(), PipelineError> {
@@ -179,20 +289,21 @@ impl Coordinator {
                 d = consumer.next() => d?,
             };
             let Some(d) = d else { return Ok(()) };
-            let ev: ShardEvent = match decode(&d.payload) {
+            let ev: ShardEvent = match decode_event(&d.payload) {
                 Ok(ev) => ev,
-                Err(e) => {
-                    d.dead_letter(e.to_string()).await?;
+                Err(why) => {
+                    d.dead_letter(why).await?;
                     continue;
                 }
             };
             let tx = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&ev.job_id).map(|j| j.events.clone());
             match tx {
-                // the driver dedups; a full channel waits (back-pressure on the queue)
+                // the driver dedups; a full channel waits (back-pressure on the queue); a
+                // closed one means the job has ended
                 Some(tx) => {
                     let _ = tx.send(ev).await;
                 }
-                None => tracing::warn!(job = %ev.job_id, "event for an unknown job dropped"),
+                None => tracing::debug!(job = %ev.job_id, "event for an unknown job dropped"),
             }
             d.ack().await?;
         }
@@ -219,46 +330,116 @@ impl Coordinator {
 
     pub async fn status(&self, job_id: &str) -> Option<JobStatus> {
         let dead = self.queue_health().await;
-        let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone())?;
+        let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(JobEntry::snapshot)?;
         s.dead_letters = dead;
         Some(s)
     }
 
     pub async fn list(&self) -> Vec<JobStatus> {
         let dead = self.queue_health().await;
-        let jobs: Vec<JobStatus> = {
-            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            jobs.values().map(|j| j.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
-        };
-        jobs.into_iter().map(|mut s| {
-            s.dead_letters = dead;
-            s
-        }).collect()
+        let jobs: Vec<JobStatus> = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).values().map(JobEntry::snapshot).collect();
+        jobs.into_iter()
+            .map(|mut s| {
+                s.dead_letters = dead;
+                s
+            })
+            .collect()
     }
 
-    pub fn cancel(&self, job_id: &str) -> bool {
+    /// Cancels a running job: its driver stops, `job.json` says `cancelled`, and workers skip
+    /// its queued tasks.
+    pub fn cancel(&self, job_id: &str) -> CancelOutcome {
         match self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            None => CancelOutcome::NotFound,
+            Some(j) => {
+                let phase = j.snapshot().phase;
+                if is_final(phase) && j.ended.is_cancelled() {
+                    return CancelOutcome::AlreadyEnded(phase);
+                }
+                j.cancel.cancel();
+                CancelOutcome::Cancelled
+            }
+        }
+    }
+
+    /// Forgets a job: cancels it if it runs (and waits for its driver), removes its index
+    /// entry, status and metric series. Its outputs stay in the store. False: no such job.
+    pub async fn delete(&self, job_id: &str) -> Result<bool, PipelineError> {
+        let ended = match self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            None => return Ok(false),
             Some(j) => {
                 j.cancel.cancel();
-                true
+                j.ended.clone()
             }
-            None => false,
+        };
+        ended.cancelled().await;
+        self.forget(job_id).await?;
+        Ok(true)
+    }
+
+    async fn forget(&self, job_id: &str) -> Result<(), PipelineError> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
+        crate::metrics::forget_job(job_id);
+        self.root.delete(&format!("{JOB_INDEX}{job_id}.json")).await?;
+        tracing::info!(job = job_id, "job forgotten");
+        Ok(())
+    }
+
+    /// Forgets finished jobs whose retention has passed.
+    async fn forget_expired(&self) {
+        let now = unix_now();
+        let retention = self.config.retention.as_secs();
+        let expired: Vec<String> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, j)| {
+                let s = j.snapshot();
+                j.ended.is_cancelled() && is_final(s.phase) && s.finished_at.is_some_and(|t| now.saturating_sub(t) >= retention)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Err(e) = self.forget(&id).await {
+                tracing::warn!(job = %id, error = %e.report(), "cannot forget an expired job");
+            }
         }
     }
 }
 
-/// The worker's job lookup: reads `<job-id>/job.json` from the root store once per job and
-/// connects its corpus store and model endpoint.
+/// A shard event from the queue, or why it is not one (never quoting the payload).
+fn decode_event(payload: &[u8]) -> Result<ShardEvent, String> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(format!("the event is {} bytes, more than {MAX_EVENT_BYTES}", payload.len()));
+    }
+    let ev: ShardEvent = decode(payload).map_err(|_| "the event is not a dftg shard event (msgpack decode failed)".to_string())?;
+    if !is_job_id(&ev.job_id) {
+        return Err("the event names an invalid job id".into());
+    }
+    Ok(ev)
+}
+
+/// Shard events carry a bounded error text and a few reason counts.
+const MAX_EVENT_BYTES: usize = 64 << 10;
+
+/// Job contexts a worker keeps (each holds a model client and an extractor).
+const MAX_CACHED_JOBS: usize = 64;
+
+/// The worker's job lookup: reads `<job-id>/job.json` from the root store once per job,
+/// checks it against the worker's own policy (the operator's roots, as given to the worker),
+/// and connects its corpus store and model endpoint.
 pub struct StoreJobs {
     root: ObjectBlobStore,
+    policy: Policy,
     cache: tokio::sync::Mutex<BTreeMap<String, Arc<JobContext>>>,
     /// Overrides the job's in-flight bound for this worker (0: keep the job's).
     pub max_in_flight: usize,
 }
 
 impl StoreJobs {
-    pub fn new(root: ObjectBlobStore, max_in_flight: usize) -> Self {
-        StoreJobs { root, cache: tokio::sync::Mutex::new(BTreeMap::new()), max_in_flight }
+    pub fn new(root: ObjectBlobStore, policy: Policy, max_in_flight: usize) -> Self {
+        StoreJobs { root, policy, cache: tokio::sync::Mutex::new(BTreeMap::new()), max_in_flight }
     }
 }
 
@@ -270,19 +451,31 @@ impl ContextProvider for StoreJobs {
                 return Ok(ctx.clone());
             }
             let store = locate_job(&self.root, job_id).await?;
-            let state = read_state(&store)
-                .await?
-                .ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json in {}", store.describe())))?;
+            let state = read_state(&store).await?.ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json")))?;
             let mut spec = state.spec;
+            spec.validate()?;
+            self.policy.check(&spec)?;
             if self.max_in_flight > 0 {
                 spec.model.max_in_flight = self.max_in_flight;
             }
-            let corpus = ObjectBlobStore::from_url(&spec.corpus.path)?;
+            let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
             let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
             let info = Arc::new(JobInfo { job_id: job_id.to_string(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
-            let ctx = Arc::new(JobContext::new(info, model.client)?);
+            let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?);
+            if cache.len() >= MAX_CACHED_JOBS {
+                if let Some(first) = cache.keys().next().cloned() {
+                    cache.remove(&first);
+                }
+            }
             cache.insert(job_id.to_string(), ctx.clone());
             Ok(ctx)
+        })
+    }
+
+    fn job_ended<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<bool, PipelineError>> {
+        Box::pin(async move {
+            let store = locate_job(&self.root, job_id).await?;
+            Ok(read_state(&store).await?.is_some_and(|s| matches!(s.phase, Phase::Cancelled | Phase::Failed)))
         })
     }
 }

@@ -1,27 +1,39 @@
 //! The worker loop, the same for the embedded and the distributed shape: take a shard task
 //! from the queue, process it, publish the shard event, and ack only after the output is
 //! written. Storage hiccups requeue the task (up to a budget); undecodable or hopeless tasks
-//! go to the dead-letter queue with the reason. Shutdown stops taking tasks and lets the one
-//! in hand finish.
+//! go to the dead-letter queue with a bounded reason. A task that panics is dead-lettered and
+//! the loop goes on; a task delivered more often than any settled task can be (it killed the
+//! consumers before they could settle it) is dead-lettered on sight. Tasks of a cancelled or
+//! failed job are acknowledged without work. Shutdown stops taking tasks and lets the one in
+//! hand finish.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use dftg_runtime::codec::{decode, encode};
 use dftg_runtime::queue::TaskQueue;
 
 use crate::diagnose::{run_diagnose_shard, JobContext};
-use crate::error::PipelineError;
+use crate::error::{bounded, PipelineError, MAX_ERROR_TEXT};
 use crate::generate::run_generate_shard;
 use crate::messages::{ShardEvent, ShardTask, Stage, EVENTS_QUEUE, MESSAGE_SCHEMA_VERSION};
 
-/// Redeliveries before a retryable failure is dead-lettered.
+/// Redeliveries before a retryable failure is dead-lettered; a task seen more often than this
+/// was never settled by the consumers that took it (they died on it) and is dead-lettered
+/// before it can kill another.
 pub const MAX_REDELIVERIES: u32 = 5;
+/// Shard tasks are a few dozen bytes; anything larger is not ours.
+pub const MAX_TASK_BYTES: usize = 4096;
 
 /// Finds the context of a task's job (one job in the embedded shape, many when distributed).
 pub trait ContextProvider: Send + Sync {
     fn context<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<JobContext>, PipelineError>>;
+    /// The job ended (cancelled or failed): its queued tasks are skipped.
+    fn job_ended<'a>(&'a self, _job_id: &'a str) -> futures::future::BoxFuture<'a, Result<bool, PipelineError>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// The embedded shape's provider: one job.
@@ -55,30 +67,43 @@ pub async fn run_worker(
             d = consumer.next() => d?,
         };
         let Some(delivery) = delivery else { return Ok(()) };
-        let task: ShardTask = match decode(&delivery.payload) {
+        let task = match decode_task(&delivery.payload) {
             Ok(t) => t,
-            Err(e) => {
-                tracing::error!(queue = queue_name, error = %e, "undecodable task dead-lettered");
+            Err(why) => {
+                tracing::error!(queue = queue_name, reason = %why, "task dead-lettered unread");
                 crate::metrics::metrics().dead_letters.with_label_values(&[queue_name]).inc();
-                delivery.dead_letter(e.to_string()).await?;
+                delivery.dead_letter(why).await?;
                 continue;
             }
         };
-        let result = process(jobs.as_ref(), &task).await;
+        let result = if delivery.redeliveries > MAX_REDELIVERIES {
+            Err(PipelineError::Failed(format!("the task was delivered {} times without being settled (it stops its workers)", delivery.redeliveries)))
+        } else {
+            match jobs.job_ended(&task.job_id).await {
+                Ok(true) => {
+                    tracing::info!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), "task of an ended job skipped");
+                    delivery.ack().await?;
+                    continue;
+                }
+                Ok(false) => process_caught(jobs.as_ref(), &task).await,
+                Err(e) => Err(e),
+            }
+        };
         match result {
             Ok(event) => {
                 let outcome = if event.already_done { "already_done" } else { "done" };
                 crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), outcome]).inc();
-                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::invalid("event", e.to_string()))?).await?;
+                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?).await?;
                 delivery.ack().await?;
             }
             Err(e) if e.retryable() && delivery.redeliveries < MAX_REDELIVERIES => {
-                tracing::warn!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), error = %e, "task requeued");
+                tracing::warn!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), error = %e.report(), "task requeued");
                 crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), "requeued"]).inc();
                 delivery.requeue().await?;
             }
             Err(e) => {
-                tracing::error!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), error = %e, "task dead-lettered");
+                let reason = e.report();
+                tracing::error!(job = %task.job_id, shard = task.shard, stage = task.stage.as_str(), error = %reason, "task dead-lettered");
                 let event = ShardEvent {
                     schema_version: MESSAGE_SCHEMA_VERSION,
                     job_id: task.job_id.clone(),
@@ -87,15 +112,39 @@ pub async fn run_worker(
                     items: 0,
                     failed: 0,
                     already_done: false,
-                    error: Some(e.to_string()),
+                    error: Some(reason.clone()),
                     errors_by_reason: Default::default(),
                 };
-                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::invalid("event", e.to_string()))?).await?;
+                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?).await?;
                 let m = crate::metrics::metrics();
                 m.shards_processed.with_label_values(&[task.stage.as_str(), "dead_lettered"]).inc();
                 m.dead_letters.with_label_values(&[queue_name]).inc();
-                delivery.dead_letter(e.to_string()).await?;
+                delivery.dead_letter(reason).await?;
             }
+        }
+    }
+}
+
+/// A task from the queue, or why it is not one (a fixed text: the payload is never quoted).
+fn decode_task(payload: &[u8]) -> Result<ShardTask, String> {
+    if payload.len() > MAX_TASK_BYTES {
+        return Err(format!("the task is {} bytes, more than {MAX_TASK_BYTES}", payload.len()));
+    }
+    let task: ShardTask = decode(payload).map_err(|_| "the task is not a dftg shard task (msgpack decode failed)".to_string())?;
+    if !crate::job::is_job_id(&task.job_id) {
+        return Err("the task names an invalid job id".into());
+    }
+    Ok(task)
+}
+
+/// Runs a task; a panic inside it becomes this task's error instead of the worker's end.
+async fn process_caught(jobs: &dyn ContextProvider, task: &ShardTask) -> Result<ShardEvent, PipelineError> {
+    match std::panic::AssertUnwindSafe(process(jobs, task)).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            crate::metrics::metrics().task_panics.inc();
+            Err(PipelineError::Failed(format!("the task panicked: {}", bounded(&what, MAX_ERROR_TEXT / 2))))
         }
     }
 }

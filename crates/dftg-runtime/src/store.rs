@@ -125,6 +125,22 @@ impl ObjectBlobStore {
         Self::local_dir(std::path::Path::new(url))
     }
 
+    /// Like [`from_url`](Self::from_url) for stores that are only read (a corpus): a local
+    /// directory must already exist; nothing is created.
+    pub fn from_url_existing(url: &str) -> Result<Self, StoreError> {
+        let local = match url.strip_prefix("file://") {
+            Some(path) => Some(path),
+            None if !url.contains("://") => Some(url),
+            None => None,
+        };
+        match local {
+            Some(path) if !std::path::Path::new(path).is_dir() => {
+                Err(StoreError::InvalidUrl { url: url.to_string(), reason: "no such directory".into() })
+            }
+            _ => Self::from_url(url),
+        }
+    }
+
     /// Checks a store URL's form (scheme, bucket) without touching the store.
     pub fn check_url(url: &str) -> Result<(), StoreError> {
         let invalid = |reason: &str| Err(StoreError::InvalidUrl { url: url.to_string(), reason: reason.into() });
