@@ -130,19 +130,10 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         Some(s) if s.spec != info.spec => {
             return Err(PipelineError::invalid("job", format!("{} already holds job {} with a different spec", store.describe(), s.job_id)))
         }
-        Some(s) if s.shards > 0 || matches!(s.phase, Phase::Failed | Phase::Cancelled) => s,
+        // a failed or cancelled job driven again resumes (`dftg run` again; a resubmit)
+        Some(s) if s.shards > 0 => JobState { error: None, finished_at: None, ..s },
         _ => JobState::new(&info.job_id, &info.spec),
     };
-    if matches!(state.phase, Phase::Failed | Phase::Cancelled) {
-        // a final phase is final: a restarted coordinator reports it, it does not rerun it
-        let (phase, error) = (state.phase, state.error.clone());
-        update(&io.status, |s| {
-            s.phase = phase;
-            s.error = error.clone();
-            s.finished_at = state.finished_at;
-        });
-        return Err(if phase == Phase::Cancelled { PipelineError::Cancelled } else { PipelineError::Failed(error.unwrap_or_default()) });
-    }
     if state.shards == 0 {
         let planned = async {
             write_state(store.as_ref(), &state).await?;

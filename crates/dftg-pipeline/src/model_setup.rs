@@ -31,12 +31,22 @@ pub fn faults_for_rate(rate: f64) -> Faults {
     }
 }
 
+/// `model.timeout_secs` as a duration; NaN, infinite, negative, zero or absurdly large values
+/// are refused (`Duration::from_secs_f64` would panic on some of them).
+pub fn request_timeout(secs: f64) -> Result<Duration, PipelineError> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(PipelineError::invalid("model.timeout_secs", "must be a positive, finite number of seconds")),
+    }
+}
+
 /// Starts what the job's model needs. `corpus_dir` is the local corpus (for the simulator);
 /// `truth_log` receives the simulator's injected hallucinations.
 pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<PathBuf>) -> Result<ModelSetup, PipelineError> {
     let m = &spec.model;
     let kind = m.kind.as_str();
-    let timeout = Duration::from_secs_f64(m.timeout_secs);
+    let timeout = request_timeout(m.timeout_secs)?;
+    // the client also caps attempts (MAX_ATTEMPTS) and time (its request budget)
     let retry = RetryPolicy { max_attempts: m.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
     let (base_url, model_name, sim) = if kind == "openai" {
         (m.endpoint.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), None)
@@ -80,4 +90,18 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
     config.jitter_seed = Some(spec.seed);
     let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("model", e.to_string()))?;
     Ok(ModelSetup { client: Arc::new(client), sim })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_timeouts_are_refused_naming_the_field_not_panicking() {
+        assert_eq!(request_timeout(1.5).unwrap(), Duration::from_millis(1500));
+        for secs in [1e300, f64::INFINITY, f64::NAN, -1.0, 0.0] {
+            let err = request_timeout(secs).unwrap_err().to_string();
+            assert!(err.contains("model.timeout_secs"), "{secs}: {err}");
+        }
+    }
 }

@@ -2,12 +2,16 @@
 //!
 //! - Every queue name used gets a durable **quorum** queue, plus a fanout dead-letter exchange
 //!   and a quorum queue, both named `<name>.dead` (also set as the queue's
-//!   `x-dead-letter-exchange`, so broker-side dead-lettering lands there too).
+//!   `x-dead-letter-exchange`, so broker-side dead-lettering lands there too), and a
+//!   delivery limit ([`DELIVERY_LIMIT`]) so a message that kills its consumers is
+//!   dead-lettered by the broker at the latest after that many deliveries. (Quorum queue
+//!   arguments are fixed at declaration: a queue declared by an older dftg must be deleted
+//!   once, when it is empty, to take the limit.)
 //! - Every publish waits for its publisher confirm; a nack is an error.
 //! - Each consumer has its own channel with `basic_qos(prefetch)`, and a semaphore holds the
 //!   same bound on our side. `Delivery::redeliveries` is the quorum queue's `x-delivery-count`.
-//! - Dead-lettering publishes the message to `<name>.dead` with the reason in `x-dftg-reason`,
-//!   then acks the original, so the reason is kept.
+//! - Dead-lettering publishes the message to `<name>.dead` with the reason in `x-dftg-reason`
+//!   (at most `MAX_REASON_BYTES`), then acks the original, so the reason is kept.
 //! - Reconnection: one shared connection, replaced when it dies; operations retry on the fresh
 //!   connection with bounded exponential backoff inside a retry window; consumers re-open their
 //!   channel and consumer. Settling a delivery whose channel died is logged and swallowed: the
@@ -502,11 +506,17 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+/// Deliveries after which the broker itself dead-letters a message: the backstop for a
+/// message that kills every consumer before it can be settled (the worker dead-letters such a
+/// task itself after a few deliveries; this holds even if that check never runs).
+pub const DELIVERY_LIMIT: i64 = 20;
+
 fn quorum_arguments(dead_letter_exchange: Option<&str>) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
     if let Some(dlx) = dead_letter_exchange {
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(dlx)));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
     }
     args
 }

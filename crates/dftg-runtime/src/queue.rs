@@ -76,9 +76,26 @@ impl Delivery {
         self.acker.requeue().await
     }
 
+    /// Moves the message to the dead-letter queue with `reason`, cut to [`MAX_REASON_BYTES`]
+    /// (a reason rides in a message header, and a header over the broker's frame size closes
+    /// the connection).
     pub async fn dead_letter(self, reason: impl Into<String>) -> Result<(), QueueError> {
-        self.acker.dead_letter(reason.into()).await
+        self.acker.dead_letter(bounded_reason(&reason.into())).await
     }
+}
+
+/// The most bytes of a dead-letter reason.
+pub const MAX_REASON_BYTES: usize = 2048;
+
+fn bounded_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REASON_BYTES));
+    for c in reason.chars() {
+        if out.len() + c.len_utf8() > MAX_REASON_BYTES {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
 }
 
 pub trait Consumer: Send {
