@@ -208,15 +208,21 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     assert_eq!(report.manifest.errors_by_reason.get("bad_annotation"), Some(&2), "{:?}", report.manifest.errors_by_reason);
     assert_eq!(report.manifest.diagnosed_images, 20);
 
-    // nothing listens on this port: every image fails with the reason, the job completes
+    // nothing listens on this port: every image is recorded with its reason, and a job in
+    // which every image failed ends failed (and `dftg run` exits non-zero) with the counts
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut spec = JobSpec::new(
         corpus.to_str().unwrap(),
         ModelSpec { kind: "openai".into(), endpoint: Some(format!("http://127.0.0.1:{port}/v1")), name: Some("m".into()), max_attempts: 2, ..ModelSpec::default() },
     );
     spec.shard_size = 7;
-    let report = run(&corpus, &dir.path().join("out2"), &spec).await;
-    assert_eq!(report.manifest.errors_by_reason.get("model_unreachable"), Some(&20), "{:?}", report.manifest.errors_by_reason);
-    assert_eq!(report.manifest.diagnosed_images, 0);
-    assert_eq!(report.manifest.instructions, 0);
+    let out = dir.path().join("out2");
+    let job = LocalJob::prepare(&spec, &out).await.unwrap();
+    let err = job.run(RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap_err().to_string();
+    assert!(err.contains("22 of 22 images failed") && err.contains("model_unreachable: 20"), "{err}");
+    let records: Vec<DiagnosisRecord> = (0..4).flat_map(|s| read_jsonl::<DiagnosisRecord>(&out.join(spec.id()).join(format!("diagnoses/shard-{s:05}.jsonl")))).collect();
+    assert_eq!(records.len(), 22);
+    assert_eq!(records.iter().filter(|r| r.error.as_ref().is_some_and(|e| e.reason == "model_unreachable")).count(), 20);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(spec.id()).join("job.json")).unwrap()).unwrap();
+    assert_eq!(state["phase"], "failed");
 }
