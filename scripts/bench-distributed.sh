@@ -24,6 +24,7 @@ e=$(date +%s.%N)
 echo "dftg run (embedded, whole job): $(echo "$N / ($e - $s)" | bc -l | xargs printf '%.0f') images/s end to end"
 new_vhost "$VHOST"
 export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+export DFTG_ALLOW_STORES="file://$WORK/corpus" DFTG_ALLOW_ENDPOINTS="http://127.0.0.1:$SIM/v1"
 for W in 1 2 4; do
   export DFTG_STORE_URL="file://$WORK/store-$W"
   C=$(free_port)

@@ -39,6 +39,7 @@ p3=$(free_port); pm=$(free_port); pc=$(free_port)
 "$venv/bin/python" "$peers/stub_model.py" --port "$pm" --latency-ms "$LAT" >/dev/null 2>&1 & pids+=($!)
 new_vhost "$vhost"
 export DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$vhost" DFTG_STORE_URL=s3://dftg/state
+export DFTG_ALLOW_STORES="s3://dftg/corpus,s3://dftg/dftg-out" DFTG_ALLOW_ENDPOINTS="http://127.0.0.1:$pm/v1"
 export AWS_ACCESS_KEY_ID=AK AWS_SECRET_ACCESS_KEY=SK AWS_REGION=us-east-1 AWS_ENDPOINT="http://127.0.0.1:$p3" AWS_ALLOW_HTTP=true
 "$D" coordinator --listen "127.0.0.1:$pc" >/dev/null 2>&1 & pids+=($!)
 "$D" worker --role inference >/dev/null 2>&1 & pids+=($!)

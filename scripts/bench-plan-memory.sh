@@ -47,7 +47,7 @@ for p in range(0, n, per):
 PY
 new_vhost "$VHOST"
 C=$(free_port)
-DFTG_SCRATCH_DIR="$WORK/scratch" DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" DFTG_STORE_URL="file://$WORK/store" "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null 2>&1 & CPID=$!; PIDS+=($CPID)
+DFTG_ALLOW_STORES="file://$WORK/corpus" DFTG_ALLOW_ENDPOINTS="http://127.0.0.1:9/v1" DFTG_SCRATCH_DIR="$WORK/scratch" DFTG_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$VHOST" DFTG_STORE_URL="file://$WORK/store" "$DFTG" coordinator --listen "127.0.0.1:$C" >/dev/null 2>&1 & CPID=$!; PIDS+=($CPID)
 wait_http "http://127.0.0.1:$C/readyz"
 idle=$(hwm "$CPID")
 cat > "$WORK/job.toml" <<TOML

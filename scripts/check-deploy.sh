@@ -198,6 +198,16 @@ check_fails "values: a worker grace period shorter than a shard" "$HELM" templat
 check_fails "values: credentials in config.amqpUrl" "$HELM" template dftg "$CHART" --set config.amqpUrl=amqp://user:pass@rabbitmq:5672/
 check_fails "values: KEDA without its host Secret" "$HELM" template dftg "$CHART" --set autoscaling.keda.enabled=true --set autoscaling.keda.hostSecret.name=
 check_fails "values: a misspelt worker setting" "$HELM" template dftg "$CHART" --set workers.inference.replica=3
+check_fails "values: a coordinator without API tokens" "$HELM" template dftg "$CHART" --set secrets.apiTokens.name=
+check_fails "values: credentials in an allowed endpoint" "$HELM" template dftg "$CHART" --set 'config.allowEndpoints[0]=http://u:p@vllm:8000/v1'
+# the coordinator listens on the pod network only with a token file, and the roots reach every process
+confined() {
+  local out; out=$("$HELM" template dftg "$CHART" --set simulator.enabled=true --set 'config.allowStores[0]=s3://data/corpora' --set 'config.allowEndpoints[0]=http://vllm:8000/v1') || return 1
+  grep -q -- '- --token-file' <<<"$out" || { echo "no --token-file"; return 1; }
+  grep -q 'DFTG_ALLOW_STORES: "s3://data/corpora"' <<<"$out" || { echo "no DFTG_ALLOW_STORES"; return 1; }
+  grep -q 'DFTG_ALLOW_ENDPOINTS: "http://vllm:8000/v1,http://dftg-sim:8000/v1"' <<<"$out" || { echo "DFTG_ALLOW_ENDPOINTS lacks the model or the simulator"; return 1; }
+}
+check "values: token file mounted, allowed stores and endpoints (with the simulator) in the config" confined
 
 log "Prometheus rules"
 check "promtool check rules deploy/prometheus/alerts.yml" "$PROMTOOL" check rules deploy/prometheus/alerts.yml

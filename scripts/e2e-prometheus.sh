@@ -35,6 +35,8 @@ export DFTG_STORE_URL="file://$WORK/store"
 "$DFTG" corpus synth --images 300 --out "$WORK/corpus" --seed 5 >/dev/null
 SIM_PORT=$(free_port); COORD_PORT=$(free_port); W1=$(free_port); W2=$(free_port); PROM_PORT=$(free_port)
 "$DFTG" sim --listen "127.0.0.1:$SIM_PORT" --corpus "$WORK/corpus" --profile people-everywhere --latency-ms 20 >/dev/null & PIDS+=($!)
+# what jobs may touch: the operator's choice, given to the coordinator and the workers
+export DFTG_ALLOW_STORES="file://$WORK/corpus" DFTG_ALLOW_ENDPOINTS="http://127.0.0.1:$SIM_PORT/v1"
 "$DFTG" coordinator --listen "127.0.0.1:$COORD_PORT" >/dev/null & PIDS+=($!)
 "$DFTG" worker --role inference --metrics-listen "127.0.0.1:$W1" 2>/dev/null & PIDS+=($!)
 "$DFTG" worker --role generator --metrics-listen "127.0.0.1:$W2" 2>/dev/null & PIDS+=($!)

@@ -56,7 +56,7 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "DFTG_AMQP_URL", hide_env_values = true)]
     pub amqp: String,
     /// Where jobs live: s3://bucket/prefix (AWS_* environment) or file:///path.
-    #[arg(long, env = "DFTG_STORE_URL")]
+    #[arg(long, env = "DFTG_STORE_URL", hide_env_values = true)]
     pub store: String,
     /// File of API bearer tokens, one per line (a mounted Secret). Required to listen on
     /// anything but loopback.
@@ -89,7 +89,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "DFTG_AMQP_URL", hide_env_values = true)]
     pub amqp: String,
     /// The coordinator's store (where the job index and job.json files live).
-    #[arg(long, env = "DFTG_STORE_URL")]
+    #[arg(long, env = "DFTG_STORE_URL", hide_env_values = true)]
     pub store: String,
     #[command(flatten)]
     pub policy: PolicyArgs,

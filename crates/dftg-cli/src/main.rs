@@ -43,6 +43,10 @@ enum Command {
     Submit(dist::SubmitArgs),
     /// Show a job's status (or all jobs) from a coordinator.
     Status(dist::StatusArgs),
+    /// Cancel a running job on a coordinator.
+    Cancel(dist::JobCommandArgs),
+    /// Make a coordinator forget a job (cancelled first if running; outputs stay in the store).
+    Delete(dist::JobCommandArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,8 @@ fn main() -> std::process::ExitCode {
         Command::Worker(args) => runtime().and_then(|rt| rt.block_on(dist::worker(args))),
         Command::Submit(args) => runtime().and_then(|rt| rt.block_on(dist::submit(args))),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(dist::status(args))),
+        Command::Cancel(args) => runtime().and_then(|rt| rt.block_on(dist::cancel(args))),
+        Command::Delete(args) => runtime().and_then(|rt| rt.block_on(dist::delete(args))),
     };
     match result {
         Ok(code) => code,

@@ -89,6 +89,14 @@ async fn start_s3() -> S3TestServer {
     S3TestServer::start(BUCKET).await.expect("s3 test server")
 }
 
+/// What jobs may touch (the operator's roots): the test bucket's corpus and output prefixes,
+/// and the simulator.
+fn with_policy(mut env: Vec<(String, String)>, sim_url: &str) -> Vec<(String, String)> {
+    env.push(("DFTG_ALLOW_STORES".into(), format!("s3://{BUCKET}/corpus,s3://{BUCKET}/elsewhere")));
+    env.push(("DFTG_ALLOW_ENDPOINTS".into(), sim_url.to_string()));
+    env
+}
+
 /// The environment of every dftg process of a test: broker vhost, job store, S3 access.
 fn process_env(vhost: &Vhost, s3: &S3TestServer, store_url: &str) -> Vec<(String, String)> {
     let mut env = vec![("DFTG_AMQP_URL".into(), vhost.url()), ("DFTG_STORE_URL".into(), store_url.to_string())];
@@ -160,6 +168,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
     let corpus_str = corpus.to_str().expect("utf-8");
     let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
+    let env = with_policy(env, &sim_url);
     let (coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
     let mut coordinator = Some(coordinator);
     let mut inference = vec![spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env), spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env)];
@@ -262,6 +271,7 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
         &["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--fail-500", "0.1", "--fail-503", "0.1", "--fail-sticky", "0.02"],
         &env,
     );
+    let env = with_policy(env, &sim_url);
     let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
     let _w = [spawn(&["worker", "--role", "inference"], &env), spawn(&["worker", "--role", "generator"], &env)];
     let http = reqwest::Client::new();

@@ -152,6 +152,25 @@ and the credentials from existing Secrets.
 {{- end }}
 
 {{/*
+The operator's vocabularies (DFTG_VOCAB_DIR), when a ConfigMap of them is configured.
+*/}}
+{{- define "dftg.vocabMount" -}}
+{{- if .Values.config.vocabulariesConfigMap }}
+- name: vocabularies
+  mountPath: /etc/dftg/vocab
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "dftg.vocabVolume" -}}
+{{- if .Values.config.vocabulariesConfigMap }}
+- name: vocabularies
+  configMap:
+    name: {{ .Values.config.vocabulariesConfigMap }}
+{{- end }}
+{{- end }}
+
+{{/*
 Changing the ConfigMap rolls the pods (env vars are read at start).
 */}}
 {{- define "dftg.configChecksum" -}}
