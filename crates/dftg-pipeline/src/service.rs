@@ -474,8 +474,9 @@ impl ContextProvider for StoreJobs {
 
     fn job_ended<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<bool, PipelineError>> {
         Box::pin(async move {
-            let store = locate_job(&self.root, job_id).await?;
-            Ok(read_state(&store).await?.is_some_and(|s| matches!(s.phase, Phase::Cancelled | Phase::Failed)))
+            // through the cached context's store: one client (and connection pool) per job
+            let ctx = self.context(job_id).await?;
+            Ok(read_state(ctx.info.store.as_ref()).await?.is_some_and(|s| matches!(s.phase, Phase::Cancelled | Phase::Failed)))
         })
     }
 }
