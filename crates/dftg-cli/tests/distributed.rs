@@ -213,7 +213,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     let done = wait_until(&http, &api, &job, "the job to finish", long, |s| s["phase"] == "done").await;
     assert!(done["dead_letters"].as_u64().unwrap_or(0) >= 1, "the poison message is counted: {done}");
     let dead = q.take_dead_letters(dftg_pipeline::messages::DIAGNOSE_QUEUE, 10).await.expect("dead letters");
-    assert!(dead.iter().any(|d| d.reason.contains("undecodable")), "{dead:?}");
+    assert!(dead.iter().any(|d| d.reason.contains("not a dftg shard task")), "{dead:?}");
 
     // exactly one diagnosis record per image
     let out = s3.root().join(BUCKET).join("jobs").join(&job);

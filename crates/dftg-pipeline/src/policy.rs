@@ -182,9 +182,17 @@ impl Policy {
         } else if !self.open {
             return Err(PipelineError::invalid("model.kind", "this deployment serves only models behind an allowed endpoint (kind = \"openai\")"));
         }
-        self.vocabulary(&spec.vocabulary)?;
+        // names are checked against the directory now, so a job naming a missing one is
+        // refused at submit instead of failing on every worker
+        if let VocabSource::File(path) = self.vocabulary(&spec.vocabulary)? {
+            if !path.is_file() {
+                return Err(PipelineError::invalid("vocabulary", "no such vocabulary (see --vocab-dir)"));
+            }
+        }
         if let Some(dir) = &spec.chair_vocab {
-            self.chair_vocab(dir)?;
+            if !self.chair_vocab(dir)?.join("synonyms.txt").is_file() {
+                return Err(PipelineError::invalid("chair_vocab", "no such CHAIR vocabulary (a directory with synonyms.txt, see --vocab-dir)"));
+            }
         }
         Ok(())
     }
@@ -329,8 +337,12 @@ mod tests {
         vocab.vocabulary = "../../etc/passwd".into();
         assert_eq!(field(p.check(&vocab)), "vocabulary");
         vocab.vocabulary = "lvis".into();
-        p.check(&vocab).unwrap();
+        assert_eq!(field(p.check(&vocab)), "vocabulary", "a name that is not in the directory");
         assert_eq!(p.vocabulary("lvis").unwrap(), VocabSource::File("/etc/dftg/vocab/lvis.toml".into()));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lvis.toml"), "").unwrap();
+        let with_dir = Policy::confined(&["s3://data/corpora".into()], &["http://model.internal:8000/v1".into()], Some(dir.path().into())).unwrap();
+        with_dir.check(&vocab).unwrap();
         let mut chair = ok.clone();
         chair.chair_vocab = Some("/etc".into());
         assert_eq!(field(p.check(&chair)), "chair_vocab");
@@ -350,7 +362,9 @@ mod tests {
     fn the_open_policy_allows_local_paths() {
         let p = Policy::open();
         assert_eq!(p.vocabulary("configs/vocab/x.toml").unwrap(), VocabSource::File("configs/vocab/x.toml".into()));
-        p.check(&spec("examples/corpus", "http://127.0.0.1:9/v1")).unwrap();
+        let mut local = spec("examples/corpus", "http://127.0.0.1:9/v1");
+        local.vocabulary = "../../configs/vocab/coco80.toml".into();
+        p.check(&local).unwrap();
         // credentials in an endpoint are refused even here: they would be stored in job.json
         assert!(p.check(&spec("examples/corpus", "http://u:p@127.0.0.1:9/v1")).is_err());
     }
