@@ -9,6 +9,7 @@
 //! - `profile` — mergeable shard summaries and the model's hallucination profile
 //! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
 //! - `compare` — how two profiles differ
+//! - `pope`    — POPE yes/no answers and metrics, as the benchmark's script defines them
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
 
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod extract;
 pub mod generate;
 pub mod llava;
+pub mod pope;
 pub mod profile;
 pub mod seed;
 pub mod error;
