@@ -209,6 +209,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.policy(&args.store)?;
     let queue = connect_queue(&args.amqp).await?;
     let root = ObjectBlobStore::from_url(&args.store)?;
+    let ready_store = root.clone();
     let jobs = Arc::new(StoreJobs::new(root, policy, args.in_flight));
     let name = match args.role {
         Role::Inference => DIAGNOSE_QUEUE,
@@ -220,9 +221,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     });
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let (ready_store, ready_queue) = (ready_store.clone(), queue.clone());
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
-            .route("/readyz", axum::routing::get(|| async { "ready" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let (store, queue) = (ready_store.clone(), ready_queue.clone());
+                    async move {
+                        match dftg_pipeline::service::readiness(&store, queue.as_ref()).await {
+                            Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()),
+                            Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
+                        }
+                    }
+                }),
+            )
             .merge(dftg_pipeline::metrics::route());
         tokio::spawn(async move { axum::serve(listener, app).await });
     }

@@ -82,6 +82,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// The API, with `tokens` required on every route but health, readiness and metrics.
 pub fn router(coordinator: Arc<Coordinator>, tokens: Tokens) -> Router {
+    let ready_check = coordinator.clone();
     let api = Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(status).delete(delete))
@@ -91,9 +92,17 @@ pub fn router(coordinator: Arc<Coordinator>, tokens: Tokens) -> Router {
         .with_state(coordinator);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(move || ready(ready_check.clone())))
         .merge(api)
         .merge(crate::metrics::route())
+}
+
+/// 200 when the store and the broker answer, 503 with the part that does not.
+async fn ready(c: Arc<Coordinator>) -> Response {
+    match c.ready().await {
+        Ok(()) => "ready".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn authenticate(State(tokens): State<Arc<Tokens>>, request: Request, next: Next) -> Response {

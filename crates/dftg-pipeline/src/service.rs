@@ -328,6 +328,11 @@ impl Coordinator {
         dead
     }
 
+    /// Ready when the store and the broker answer (what `/readyz` reports).
+    pub async fn ready(&self) -> Result<(), String> {
+        readiness(&self.root, self.queue.as_ref()).await
+    }
+
     pub async fn status(&self, job_id: &str) -> Option<JobStatus> {
         let dead = self.queue_health().await;
         let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(JobEntry::snapshot)?;
@@ -405,6 +410,22 @@ impl Coordinator {
                 tracing::warn!(job = %id, error = %e.report(), "cannot forget an expired job");
             }
         }
+    }
+}
+
+/// Whether a process can work: its store answers a HEAD and its broker a queue query, each
+/// within a few seconds. The reason names the part, not its error text (which may carry URLs).
+pub async fn readiness(store: &ObjectBlobStore, queue: &dyn TaskQueue) -> Result<(), String> {
+    let limit = Duration::from_secs(5);
+    match tokio::time::timeout(limit, store.head("readyz-probe")).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("the object store does not answer".into()),
+        Err(_) => return Err("the object store did not answer within 5 s".into()),
+    }
+    match tokio::time::timeout(limit, queue.depth(EVENTS_QUEUE)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("the broker does not answer".into()),
+        Err(_) => Err("the broker did not answer within 5 s".into()),
     }
 }
 
