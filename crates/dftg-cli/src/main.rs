@@ -81,30 +81,62 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Cancels on Ctrl-C or SIGTERM: stop taking work, finish what is in hand.
+/// Exit status after a second Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
+const FORCED_EXIT: i32 = 130;
+
+/// Cancels on the first Ctrl-C or SIGTERM: stop taking work, finish what is in hand. A second
+/// one exits at once with status 130: a drain stuck on a slow model must not need SIGKILL.
+/// The handlers are installed before this returns (call it inside the runtime), so a signal
+/// sent once the caller is running work is never lost to the default action.
 pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    t.cancel();
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::spawn(async move {
+                    let mut seen = false;
+                    loop {
+                        let got = tokio::select! {
+                            s = int.recv() => s,
+                            s = term.recv() => s,
+                        };
+                        // no more signals can arrive: nothing left to wait for
+                        if got.is_none() {
+                            return;
+                        }
+                        on_signal(&t, &mut seen);
+                    }
+                });
+            }
+            _ => {
+                tokio::spawn(async move {
+                    let mut seen = false;
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        on_signal(&t, &mut seen);
+                    }
+                });
             }
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping: finishing the shards in hand (run again to resume)");
-        t.cancel();
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let mut seen = false;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            on_signal(&t, &mut seen);
+        }
     });
     token
+}
+
+/// `seen`: a signal came before (the token itself may have been cancelled for other reasons).
+fn on_signal(token: &tokio_util::sync::CancellationToken, seen: &mut bool) {
+    if std::mem::replace(seen, true) {
+        eprintln!("stopping now: second signal, shards in hand are left for the next run");
+        std::process::exit(FORCED_EXIT);
+    }
+    eprintln!("stopping: finishing the shards in hand (run again to resume; signal again to exit now)");
+    token.cancel();
 }

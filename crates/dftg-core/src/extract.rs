@@ -13,7 +13,9 @@
 //! - sentences of general knowledge ("Giraffes are known for their long necks.") without a
 //!   reference to the image are not claims about this image.
 //!
-//! The hot path allocates nothing per token: scratch buffers are reused across calls.
+//! The hot path allocates nothing per token: scratch buffers are reused across calls. Work is
+//! linear in the text (every look-around is bounded), and at most [`MAX_MENTIONS`] mentions
+//! and as many negations are kept, so a pathological reply costs little memory or time.
 
 use crate::vocab::{AttributeId, ConceptId, Vocabulary};
 
@@ -96,6 +98,17 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
 /// Up to this many attributes are kept per mention.
 pub const MAX_ATTRIBUTES: usize = 3;
 
+/// Mentions kept per text (and negations, separately); a caption names a few dozen at most,
+/// so more is a runaway reply. The rest are dropped and [`Extraction::capped`] is set.
+pub const MAX_MENTIONS: usize = 256;
+
+/// Words looked at before a noun for its count and attributes: a real modifier run ("two
+/// large brown fluffy dogs") is a handful, and a bound keeps long attribute chains linear.
+const MAX_MODIFIER_WORDS: usize = 12;
+
+/// Texts are read up to this many bytes (spans are `u32`).
+const MAX_TEXT_BYTES: usize = u32::MAX as usize;
+
 /// A mention before it is turned into a record (ids, not strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawMention {
@@ -122,6 +135,36 @@ pub struct Extraction {
     pub mentions: Vec<RawMention>,
     /// Concepts the text denies, with their spans.
     pub negated: Vec<(ConceptId, (u32, u32))>,
+    /// Set when mentions or negations beyond [`MAX_MENTIONS`] were dropped.
+    pub capped: bool,
+}
+
+impl Extraction {
+    fn push_mention(&mut self, m: RawMention) {
+        if self.mentions.len() < MAX_MENTIONS {
+            self.mentions.push(m);
+        } else {
+            self.capped = true;
+        }
+    }
+
+    fn push_negated(&mut self, concept: ConceptId, span: (u32, u32)) {
+        if self.negated.len() < MAX_MENTIONS {
+            self.negated.push((concept, span));
+        } else {
+            self.capped = true;
+        }
+    }
+
+    /// "X and Y are not visible": the clause's mentions since `first` become negations.
+    fn deny_since(&mut self, first: usize) {
+        let first = first.min(self.mentions.len());
+        for k in first..self.mentions.len() {
+            let m = self.mentions[k];
+            self.push_negated(m.concept, m.span);
+        }
+        self.mentions.truncate(first);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,12 +306,14 @@ impl Extractor {
     pub fn extract_into(&self, text: &str, s: &mut ExtractScratch, out: &mut Extraction) {
         out.mentions.clear();
         out.negated.clear();
+        out.capped = false;
+        let text = prefix(text, MAX_TEXT_BYTES);
         if let Some(chair) = &self.chair {
             let mut names = Vec::new();
             chair.mentioned_into(text, &mut s.chair, &mut names);
             for name in names {
                 if let Some(concept) = self.vocab.lookup(name) {
-                    out.mentions.push(RawMention { concept, span: (0, 0), count: None, attributes: [None; MAX_ATTRIBUTES], sentence: 0, surface: 0 });
+                    out.push_mention(RawMention { concept, span: (0, 0), count: None, attributes: [None; MAX_ATTRIBUTES], sentence: 0, surface: 0 });
                 }
             }
             return;
@@ -317,9 +362,7 @@ impl Extractor {
                 // "X is not visible": negates the mentions just before it in this clause
                 if let Some(end) = last_mention_tok_end {
                     if post_nominal_denial(toks, end, i) {
-                        for m in out.mentions.drain(clause_first_mention..) {
-                            out.negated.push((m.concept, m.span));
-                        }
+                        out.deny_since(clause_first_mention);
                         last_mention_tok_end = None;
                         neg = Neg::Off;
                         i += 1;
@@ -332,10 +375,9 @@ impl Extractor {
             }
             if flags & class::ABSENT != 0 {
                 if let Some(end) = last_mention_tok_end {
-                    if (end..i).all(|k| toks[k].flags & class::BE != 0) && i - end <= 2 {
-                        for m in out.mentions.drain(clause_first_mention..) {
-                            out.negated.push((m.concept, m.span));
-                        }
+                    // distance first: the scan is then at most two tokens
+                    if i - end <= 2 && (end..i).all(|k| toks[k].flags & class::BE != 0) {
+                        out.deny_since(clause_first_mention);
                         last_mention_tok_end = None;
                     }
                 }
@@ -384,7 +426,7 @@ impl Extractor {
             }
             let span = (toks[i].start, toks[i + len - 1].end);
             if neg == Neg::Seeking || neg == Neg::Coord {
-                out.negated.push((concept, span));
+                out.push_negated(concept, span);
                 neg = Neg::AfterHead;
                 i += len;
                 continue;
@@ -395,7 +437,7 @@ impl Extractor {
                 continue;
             }
             let (count, attributes) = self.modifiers_before(toks, norm, i, concept);
-            out.mentions.push(RawMention {
+            out.push_mention(RawMention {
                 concept,
                 span,
                 count,
@@ -420,7 +462,8 @@ impl Extractor {
         let mut attrs = [None; MAX_ATTRIBUTES];
         let mut na = 0;
         let mut k = head;
-        while k > 0 && toks[k - 1].kind == Kind::Word {
+        let lowest = head.saturating_sub(MAX_MODIFIER_WORDS);
+        while k > lowest && toks[k - 1].kind == Kind::Word {
             let w = word(k - 1);
             let a = if toks[k - 1].flags & class::ATTRIBUTE != 0 { self.vocab.attribute_word(w) } else { None };
             if let Some(a) = a {
@@ -432,7 +475,7 @@ impl Extractor {
                 continue;
             }
             // "black and white cat"
-            if w == "and" && na > 0 && k >= 2 && toks[k - 2].flags & class::ATTRIBUTE != 0 {
+            if w == "and" && na > 0 && k >= 2 && k - 1 > lowest && toks[k - 2].flags & class::ATTRIBUTE != 0 {
                 k -= 1;
                 continue;
             }
@@ -460,6 +503,18 @@ impl Extractor {
         }
         (count, attrs)
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 pub(crate) fn number_word(w: &str) -> Option<u32> {
@@ -699,6 +754,40 @@ mod tests {
         let e = ex();
         assert_eq!(names(&e, "A giraffe eats leaves. Zebras are known for their stripes."), ["giraffe"]);
         assert_eq!(names(&e, "In this image, zebras are known to graze."), ["zebra"]);
+    }
+
+    /// 64 KiB replies (the client's default limit) of repeated words, including the shapes
+    /// that were quadratic (attribute chains joined by "and"; be-verbs before "missing"):
+    /// bounded output. Their speed is measured in `tests/long_reply.rs`, not asserted here.
+    #[test]
+    fn pathological_replies_keep_at_most_max_mentions() {
+        let e = ex();
+        let cases = [
+            "dog ".repeat(16 << 10),
+            "red orange and ".repeat(4 << 10),
+            format!("dog {}{}", "is ".repeat(8 << 10), "missing ".repeat(4 << 10)),
+            format!("no {}", "dog, cat, ".repeat(6 << 10)),
+            "A dog is not visible. ".repeat(3 << 10),
+        ];
+        for text in &cases {
+            let x = e.extract(text);
+            assert!(x.mentions.len() <= MAX_MENTIONS && x.negated.len() <= MAX_MENTIONS, "{} {}", x.mentions.len(), x.negated.len());
+        }
+        let x = e.extract(&cases[0]);
+        assert_eq!((x.mentions.len(), x.capped), (MAX_MENTIONS, true));
+        let x = e.extract(&cases[3]);
+        assert_eq!((x.mentions.len(), x.negated.len(), x.capped), (0, MAX_MENTIONS, true));
+        assert!(!e.extract("A dog and a cat.").capped);
+    }
+
+    #[test]
+    fn long_attribute_runs_keep_the_first_attributes_and_the_count() {
+        let e = ex();
+        let x = e.extract("two large brown black and white dogs");
+        assert_eq!(x.mentions[0].count, Some(2));
+        assert_eq!(x.mentions[0].attributes().count(), MAX_ATTRIBUTES);
+        // a mention after an absent-word chain is still found, and denial still works
+        assert_eq!(names(&e, "A dog is missing. A cat sleeps."), ["cat"]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - [`ModelClient`] — the object-safe trait the pipeline holds as `Arc<dyn ModelClient>`
 //! - [`OpenAiClient`] — any OpenAI-compatible server (vLLM, Ollama `/v1`, SGLang, llama.cpp):
 //!   bounded in-flight requests, timeouts, retries with capped exponential backoff and full
-//!   jitter, `Retry-After`
+//!   jitter, `Retry-After`, at most [`MAX_ATTEMPTS`] attempts within a time budget per
+//!   request, replies of at most [`DEFAULT_MAX_REPLY_BYTES`] (configurable) read without
+//!   holding more than a small multiple of that
 //! - [`ScriptedClient`] — in-memory replies for unit tests of the pipeline, no I/O
 //! - [`ModelError`] — every failure carries a short `reason()` code that is counted per job
 
@@ -19,8 +21,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use error::{ModelError, ModelErrorKind};
-pub use openai::{api_key_from, ClientConfigError, OpenAiClient, OpenAiConfig};
-pub use retry::RetryPolicy;
+pub use error::MAX_MESSAGE_BYTES;
+pub use openai::{api_key_from, ClientConfigError, OpenAiClient, OpenAiConfig, DEFAULT_BUDGET_TIMEOUTS, DEFAULT_MAX_REPLY_BYTES};
+pub use retry::{RetryPolicy, MAX_ATTEMPTS};
 pub use scripted::{image_hash, ScriptedClient};
 
 /// What the pipeline asks of the model under diagnosis. Object-safe (the pipeline holds

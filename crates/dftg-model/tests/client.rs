@@ -14,7 +14,7 @@ use axum::Router;
 use base64::Engine as _;
 use dftg_model::client::{
     image_hash, ModelClient, ModelError, ModelErrorKind, ModelRequest, OpenAiClient, OpenAiConfig, RetryPolicy,
-    ScriptedClient,
+    ScriptedClient, MAX_ATTEMPTS, MAX_MESSAGE_BYTES,
 };
 use serde_json::{json, Value};
 use tokio::sync::{Barrier, Notify};
@@ -244,8 +244,8 @@ async fn malformed_body_is_retried_then_reported() {
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_malformed_response");
     assert_eq!((e.attempts(), script.hits()), (3, 3));
-    assert!(e.message().starts_with(&format!("malformed response from {base}/chat/completions (http 200)")));
-    assert!(e.message().contains("<html>not json</html>"), "{e}");
+    assert_eq!(e.message(), format!("malformed response from {base}/chat/completions (http 200): not json at line 1 column 1 (21 bytes)"));
+    assert!(!e.message().contains("html"), "a successful body is model output and is not quoted: {e}");
 }
 
 #[tokio::test]
@@ -279,6 +279,7 @@ async fn empty_or_null_content_is_an_empty_response() {
         assert_eq!(e.reason(), "model_empty_response", "content {content}");
         assert_eq!((e.attempts(), script.hits()), (1, 1), "content {content}");
         assert!(e.message().starts_with(&format!("empty response from {base}/chat/completions")), "{e}");
+        assert!(e.message().ends_with("finish_reason stop"), "{e}");
     }
 }
 
@@ -477,9 +478,104 @@ fn reason_codes_are_stable() {
             "model_rate_limited",
             "model_rejected",
             "model_malformed_response",
-            "model_empty_response"
+            "model_empty_response",
+            "reply_too_long"
         ]
     );
     let retryable: Vec<bool> = ModelErrorKind::ALL.iter().map(|k| k.retryable()).collect();
-    assert_eq!(retryable, [true, true, true, true, false, true, false]);
+    assert_eq!(retryable, [true, true, true, true, false, true, false, false]);
+}
+
+#[tokio::test]
+async fn a_reply_over_the_limit_is_reply_too_long_and_not_retried() {
+    let limit = 100;
+    let script = Script::new(vec![ok(&"a".repeat(limit + 1)), ok(&"b".repeat(limit))]);
+    let base = script.serve().await;
+    let client = client(OpenAiConfig { max_reply_bytes: limit, ..config(&base) });
+    let e = fail(&client).await;
+    assert_eq!((e.reason(), e.attempts(), script.hits()), ("reply_too_long", 1, 1));
+    assert!(!e.retryable());
+    assert_eq!(e.message(), format!("reply from {base}/chat/completions (http 200) is 101 bytes, over the limit of 100 bytes"));
+    // exactly at the limit is fine
+    assert_eq!(client.complete(&request()).await.expect("at the limit").text.len(), limit);
+}
+
+/// A body just under the old 8 MiB cap, streamed without a length (so the client must stop
+/// reading on its own), is refused as too long after reading at most the body limit.
+#[tokio::test]
+async fn a_huge_streamed_body_is_refused_while_reading() {
+    use futures::StreamExt as _;
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let router = Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                let head = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":""#;
+                let chunk = Bytes::from(vec![b'w'; 64 << 10]);
+                let chunks = futures::stream::iter(std::iter::once(Bytes::from_static(head.as_bytes())).chain(std::iter::repeat_n(chunk, 127)))
+                    .map(move |c| {
+                        counter.fetch_add(c.len(), Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(c)
+                    });
+                axum::body::Body::from_stream(chunks)
+            }
+        }),
+    );
+    let base = serve(router).await;
+    let e = fail(&client(config(&base))).await;
+    assert_eq!((e.reason(), e.attempts()), ("reply_too_long", 1));
+    assert!(e.message().contains("exceeds") && !e.message().contains("www"), "{e}");
+    assert!(e.message().len() < 300, "{e}");
+}
+
+#[tokio::test]
+async fn attempts_are_capped_whatever_the_policy_says() {
+    let script = Script::new(vec![canned(500, "boom")]);
+    let base = script.serve().await;
+    let client = client(OpenAiConfig {
+        retry: RetryPolicy { max_attempts: u32::MAX, base_delay: Duration::ZERO, max_delay: Duration::ZERO },
+        ..config(&base)
+    });
+    let e = fail(&client).await;
+    assert_eq!((e.reason(), e.attempts(), script.hits()), ("model_http_5xx", MAX_ATTEMPTS, MAX_ATTEMPTS as usize));
+}
+
+#[tokio::test]
+async fn the_request_budget_ends_retries_and_cuts_the_attempt_short() {
+    let router = Router::new().route("/v1/chat/completions", post(std::future::pending::<String>));
+    let base = serve(router).await;
+    let client = client(OpenAiConfig {
+        request_timeout: Duration::from_secs(3600),
+        request_budget: Some(Duration::from_millis(300)),
+        retry: RetryPolicy { max_attempts: 10, base_delay: Duration::ZERO, max_delay: Duration::ZERO },
+        ..config(&base)
+    });
+    // the guard only turns a hang into a failure; the budget itself ends the request
+    let e = tokio::time::timeout(Duration::from_secs(60), fail(&client)).await.expect("the budget did not end the request");
+    assert_eq!((e.reason(), e.attempts()), ("model_timeout", 1));
+    assert!(e.message().ends_with("request budget spent"), "{e}");
+}
+
+#[tokio::test]
+async fn error_bodies_are_excerpted_short_and_printable() {
+    let body = format!("{}\u{1b}[2J secret tail", "é".repeat(50_000));
+    let script = Script::new(vec![canned(400, body)]);
+    let base = script.serve().await;
+    let e = fail(&client(config(&base))).await;
+    assert_eq!(e.reason(), "model_rejected");
+    assert!(e.message().len() <= MAX_MESSAGE_BYTES, "{}", e.message().len());
+    assert!(e.message().is_ascii() || e.message().ends_with('…') || e.message().ends_with("…\""), "{e}");
+    assert!(!e.message().contains('\u{1b}') && !e.message().contains("secret"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unknown_finish_reason_is_not_echoed() {
+    let body = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "\u{1b}[31minjected"}]});
+    let script = Script::new(vec![canned(200, body.to_string())]);
+    let base = script.serve().await;
+    let e = fail(&client(config(&base))).await;
+    assert_eq!(e.reason(), "model_empty_response");
+    assert!(e.message().ends_with("finish_reason other") && !e.message().contains("injected"), "{e}");
 }

@@ -570,6 +570,10 @@ async fn zero_latency_never_sleeps_and_configured_latency_does() {
     assert!((35.0..70.0).contains(&ms[100]), "median {}", ms[100]);
     let un = Latency::Uniform { base_ms: 10, jitter_ms: 5 };
     assert!((0..200).map(|n| un.draw(1, n)).all(|d| (10..=15).contains(&(d.as_millis() as u64))));
+    // hostile numbers give some delay, never a panic
+    assert_eq!(Latency::LogNormal { median_ms: f64::NAN, sigma: 1.0 }.draw(1, 1), Duration::ZERO);
+    assert_eq!(Latency::LogNormal { median_ms: 1.0, sigma: f64::INFINITY }.draw(1, 1).as_secs(), 3600);
+    assert_eq!(Latency::Uniform { base_ms: u64::MAX, jitter_ms: u64::MAX }.draw(1, 1), Duration::from_millis(u64::MAX));
 }
 
 #[tokio::test]

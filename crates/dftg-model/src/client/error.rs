@@ -19,10 +19,14 @@ pub enum ModelErrorKind {
     MalformedResponse,
     /// A completion whose content is empty, whitespace or null: `model_empty_response`.
     EmptyResponse,
+    /// A reply longer than the client's reply limit (or a body too large to hold one):
+    /// `reply_too_long`. Not a caption; refused whole rather than truncated, so no record is
+    /// built from a cut-off text.
+    ReplyTooLong,
 }
 
 impl ModelErrorKind {
-    pub const ALL: [ModelErrorKind; 7] = [
+    pub const ALL: [ModelErrorKind; 8] = [
         ModelErrorKind::Unreachable,
         ModelErrorKind::Timeout,
         ModelErrorKind::Http5xx,
@@ -30,6 +34,7 @@ impl ModelErrorKind {
         ModelErrorKind::Rejected,
         ModelErrorKind::MalformedResponse,
         ModelErrorKind::EmptyResponse,
+        ModelErrorKind::ReplyTooLong,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -41,11 +46,13 @@ impl ModelErrorKind {
             ModelErrorKind::Rejected => "model_rejected",
             ModelErrorKind::MalformedResponse => "model_malformed_response",
             ModelErrorKind::EmptyResponse => "model_empty_response",
+            ModelErrorKind::ReplyTooLong => "reply_too_long",
         }
     }
 
     /// Transient failures are retried. A rejection would be rejected again; an empty answer is
-    /// usually a deterministic refusal, so asking again mostly wastes model time.
+    /// usually a deterministic refusal, and a runaway reply would run away again, so asking
+    /// again mostly wastes model time.
     pub fn retryable(self) -> bool {
         match self {
             ModelErrorKind::Unreachable
@@ -53,13 +60,14 @@ impl ModelErrorKind {
             | ModelErrorKind::Http5xx
             | ModelErrorKind::RateLimited
             | ModelErrorKind::MalformedResponse => true,
-            ModelErrorKind::Rejected | ModelErrorKind::EmptyResponse => false,
+            ModelErrorKind::Rejected | ModelErrorKind::EmptyResponse | ModelErrorKind::ReplyTooLong => false,
         }
     }
 }
 
 /// A failed model request. The message is lowercase and names what failed (endpoint URL,
-/// status, a short body excerpt); it never contains the API key.
+/// status, for error statuses a short printable-ascii excerpt of the body); it never contains
+/// the API key or the text of a reply.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message} (attempts: {attempts})")]
 pub struct ModelError {
@@ -73,7 +81,7 @@ pub struct ModelError {
 impl ModelError {
     /// A failure after one attempt; `with_attempts` corrects the count after retries.
     pub fn new(kind: ModelErrorKind, message: impl Into<String>) -> Self {
-        ModelError { kind, message: message.into(), status: None, retry_after: None, attempts: 1 }
+        ModelError { kind, message: bounded(message.into()), status: None, retry_after: None, attempts: 1 }
     }
 
     pub fn unreachable(message: impl Into<String>) -> Self {
@@ -97,6 +105,9 @@ impl ModelError {
     pub fn empty(message: impl Into<String>) -> Self {
         Self::new(ModelErrorKind::EmptyResponse, message)
     }
+    pub fn reply_too_long(message: impl Into<String>) -> Self {
+        Self::new(ModelErrorKind::ReplyTooLong, message)
+    }
 
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
@@ -104,6 +115,11 @@ impl ModelError {
     }
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
         self.retry_after = retry_after;
+        self
+    }
+    /// Appends why the client stopped here (e.g. the retry budget), keeping the cap.
+    pub(crate) fn with_note(mut self, note: &str) -> Self {
+        self.message = bounded(format!("{}; {note}", self.message));
         self
     }
     pub fn with_attempts(mut self, attempts: u32) -> Self {
@@ -136,5 +152,34 @@ impl ModelError {
     /// The message without the attempt count.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+/// Messages are capped: they end up in records, logs and job status, and parts of them (error
+/// bodies, transport causes) come from the endpoint.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_capped_at_a_char_boundary() {
+        let e = ModelError::malformed("é".repeat(MAX_MESSAGE_BYTES));
+        assert!(e.message().len() <= MAX_MESSAGE_BYTES + '…'.len_utf8(), "{}", e.message().len());
+        assert!(e.message().ends_with('…'));
+        assert_eq!(ModelError::timeout("short").message(), "short");
     }
 }

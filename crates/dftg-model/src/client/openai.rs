@@ -20,12 +20,27 @@ use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, 
 /// Environment variables read for the API key, in order.
 pub const API_KEY_ENV: [&str; 2] = ["DFTG_API_KEY", "OPENAI_API_KEY"];
 
-/// A successful body larger than this is not a caption; refusing it bounds memory per request.
+/// Longest reply text accepted by default: captions are 1–2 KB, so 64 KiB is a runaway
+/// generation, not a description (see [`OpenAiConfig::max_reply_bytes`]).
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 << 10;
+/// A request's time budget over all its attempts and backoff waits, in request timeouts, when
+/// the config sets none (see [`OpenAiConfig::request_budget`]).
+pub const DEFAULT_BUDGET_TIMEOUTS: u32 = 4;
+/// No successful body is read past this, whatever the reply limit (the model list included).
 const MAX_SUCCESS_BODY: usize = 8 << 20;
-/// Error bodies are only quoted, so little of them is kept.
-const MAX_ERROR_BODY: usize = 64 << 10;
-/// Characters of a body quoted in an error message.
-const EXCERPT_CHARS: usize = 200;
+/// JSON around the reply text in a completion body: ids, usage, role, finish reason, and the
+/// extra fields some servers add.
+const REPLY_BODY_OVERHEAD: usize = 64 << 10;
+/// Error bodies are only excerpted, so little of them is read.
+const MAX_ERROR_BODY: usize = 4 << 10;
+/// Characters of an error body quoted in an error message.
+const EXCERPT_CHARS: usize = 120;
+
+/// The largest completion body read for a reply limit: escaping can grow the text (quotes and
+/// newlines double, `\uXXXX` triples a two-byte character), hence 4×, plus the JSON around it.
+fn reply_body_limit(max_reply_bytes: usize) -> usize {
+    max_reply_bytes.saturating_mul(4).saturating_add(REPLY_BODY_OVERHEAD).min(MAX_SUCCESS_BODY)
+}
 
 /// The first non-empty key among [`API_KEY_ENV`], looked up with `lookup` (a parameter so tests
 /// need not mutate the process environment).
@@ -45,6 +60,14 @@ pub struct OpenAiConfig {
     pub temperature: Option<f32>,
     /// Per attempt: connect, send, and read the whole answer.
     pub request_timeout: Duration,
+    /// Per request, over all attempts and backoff waits, counted from the moment the first
+    /// attempt gets an in-flight slot; `None`: [`DEFAULT_BUDGET_TIMEOUTS`] × `request_timeout`.
+    /// An attempt never runs past it, and no retry starts after it.
+    pub request_budget: Option<Duration>,
+    /// Longest reply text accepted (bytes of UTF-8), at most 2 MiB; a longer reply, or a body
+    /// too large to hold one, is a `reply_too_long` error. The body is read only up to a few
+    /// times this, so memory per request stays small whatever the server sends.
+    pub max_reply_bytes: usize,
     pub connect_timeout: Duration,
     /// Requests in flight at once, over all callers of this client.
     pub max_in_flight: usize,
@@ -63,6 +86,8 @@ impl Default for OpenAiConfig {
             max_tokens: Some(512),
             temperature: None,
             request_timeout: Duration::from_secs(60),
+            request_budget: None,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             connect_timeout: Duration::from_secs(10),
             max_in_flight: 64,
             retry: RetryPolicy::default(),
@@ -94,6 +119,8 @@ impl fmt::Debug for OpenAiConfig {
             .field("max_tokens", &self.max_tokens)
             .field("temperature", &self.temperature)
             .field("request_timeout", &self.request_timeout)
+            .field("request_budget", &self.request_budget)
+            .field("max_reply_bytes", &self.max_reply_bytes)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("retry", &self.retry)
@@ -173,6 +200,12 @@ impl OpenAiClient {
         if config.connect_timeout.is_zero() {
             return Err(invalid("connect_timeout", "must be positive"));
         }
+        if config.request_budget.is_some_and(|b| b.is_zero()) {
+            return Err(invalid("request_budget", "must be positive"));
+        }
+        if config.max_reply_bytes == 0 || config.max_reply_bytes > MAX_SUCCESS_BODY / 4 {
+            return Err(invalid("max_reply_bytes", format!("must be in 1..={}", MAX_SUCCESS_BODY / 4)));
+        }
         if let Some(t) = config.temperature {
             if !t.is_finite() || t < 0.0 {
                 return Err(invalid("temperature", format!("{t} is not a non-negative number")));
@@ -226,38 +259,46 @@ impl OpenAiClient {
     /// whether to wait and try again. Does not take an in-flight slot.
     pub async fn list_models(&self) -> Result<ModelList, ModelError> {
         let url = &self.inner.models_shown;
-        let request = self.authorized(self.inner.http.get(self.inner.models_url.clone()));
-        let raw = self.fetch(request, url).await?;
+        let timeout = self.inner.config.request_timeout;
+        let request = self.authorized(self.inner.http.get(self.inner.models_url.clone()), timeout);
+        let raw = self.fetch(request, url, MAX_SUCCESS_BODY, timeout).await?;
         if !raw.status.is_success() {
             return Err(status_error(&raw, url));
         }
+        let code = raw.status.as_u16();
         if raw.truncated {
-            return Err(too_large(&raw, url));
+            return Err(ModelError::malformed(format!("model list from {url} (http {code}) exceeds {MAX_SUCCESS_BODY} bytes")).with_status(code));
         }
-        serde_json::from_slice(&raw.body).map_err(|e| {
-            ModelError::malformed(format!("malformed model list from {url}: {e}; body {}", excerpt(&raw.body)))
-                .with_status(raw.status.as_u16())
-        })
+        serde_json::from_slice(&raw.body)
+            .map_err(|e| ModelError::malformed(format!("malformed model list from {url} (http {code}): {}", json_problem(&e, raw.body.len()))).with_status(code))
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let request = request.timeout(self.inner.config.request_timeout);
+    /// The request budget (see [`OpenAiConfig::request_budget`]); `None` when it overflows.
+    fn budget(&self) -> Option<Duration> {
+        let c = &self.inner.config;
+        c.request_budget.or_else(|| c.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder, timeout: Duration) -> reqwest::RequestBuilder {
+        let request = request.timeout(timeout);
         match &self.inner.auth {
             Some(auth) => request.header(AUTHORIZATION, auth.clone()),
             None => request,
         }
     }
 
-    /// Sends and reads the body, mapping transport failures; statuses are left to the caller.
-    async fn fetch(&self, request: reqwest::RequestBuilder, url: &str) -> Result<Raw, ModelError> {
-        let mut response = request.send().await.map_err(|e| self.transport_error(e, url))?;
+    /// Sends and reads the body up to `success_limit` bytes (error bodies: less), mapping
+    /// transport failures; statuses are left to the caller. Reading stops at the limit, so a
+    /// server cannot make the client hold more.
+    async fn fetch(&self, request: reqwest::RequestBuilder, url: &str, success_limit: usize, timeout: Duration) -> Result<Raw, ModelError> {
+        let mut response = request.send().await.map_err(|e| transport_error(e, url, timeout))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let limit = if status.is_success() { MAX_SUCCESS_BODY } else { MAX_ERROR_BODY };
+        let limit = if status.is_success() { success_limit } else { MAX_ERROR_BODY };
         let mut body = Vec::new();
         let mut truncated = response.content_length().is_some_and(|n| n > limit as u64);
         while !truncated {
-            match response.chunk().await.map_err(|e| self.transport_error(e, url))? {
+            match response.chunk().await.map_err(|e| transport_error(e, url, timeout))? {
                 Some(chunk) => {
                     let room = limit - body.len();
                     truncated = chunk.len() > room;
@@ -269,28 +310,24 @@ impl OpenAiClient {
         Ok(Raw { status, retry_after, body: Bytes::from(body), truncated })
     }
 
-    fn transport_error(&self, e: reqwest::Error, url: &str) -> ModelError {
-        if e.is_connect() {
-            ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
-        } else if e.is_timeout() {
-            ModelError::timeout(format!(
-                "no complete answer from {url} within {} ms",
-                self.inner.config.request_timeout.as_millis()
-            ))
-        } else {
-            ModelError::unreachable(format!("request to {url} failed: {}", root_cause(e)))
-        }
-    }
-
-    /// The JSON body, built once and reused by every attempt.
+    /// The JSON body; built once per request and shared (as `Bytes`) by every attempt.
     fn encode(&self, req: &ModelRequest) -> Result<Bytes, ModelError> {
         encode_chat_body(&self.inner.config.model, &req.prompt, &req.mime, &req.image, self.inner.config.max_tokens, self.inner.config.temperature)
             .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown)))
     }
 
-    /// One attempt: holds an in-flight slot from send to the end of the body, no longer.
-    async fn attempt(&self, body: &Bytes, attempt: u32) -> Result<(String, Duration), ModelError> {
+    /// One attempt: holds an in-flight slot from send to the end of the body, no longer. The
+    /// first attempt encodes the body (so requests queued for a slot hold no encoded copy of
+    /// their image) and starts the budget's clock.
+    async fn attempt(
+        &self,
+        req: &ModelRequest,
+        body: &mut Option<Bytes>,
+        deadline: &mut Option<Instant>,
+        attempt: u32,
+    ) -> Result<(String, Duration), ModelError> {
         let url = &self.inner.completions_shown;
+        let config = &self.inner.config;
         let raw = {
             let _slot = self
                 .inner
@@ -299,11 +336,28 @@ impl OpenAiClient {
                 .await
                 .map_err(|_| ModelError::unreachable(format!("client for {url} is closed")))?;
             let started = Instant::now();
+            if attempt == 1 {
+                *deadline = self.budget().and_then(|b| started.checked_add(b));
+            }
+            let timeout = match *deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(started);
+                    if left.is_zero() {
+                        return Err(ModelError::timeout(format!("request budget for {url} spent before attempt {attempt}")));
+                    }
+                    left.min(config.request_timeout)
+                }
+                None => config.request_timeout,
+            };
+            let payload = match body {
+                Some(b) => b.clone(),
+                None => body.insert(self.encode(req)?).clone(),
+            };
             let request = self
-                .authorized(self.inner.http.post(self.inner.completions_url.clone()))
+                .authorized(self.inner.http.post(self.inner.completions_url.clone()), timeout)
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            let raw = self.fetch(request, url).await;
+                .body(payload);
+            let raw = self.fetch(request, url, reply_body_limit(config.max_reply_bytes), timeout).await;
             let latency = started.elapsed();
             tracing::debug!(
                 attempt,
@@ -314,18 +368,19 @@ impl OpenAiClient {
             raw.map(|r| (r, latency))
         };
         let (raw, latency) = raw?;
-        interpret_completion(&raw, url).map(|text| (text, latency))
+        interpret_completion(&raw, url, config.max_reply_bytes).map(|text| (text, latency))
     }
 
     async fn complete_inner(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
         let span = tracing::Span::current();
-        let body = self.encode(req)?;
         let max_attempts = self.inner.config.retry.attempts();
+        let mut body = None;
+        let mut deadline = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
             span.record("attempts", attempt);
-            match self.attempt(&body, attempt).await {
+            match self.attempt(req, &mut body, &mut deadline, attempt).await {
                 Ok((text, latency)) => {
                     span.record("status", 200u16);
                     span.record("latency_ms", latency.as_millis() as u64);
@@ -341,6 +396,11 @@ impl OpenAiClient {
                         return Err(e.with_attempts(attempt));
                     }
                     let delay = self.inner.jitter.delay(&self.inner.config.retry, attempt, e.retry_after());
+                    if deadline.is_some_and(|d| Instant::now().checked_add(delay).is_none_or(|at| at >= d)) {
+                        span.record("reason", e.reason());
+                        tracing::warn!(reason = e.reason(), error = %e.message(), attempts = attempt, "model request failed, budget spent");
+                        return Err(e.with_attempts(attempt).with_note("request budget spent"));
+                    }
                     tracing::debug!(
                         attempt,
                         reason = e.reason(),
@@ -374,32 +434,41 @@ impl ModelClient for OpenAiClient {
     }
 }
 
-/// A completion's text, or why there is none.
-fn interpret_completion(raw: &Raw, url: &str) -> Result<String, ModelError> {
+/// A completion's text, or why there is none. A successful body is model output: messages
+/// describe it (size, where the JSON broke) but never quote it.
+fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<String, ModelError> {
     if !raw.status.is_success() {
         return Err(status_error(raw, url));
     }
-    if raw.truncated {
-        return Err(too_large(raw, url));
-    }
     let code = raw.status.as_u16();
-    let parsed: ChatResponse = serde_json::from_slice(&raw.body).map_err(|e| {
-        ModelError::malformed(format!("malformed response from {url} (http {code}): {e}; body {}", excerpt(&raw.body)))
-            .with_status(code)
-    })?;
-    let Some(choice) = parsed.choices.into_iter().next() else {
-        return Err(ModelError::malformed(format!(
-            "response from {url} (http {code}) has no choices; body {}",
-            excerpt(&raw.body)
+    if raw.truncated {
+        return Err(ModelError::reply_too_long(format!(
+            "response from {url} (http {code}) exceeds {} bytes, more than a reply of at most {max_reply_bytes} bytes needs",
+            reply_body_limit(max_reply_bytes)
         ))
         .with_status(code));
+    }
+    let parsed: ChatResponse = serde_json::from_slice(&raw.body)
+        .map_err(|e| ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len()))).with_status(code))?;
+    let Some(choice) = parsed.choices.into_iter().next() else {
+        return Err(ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code));
     };
     match choice.message.content {
+        Some(text) if text.len() > max_reply_bytes => Err(ModelError::reply_too_long(format!(
+            "reply from {url} (http {code}) is {} bytes, over the limit of {max_reply_bytes} bytes",
+            text.len()
+        ))
+        .with_status(code)),
         Some(text) if !text.trim().is_empty() => Ok(text),
         content => Err(ModelError::empty(format!(
             "empty response from {url} (http {code}): content is {}, finish_reason {}",
             if content.is_none() { "null" } else { "blank" },
-            choice.finish_reason.as_deref().unwrap_or("absent")
+            match choice.finish_reason.as_deref() {
+                // the server's word, shown only when it is one of the documented values
+                Some(r @ ("stop" | "length" | "content_filter" | "tool_calls" | "function_call")) => r,
+                Some(_) => "other",
+                None => "absent",
+            }
         ))
         .with_status(code)),
     }
@@ -419,13 +488,26 @@ fn status_error(raw: &Raw, url: &str) -> ModelError {
     }
 }
 
-fn too_large(raw: &Raw, url: &str) -> ModelError {
-    ModelError::malformed(format!(
-        "response from {url} (http {}) exceeds {} bytes",
-        raw.status.as_u16(),
-        MAX_SUCCESS_BODY
-    ))
-    .with_status(raw.status.as_u16())
+/// What is wrong with a body that did not parse, without quoting it: serde's own message may
+/// quote the offending value ("invalid type: string \"…\"").
+fn json_problem(e: &serde_json::Error, len: usize) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax => "not json",
+        serde_json::error::Category::Eof => "truncated json",
+        serde_json::error::Category::Data => "json of the wrong shape",
+        serde_json::error::Category::Io => "unreadable",
+    };
+    format!("{what} at line {} column {} ({len} bytes)", e.line(), e.column())
+}
+
+fn transport_error(e: reqwest::Error, url: &str, timeout: Duration) -> ModelError {
+    if e.is_connect() {
+        ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
+    } else if e.is_timeout() {
+        ModelError::timeout(format!("no complete answer from {url} within {} ms", timeout.as_millis()))
+    } else {
+        ModelError::unreachable(format!("request to {url} failed: {}", root_cause(e)))
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -443,25 +525,36 @@ fn root_cause(e: reqwest::Error) -> String {
     cause.to_string().to_lowercase()
 }
 
-/// A short, quoted, single-line excerpt of a body.
+/// A short, quoted, single-line excerpt of an error body: printable ASCII only (any other
+/// character becomes `?`), whitespace collapsed, at most [`EXCERPT_CHARS`] characters; servers
+/// say useful things there ("image too large"), but nothing else of the body is kept.
 fn excerpt(body: &[u8]) -> String {
     if body.is_empty() {
         return "(empty)".to_owned();
     }
-    // Enough bytes for the excerpt even if whitespace collapses; bounds the work on huge bodies.
-    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_CHARS * 8)]);
-    let mut out = String::new();
-    for (i, word) in text.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
+    let mut out = String::with_capacity(EXCERPT_CHARS + 4);
+    let mut gap = false;
+    let mut cut = false;
+    for &b in body {
+        // UTF-8 continuation bytes: their character already became one `?`
+        if (0x80..0xc0).contains(&b) {
+            continue;
         }
-        out.push_str(word);
-        if out.chars().count() > EXCERPT_CHARS {
+        if b.is_ascii_whitespace() || b.is_ascii_control() {
+            gap = !out.is_empty();
+            continue;
+        }
+        if out.len() + usize::from(gap) >= EXCERPT_CHARS {
+            cut = true;
             break;
         }
+        if gap {
+            out.push(' ');
+            gap = false;
+        }
+        out.push(if b.is_ascii_graphic() { char::from(b) } else { '?' });
     }
-    if out.chars().count() > EXCERPT_CHARS {
-        out = out.chars().take(EXCERPT_CHARS).collect();
+    if cut {
         out.push('…');
     }
     format!("{out:?}")
@@ -572,6 +665,18 @@ mod tests {
         assert_eq!(field(OpenAiConfig { max_in_flight: 0, ..ok() }), "max_in_flight");
         assert_eq!(field(OpenAiConfig { request_timeout: Duration::ZERO, ..ok() }), "request_timeout");
         assert_eq!(field(OpenAiConfig { temperature: Some(f32::NAN), ..ok() }), "temperature");
+        assert_eq!(field(OpenAiConfig { request_budget: Some(Duration::ZERO), ..ok() }), "request_budget");
+        assert_eq!(field(OpenAiConfig { max_reply_bytes: 0, ..ok() }), "max_reply_bytes");
+        assert_eq!(field(OpenAiConfig { max_reply_bytes: usize::MAX, ..ok() }), "max_reply_bytes");
+        // extreme but valid numbers build a client (no overflow, no panic)
+        let extreme = OpenAiConfig {
+            request_timeout: Duration::MAX,
+            connect_timeout: Duration::MAX,
+            retry: RetryPolicy { max_attempts: u32::MAX, base_delay: Duration::MAX, max_delay: Duration::MAX },
+            ..ok()
+        };
+        let client = OpenAiClient::new(extreme).expect("extreme config");
+        assert_eq!(client.budget(), None);
         let bad_key = OpenAiConfig { api_key: Some("sk\nx".into()), ..ok() };
         let msg = OpenAiClient::new(bad_key).map(|_| ()).map_err(|e| e.to_string());
         assert!(matches!(&msg, Err(m) if m.contains("api_key") && !m.contains("sk\nx")), "{msg:?}");
@@ -590,12 +695,30 @@ mod tests {
     }
 
     #[test]
-    fn excerpts_are_short_single_line_and_quoted() {
+    fn excerpts_are_short_single_line_printable_ascii_and_quoted() {
         assert_eq!(excerpt(b""), "(empty)");
         assert_eq!(excerpt(b"bad\n  image"), "\"bad image\"");
-        let long = "x".repeat(1000);
+        assert_eq!(excerpt("caf\u{e9} \u{1b}[31mred\u{7}".as_bytes()), "\"caf? [31mred\"");
+        assert_eq!(excerpt(b"say \"hi\""), "\"say \\\"hi\\\"\"");
+        let long = "x".repeat(100_000);
         let e = excerpt(long.as_bytes());
         assert!(e.chars().count() <= EXCERPT_CHARS + 3 && e.ends_with("…\""), "{e}");
+    }
+
+    #[test]
+    fn json_problems_never_quote_the_body() {
+        let e = serde_json::from_slice::<ChatResponse>(br#"{"choices":"secret reply text"}"#).unwrap_err();
+        let shown = json_problem(&e, 31);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.starts_with("json of the wrong shape at line 1"), "{shown}");
+        let e = serde_json::from_slice::<ChatResponse>(b"<html>").unwrap_err();
+        assert!(json_problem(&e, 6).starts_with("not json"));
+    }
+
+    #[test]
+    fn the_body_limit_follows_the_reply_limit() {
+        assert_eq!(reply_body_limit(DEFAULT_MAX_REPLY_BYTES), 4 * DEFAULT_MAX_REPLY_BYTES + REPLY_BODY_OVERHEAD);
+        assert_eq!(reply_body_limit(usize::MAX), MAX_SUCCESS_BODY);
     }
 
     #[test]

@@ -6,10 +6,15 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Attempts per request at most, whatever the policy says: a hostile or mistyped
+/// `max_attempts = 4294967295` must not retry for ever.
+pub const MAX_ATTEMPTS: u32 = 10;
+
 /// How often and how patiently a failed request is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Total attempts, the first one included (0 is treated as 1).
+    /// Total attempts, the first one included (0 is treated as 1, more than [`MAX_ATTEMPTS`]
+    /// as [`MAX_ATTEMPTS`]).
     pub max_attempts: u32,
     /// Backoff ceiling for the first retry; doubles per attempt.
     pub base_delay: Duration,
@@ -30,7 +35,7 @@ impl RetryPolicy {
     }
 
     pub(crate) fn attempts(&self) -> u32 {
-        self.max_attempts.max(1)
+        self.max_attempts.clamp(1, MAX_ATTEMPTS)
     }
 
     /// The wait after failed attempt `failed` (1-based). A server's `Retry-After` wins (capped);
@@ -147,7 +152,18 @@ mod tests {
     }
 
     #[test]
-    fn zero_attempts_means_one() {
+    fn zero_attempts_means_one_and_attempts_are_capped() {
         assert_eq!(RetryPolicy { max_attempts: 0, ..policy() }.attempts(), 1);
+        assert_eq!(RetryPolicy { max_attempts: u32::MAX, ..policy() }.attempts(), MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn hostile_delays_do_not_panic() {
+        let p = RetryPolicy { max_attempts: u32::MAX, base_delay: Duration::MAX, max_delay: Duration::MAX };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for failed in [0, 1, 31, 32, 64, u32::MAX] {
+            let _ = p.delay(failed, None, &mut rng);
+            assert_eq!(p.delay(failed, Some(Duration::MAX), &mut rng), Duration::MAX);
+        }
     }
 }

@@ -66,14 +66,15 @@ impl Latency {
             Latency::Fixed { ms } => Duration::from_millis(ms),
             Latency::Uniform { base_ms, jitter_ms } => {
                 let j = if jitter_ms == 0 { 0 } else { (u(0) * (jitter_ms as f64 + 1.0)) as u64 };
-                Duration::from_millis(base_ms + j.min(jitter_ms))
+                Duration::from_millis(base_ms.saturating_add(j.min(jitter_ms)))
             }
             Latency::LogNormal { median_ms, sigma } => {
                 // Box–Muller.
                 let (u1, u2) = (u(0).max(f64::MIN_POSITIVE), u(1));
                 let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
                 let ms = median_ms * (sigma * z).exp();
-                Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0))
+                // a NaN (from a NaN or infinite parameter) survives clamp and would panic here
+                Duration::try_from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)).unwrap_or(Duration::ZERO)
             }
         }
     }
