@@ -76,10 +76,18 @@ pub fn manifest_entry(line: &str, line_no: usize, part: Option<&str>) -> PlanEnt
         return long_manifest_line(line.len() as u64, MAX_MANIFEST_LINE_BYTES, line_no, part);
     }
     match parse_manifest_line(line, line_no) {
+        Ok(truth) if truth.image.len() > MAX_KEY_BYTES || truth.file.as_ref().is_some_and(|f| f.len() > MAX_KEY_BYTES) => {
+            bad_manifest_line(format!("manifest line {line_no}: an image key or file name is over {MAX_KEY_BYTES} bytes"), line_no, part)
+        }
         Ok(truth) => PlanEntry { truth, error: None },
-        Err(e) => bad_manifest_line(e.to_string(), line_no, part),
+        // the parser's message can quote the line: keep its position only, bounded
+        Err(e) => bad_manifest_line(crate::error::bounded(&e.to_string(), 200), line_no, part),
     }
 }
+
+/// Image keys and file names travel into records, logs and object keys: a few hundred bytes
+/// is plenty, more is not an image key.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The entry of a manifest line longer than `max` bytes (`bytes` long, or at least that).
 pub fn long_manifest_line(bytes: u64, max: usize, line_no: usize, part: Option<&str>) -> PlanEntry {

@@ -127,7 +127,7 @@ pub fn init(role: &str) {
         m.model_request_errors.with_label_values(&[kind.reason()]);
         m.image_errors.with_label_values(&[kind.reason()]);
     }
-    for reason in ["corrupt_image", "missing_image", "bad_annotation", "store_error"] {
+    for reason in ["corrupt_image", "missing_image", "image_too_large", "bad_annotation", "store_error", "shard_failed"] {
         m.image_errors.with_label_values(&[reason]);
     }
     for t in dftg_core::llava::InstructionType::ALL {
