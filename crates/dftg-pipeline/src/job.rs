@@ -46,6 +46,173 @@ pub struct JobSpec {
     /// given up) the job ends `failed`; at or below it, `done` with the failures counted.
     #[serde(default = "default_max_failed_fraction", skip_serializing_if = "is_default_max_failed_fraction")]
     pub max_failed_fraction: f64,
+    /// Where the ground truth comes from: the corpus's annotations (default), or a detector
+    /// (and a judge) asked about what each caption claims.
+    #[serde(default, skip_serializing_if = "TruthSpec::is_default")]
+    pub truth: TruthSpec,
+}
+
+/// `[truth]`: the source of the image information.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruthSpec {
+    #[serde(default)]
+    pub source: TruthSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeSpec>,
+}
+
+impl TruthSpec {
+    fn is_default(&self) -> bool {
+        *self == TruthSpec::default()
+    }
+
+    /// Whether the plan may read the corpus's annotation file.
+    pub fn uses_annotations(&self) -> bool {
+        self.source != TruthSource::Detector
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TruthSource {
+    /// The corpus's annotations (COCO instances, a manifest, an object map).
+    #[default]
+    #[serde(rename = "annotations")]
+    Annotations,
+    /// A detector (and optionally a judge); the annotation file is not read even if present.
+    #[serde(rename = "detector")]
+    Detector,
+    /// Annotations for the concepts they cover, the detector for the others.
+    #[serde(rename = "annotations+detector")]
+    AnnotationsAndDetector,
+}
+
+impl TruthSource {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "annotations" => Some(TruthSource::Annotations),
+            "detector" => Some(TruthSource::Detector),
+            "annotations+detector" => Some(TruthSource::AnnotationsAndDetector),
+            _ => None,
+        }
+    }
+}
+
+/// `[truth.detector]`: an open-vocabulary detector over HTTP, or the built-in simulator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSpec {
+    /// `sim` (the simulator plays the detector) or `http` (an endpoint).
+    #[serde(default = "default_detector_kind")]
+    pub kind: String,
+    /// For `http`: the URL requests go to (`hf`: the full endpoint URL; `roboflow`: the
+    /// inference server's base URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `hf`, `roboflow` (Grounding DINO) or `roboflow-yolo-world`.
+    #[serde(default = "default_detector_api")]
+    pub api: String,
+    #[serde(default = "default_service_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Labels per request (Grounding DINO's text encoder takes 256 tokens).
+    #[serde(default = "default_labels_per_request")]
+    pub max_labels_per_request: usize,
+    #[serde(default = "default_present_threshold")]
+    pub present_threshold: f32,
+    #[serde(default = "default_absent_threshold")]
+    pub absent_threshold: f32,
+    /// Concepts asked about on every image, claimed or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub always_check: Vec<String>,
+    /// Simulated detector: share of present objects it misses.
+    #[serde(default)]
+    pub sim_miss_rate: f64,
+    /// Simulated detector: share of images given a false box for a co-occurring object.
+    #[serde(default)]
+    pub sim_false_rate: f64,
+}
+
+/// `[truth.judge]`: a vision-language model asked yes/no on the uncertain claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeSpec {
+    /// `sim` (the simulator judges) or `openai` (any OpenAI-compatible vision endpoint).
+    #[serde(default = "default_judge_kind")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default = "default_service_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Simulated judge: share of wrong answers.
+    #[serde(default)]
+    pub sim_error_rate: f64,
+}
+
+fn default_detector_kind() -> String {
+    "sim".into()
+}
+fn default_judge_kind() -> String {
+    "sim".into()
+}
+fn default_detector_api() -> String {
+    "hf".into()
+}
+fn default_service_in_flight() -> usize {
+    32
+}
+fn default_labels_per_request() -> usize {
+    32
+}
+fn default_present_threshold() -> f32 {
+    0.35
+}
+fn default_absent_threshold() -> f32 {
+    0.15
+}
+
+impl DetectorSpec {
+    pub fn sim() -> Self {
+        DetectorSpec {
+            kind: default_detector_kind(),
+            endpoint: None,
+            api: default_detector_api(),
+            max_in_flight: default_service_in_flight(),
+            timeout_secs: default_timeout(),
+            max_attempts: default_attempts(),
+            max_labels_per_request: default_labels_per_request(),
+            present_threshold: default_present_threshold(),
+            absent_threshold: default_absent_threshold(),
+            always_check: Vec::new(),
+            sim_miss_rate: 0.0,
+            sim_false_rate: 0.0,
+        }
+    }
+}
+
+impl JudgeSpec {
+    pub fn sim() -> Self {
+        JudgeSpec {
+            kind: default_judge_kind(),
+            endpoint: None,
+            model: None,
+            max_in_flight: default_service_in_flight(),
+            timeout_secs: default_timeout(),
+            max_attempts: default_attempts(),
+            sim_error_rate: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +359,7 @@ impl JobSpec {
             generation: GenerationConfig::default(),
             out: None,
             max_failed_fraction: default_max_failed_fraction(),
+            truth: TruthSpec::default(),
         }
     }
 
@@ -316,10 +484,78 @@ impl JobSpec {
             return Err(PipelineError::invalid("model.sim_fault_rate", "must be within [0, 1]"));
         }
         self.generation.validate().map_err(|e| PipelineError::invalid("generation", e.to_string()))?;
+        self.validate_truth()?;
         if let Some(id) = &self.job_id {
             if !is_job_id(id) {
                 return Err(PipelineError::invalid("job_id", format!("use 1 to {MAX_JOB_ID_LEN} letters, digits, '-' and '_'")));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_truth(&self) -> Result<(), PipelineError> {
+        use limits::*;
+        let t = &self.truth;
+        let service = |prefix: &str, kind: &str, endpoint: &Option<String>, in_flight: usize, timeout: f64, attempts: u32| {
+            match (kind, endpoint) {
+                ("sim", _) => {}
+                ("http" | "openai", Some(e)) => {
+                    crate::policy::EndpointRoot::parse(e).map_err(|why| PipelineError::invalid(format!("{prefix}.endpoint"), why))?;
+                }
+                ("http" | "openai", None) => return Err(PipelineError::invalid(format!("{prefix}.endpoint"), "an endpoint is needed")),
+                _ => return Err(PipelineError::invalid(format!("{prefix}.kind"), "unknown kind")),
+            }
+            if in_flight == 0 || in_flight > 4096 {
+                return Err(PipelineError::invalid(format!("{prefix}.max_in_flight"), "must be between 1 and 4096"));
+            }
+            if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
+                return Err(PipelineError::invalid(format!("{prefix}.timeout_secs"), format!("must be a number of seconds in (0, {MAX_TIMEOUT_SECS}]")));
+            }
+            if attempts == 0 || attempts > MAX_ATTEMPTS {
+                return Err(PipelineError::invalid(format!("{prefix}.max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS}")));
+            }
+            Ok(())
+        };
+        let rate = |field: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(PipelineError::invalid(field, "must be within [0, 1]"))
+            }
+        };
+        if t.source != TruthSource::Annotations && t.detector.is_none() {
+            return Err(PipelineError::invalid("truth.detector", "a detector is needed for this truth source"));
+        }
+        if let Some(d) = &t.detector {
+            service("truth.detector", &d.kind, &d.endpoint, d.max_in_flight, d.timeout_secs, d.max_attempts)?;
+            if d.kind == "openai" {
+                return Err(PipelineError::invalid("truth.detector.kind", "sim or http"));
+            }
+            if !matches!(d.api.as_str(), "hf" | "roboflow" | "roboflow-yolo-world") {
+                return Err(PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"));
+            }
+            if d.max_labels_per_request == 0 || d.max_labels_per_request > 1024 {
+                return Err(PipelineError::invalid("truth.detector.max_labels_per_request", "must be between 1 and 1024"));
+            }
+            let ok = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
+            if !ok(d.present_threshold) || !ok(d.absent_threshold) || d.absent_threshold > d.present_threshold {
+                return Err(PipelineError::invalid("truth.detector.present_threshold", "thresholds within [0, 1], absent_threshold <= present_threshold"));
+            }
+            if d.always_check.len() > 256 || d.always_check.iter().any(|c| c.is_empty() || c.len() > 128) {
+                return Err(PipelineError::invalid("truth.detector.always_check", "at most 256 concept names"));
+            }
+            rate("truth.detector.sim_miss_rate", d.sim_miss_rate)?;
+            rate("truth.detector.sim_false_rate", d.sim_false_rate)?;
+        }
+        if let Some(j) = &t.judge {
+            service("truth.judge", &j.kind, &j.endpoint, j.max_in_flight, j.timeout_secs, j.max_attempts)?;
+            if j.kind == "http" {
+                return Err(PipelineError::invalid("truth.judge.kind", "sim or openai"));
+            }
+            if j.kind == "openai" && j.model.as_deref().unwrap_or("").is_empty() {
+                return Err(PipelineError::invalid("truth.judge.model", "openai judges need a model name"));
+            }
+            rate("truth.judge.sim_error_rate", j.sim_error_rate)?;
         }
         Ok(())
     }

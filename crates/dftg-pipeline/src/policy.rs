@@ -182,6 +182,20 @@ impl Policy {
         } else if !self.open {
             return Err(PipelineError::invalid("model.kind", "this deployment serves only models behind an allowed endpoint (kind = \"openai\")"));
         }
+        if let Some(d) = &spec.truth.detector {
+            match d.endpoint.as_deref() {
+                Some(e) if d.kind != "sim" => self.check_endpoint("truth.detector.endpoint", e)?,
+                _ if !self.open => return Err(PipelineError::invalid("truth.detector.kind", "this deployment serves only detectors behind an allowed endpoint (kind = \"http\")")),
+                _ => {}
+            }
+        }
+        if let Some(j) = &spec.truth.judge {
+            match j.endpoint.as_deref() {
+                Some(e) if j.kind != "sim" => self.check_endpoint("truth.judge.endpoint", e)?,
+                _ if !self.open => return Err(PipelineError::invalid("truth.judge.kind", "this deployment serves only judges behind an allowed endpoint (kind = \"openai\")")),
+                _ => {}
+            }
+        }
         // names are checked against the directory now, so a job naming a missing one is
         // refused at submit instead of failing on every worker
         if let VocabSource::File(path) = self.vocabulary(&spec.vocabulary)? {
