@@ -101,10 +101,6 @@ pub async fn read_jsonl<T: serde::de::DeserializeOwned>(store: &dyn BlobStore, k
         .collect()
 }
 
-pub fn to_jsonl<T: serde::Serialize>(items: &[T]) -> Bytes {
-    encode_jsonl("jsonl", items).unwrap_or_default()
-}
-
 /// One JSON document a line; an item that cannot be encoded fails the whole object.
 pub fn encode_jsonl<T: serde::Serialize>(what: &str, items: &[T]) -> Result<Bytes, PipelineError> {
     let mut out = Vec::with_capacity(items.len() * 512);

@@ -55,7 +55,10 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
         }),
         read_jsonl::<DiagnosisRecord>(store, &diagnoses_key),
     )?;
-    let quota = inputs.plan.shards.get(shard as usize).cloned().unwrap_or_default();
+    let quota = inputs.plan.shards.get(shard as usize).cloned().ok_or_else(|| PipelineError::CorruptObject {
+        key: layout::GENERATION_PLAN.into(),
+        reason: format!("no quota for shard {shard}"),
+    })?;
     let records = generate_shard(&ctx.extractor, &inputs.profile, &diagnoses, &quota, ctx.info.spec.seed);
     let bytes = to_json(&out_key, &records, true)?;
     let outcome = ctx.info.store.put_create(&out_key, bytes).await?;

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use dftg_runtime::{BlobStore, ByteStream, StoreError};
 
 use crate::corpus::{document_entries, locate_truth, long_manifest_line, manifest_entry, PlanEntry, TruthFormat, MAX_MANIFEST_LINE_BYTES};
-use crate::diagnose::to_jsonl;
+use crate::diagnose::encode_jsonl;
 use crate::error::PipelineError;
 use crate::job::CorpusSpec;
 use crate::layout;
@@ -168,7 +168,7 @@ impl ShardWriter<'_> {
                 r?;
             }
         }
-        let (out, key, body) = (self.out, layout::plan_shard(self.done.shards), to_jsonl(&self.buf));
+        let (out, key, body) = (self.out, layout::plan_shard(self.done.shards), encode_jsonl("plan shard", &self.buf)?);
         self.writes.push(Box::pin(async move { out.put(&key, body).await }));
         self.done.shards += 1;
         self.done.images += self.buf.len() as u64;

@@ -70,8 +70,13 @@ pub async fn run_embedded(ctx: Arc<JobContext>, opts: RunOptions) -> Result<Driv
     let result = drive_job(ctx.info.clone(), io).await;
     stop.cancel();
     for t in tasks {
-        // workers finish the shard in hand before they return
-        let _ = t.await;
+        // workers finish the shard in hand before they return; one that ended in error or a
+        // panic is reported (its shards were already settled or are redone by a rerun)
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e.report(), "an embedded worker stopped"),
+            Err(e) => tracing::error!(panicked = e.is_panic(), "an embedded worker ended abnormally"),
+        }
     }
     result
 }

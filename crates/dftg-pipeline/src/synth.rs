@@ -100,7 +100,8 @@ pub fn synthesize(n: usize, seed: u64) -> Result<SynthCorpus, PipelineError> {
         "annotations": annotations,
         "categories": categories,
     });
-    Ok(SynthCorpus { images, annotations: serde_json::to_string(&doc).unwrap_or_default() })
+    let annotations = serde_json::to_string(&doc).map_err(|e| PipelineError::Encode { what: "synthetic annotations".into(), reason: e.to_string() })?;
+    Ok(SynthCorpus { images, annotations })
 }
 
 const WIDTH: u32 = 96;
@@ -193,7 +194,7 @@ pub fn write_object_map_corpus(dir: &std::path::Path, objects_json: &str, ids: O
         let names: Vec<&str> = t.objects.iter().map(|o| o.name.as_str()).collect();
         std::fs::write(dir.join(&file), placeholder_png(&t.image, &names)?).map_err(io)?;
         t.file = Some(file);
-        manifest.push_str(&serde_json::to_string(&t).unwrap_or_default());
+        manifest.push_str(&serde_json::to_string(&t).map_err(|e| PipelineError::Encode { what: "manifest line".into(), reason: e.to_string() })?);
         manifest.push('\n');
     }
     std::fs::write(dir.join("manifest.jsonl"), manifest).map_err(io)?;
