@@ -192,9 +192,14 @@ pub fn diagnose(
     prompt: &str,
     response: &str,
 ) -> DiagnosisRecord {
-    let vocab = extractor.vocab();
     let mut ex = Extraction::default();
     extractor.extract_into(response, scratch, &mut ex);
+    diagnose_extraction(extractor.vocab(), &ex, truth, prompt, response)
+}
+
+/// Steps 3–4 on an extraction already made (the detector path extracts first to know what to
+/// ask). Mentions of concepts in `unverified` must already be removed from `ex`.
+pub fn diagnose_extraction(vocab: &Vocabulary, ex: &Extraction, truth: &ImageTruth, prompt: &str, response: &str) -> DiagnosisRecord {
     let view = TruthView::new(vocab, truth);
     let (hallucinations, scores) = check(vocab, response, &ex, &view);
     let mut negated: Vec<String> = Vec::new();
@@ -216,6 +221,9 @@ pub fn diagnose(
         hallucinations,
         scores,
         error: None,
+        checked: None,
+        unverified: Vec::new(),
+        evidence: Vec::new(),
     }
 }
 

@@ -263,6 +263,14 @@ struct ImageView<'a> {
     count_errors: BTreeSet<&'a str>,
     attribute_errors: BTreeSet<&'a str>,
     mentioned: BTreeSet<&'a str>,
+    /// Concepts whose presence the truth establishes; `None`: all (annotations).
+    known: Option<BTreeSet<&'a str>>,
+}
+
+impl ImageView<'_> {
+    fn knows(&self, concept: &str) -> bool {
+        self.known.as_ref().is_none_or(|k| k.contains(concept))
+    }
 }
 
 /// Instructions for one shard of diagnoses. `seed` is the job seed.
@@ -284,7 +292,14 @@ pub fn generate_shard(
             count_errors: BTreeSet::new(),
             attribute_errors: BTreeSet::new(),
             mentioned: BTreeSet::new(),
+            known: Some(BTreeSet::new()),
         });
+        // an image is known about a concept when any of its records' truth is
+        match (&mut v.known, &d.checked) {
+            (_, None) => v.known = None,
+            (Some(k), Some(c)) => k.extend(c.iter().map(String::as_str)),
+            (None, Some(_)) => {}
+        }
         for h in &d.hallucinations {
             match h.kind {
                 HallucinationKind::Object => v.hallucinated.insert(h.concept.as_str()),
@@ -316,7 +331,8 @@ pub fn generate_shard(
         // negatives: absent here, most tempting first
         let mut cands: Vec<(u8, f64, u64, &ImageView)> = views
             .iter()
-            .filter(|v| !v.truth.iter().any(|o| o.name == *concept))
+            // a negative needs a known absence: with a detector, only checked concepts
+            .filter(|v| !v.truth.iter().any(|o| o.name == *concept) && v.knows(concept))
             .map(|v| {
                 let score: f64 = triggers.iter().filter(|(t, _)| v.truth.iter().any(|o| o.name == *t)).map(|(_, l)| l).sum();
                 let tier = if v.hallucinated.contains(concept.as_str()) { 0 } else if score > 0.0 { 1 } else { 2 };

@@ -33,6 +33,9 @@ pub struct ConceptCounts {
     /// Images where the concept is present with a known count / known attributes.
     pub count_known: u64,
     pub attributes_known: u64,
+    /// Images where a claim of the concept was left unverified (detector unsure, no judge).
+    #[serde(default)]
+    pub unverified: u64,
 }
 
 /// Mergeable counts of a set of diagnoses.
@@ -74,10 +77,16 @@ impl Summary {
         for m in &d.mentions {
             self.concepts.entry(m.concept.clone()).or_default().mentions += 1;
         }
+        // a concept absent from the truth is a chance to hallucinate it, unless its claim was
+        // left unverified (then nobody knows); with a detector, concepts nobody claimed are
+        // assumed absent, as most concepts are from most images
         for name in vocabulary {
-            if !d.truth.iter().any(|o| o.name == *name) {
+            if !d.truth.iter().any(|o| o.name == *name) && !d.unverified.iter().any(|u| u.concept == *name) {
                 self.concepts.entry((*name).to_string()).or_default().opportunities += 1;
             }
+        }
+        for u in &d.unverified {
+            self.concepts.entry(u.concept.clone()).or_default().unverified += 1;
         }
         for o in &d.truth {
             let c = self.concepts.entry(o.name.clone()).or_default();
@@ -132,6 +141,7 @@ impl Summary {
             c.missed += o.missed;
             c.count_known += o.count_known;
             c.attributes_known += o.attributes_known;
+            c.unverified += o.unverified;
         }
         merge_nested(&mut self.co_hallucinated, &other.co_hallucinated);
         merge_nested(&mut self.co_present, &other.co_present);

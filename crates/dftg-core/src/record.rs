@@ -108,6 +108,69 @@ pub struct DiagnosisRecord {
     /// Why this image has no diagnosis (model failed, corrupt image, …); empty response then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ImageError>,
+    /// The concepts whose presence or absence was established for this image. Absent: the
+    /// truth covers the whole vocabulary (annotations). With a detector only the claimed
+    /// concepts (and the always-checked ones) are known: other concepts are neither asked
+    /// about in generation nor assumed absent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<Vec<String>>,
+    /// Claims neither confirmed nor refused (the detector was unsure and no judge decided):
+    /// not hallucinations, not correct mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<Unverified>,
+    /// What each checked claim's verdict rests on, so any verdict can be audited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<ClaimEvidence>,
+}
+
+impl DiagnosisRecord {
+    /// Whether the truth of this image knows about `concept` (present or absent).
+    pub fn knows(&self, concept: &str) -> bool {
+        match &self.checked {
+            None => true,
+            Some(c) => c.iter().any(|x| x == concept),
+        }
+    }
+}
+
+/// A claim left undecided, with the detector's best score for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unverified {
+    pub concept: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+/// Where a verdict comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceSource {
+    Annotation,
+    Detector,
+    Judge,
+}
+
+/// The verdict on one claimed concept and what it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimEvidence {
+    pub concept: String,
+    /// `present`, `absent` or `unverified`.
+    pub verdict: String,
+    pub source: EvidenceSource,
+    /// The best detector score for the concept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// The best box, `[xmin, ymin, xmax, ymax]` in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+    /// Boxes at or above the present threshold after NMS, when the count could be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    /// The judge's raw answer (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// A per-image failure, with a reason code that is counted in `dataset.json`.

@@ -242,5 +242,8 @@ fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord
         hallucinations: Vec::new(),
         scores: ImageScores::default(),
         error: Some(error),
+        checked: None,
+        unverified: Vec::new(),
+        evidence: Vec::new(),
     }
 }
