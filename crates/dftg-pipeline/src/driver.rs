@@ -16,7 +16,7 @@ use dftg_runtime::codec::encode;
 use dftg_runtime::queue::TaskQueue;
 
 use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, JobInfo, JobState, Phase};
-use crate::plan::plan_corpus;
+use crate::plan::{plan_corpus, plan_image_listing};
 use crate::error::PipelineError;
 use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
 use crate::report::write_report;
@@ -140,7 +140,14 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
             tokio::select! {
                 biased;
                 _ = io.shutdown.cancelled() => Err(PipelineError::Cancelled),
-                planned = plan_corpus(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size) => planned,
+                planned = async {
+                    if info.spec.truth.uses_annotations() {
+                        plan_corpus(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size).await
+                    } else {
+                        // the detector is the truth: the annotation file is not read, even if there
+                        plan_image_listing(info.corpus.as_ref(), &info.spec.corpus, store.as_ref(), info.spec.shard_size).await
+                    }
+                } => planned,
             }
         }
         .await;

@@ -19,6 +19,7 @@ use crate::diagnose::encode_jsonl;
 use crate::error::PipelineError;
 use crate::job::CorpusSpec;
 use crate::layout;
+use dftg_core::truth::ImageTruth;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanSummary {
@@ -53,6 +54,46 @@ impl Default for PlanLimits {
 /// its shard count, and no task exists before that, so a restarted plan simply starts over.
 pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
     plan_corpus_with(corpus, spec, out, shard_size, &PlanLimits::default()).await
+}
+
+/// Plans a corpus without reading any annotation: every image file under the corpus (by
+/// extension), in key order, each with an empty truth for the detector to fill. The listing
+/// is sorted so that every store and every shape plans the same shards; it holds the keys
+/// (not the images) in memory.
+pub async fn plan_image_listing(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
+    let prefix = spec.image_dir.as_deref().map(|d| format!("{}/", d.trim_end_matches('/'))).unwrap_or_default();
+    let mut keys: Vec<String> = corpus.list(&prefix).await?.into_iter().filter(|k| is_image_file(k)).collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return Err(PipelineError::invalid("corpus.path", "the corpus holds no image files (png, jpg, jpeg, gif, webp)"));
+    }
+    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 }, writes: FuturesUnordered::new() };
+    for file in keys {
+        let entry = if file.len() > crate::corpus::MAX_KEY_BYTES {
+            PlanEntry {
+                truth: ImageTruth { image: format!("listing-{}", shards.done.images + shards.buf.len() as u64), file: None, objects: Vec::new() },
+                error: Some(dftg_core::record::ImageError { reason: "bad_annotation".into(), message: "an image file name is over the key limit".into() }),
+            }
+        } else {
+            PlanEntry { truth: ImageTruth { image: listed_image_key(&file), file: Some(file), objects: Vec::new() }, error: None }
+        };
+        shards.push(entry).await?;
+    }
+    shards.finish().await
+}
+
+/// Image files by extension (case-insensitive).
+pub fn is_image_file(key: &str) -> bool {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "gif" | "webp"))
+}
+
+/// The key of a listed image: its path without the extension and without a leading `images/`
+/// (`images/000123.jpg` → `000123`, `cams/a/1.png` → `cams/a/1`).
+pub fn listed_image_key(file: &str) -> String {
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    stem.strip_prefix("images/").unwrap_or(stem).to_string()
 }
 
 pub async fn plan_corpus_with(
