@@ -69,6 +69,38 @@ pub struct JobFlags {
     /// Directory of CHAIR's synonyms.txt and double_words.json (for chair-compat).
     #[arg(long, env = "DFTG_CHAIR_VOCAB")]
     pub chair_vocab: Option<String>,
+    /// Vocabulary: coco80 (built in), a name in the operator's vocabulary directory, or (run)
+    /// a vocabulary TOML file.
+    #[arg(long)]
+    pub vocabulary: Option<String>,
+    /// Where the truth comes from: annotations, detector (the annotation file is not read), or
+    /// annotations+detector (annotations for the concepts they cover).
+    #[arg(long, value_name = "SOURCE")]
+    pub truth: Option<String>,
+    /// The simulated detector (`sim`), playing from the corpus's annotations.
+    #[arg(long, value_name = "sim")]
+    pub detector: Option<String>,
+    /// A detector endpoint (hf: the endpoint URL; roboflow: the inference server's base URL).
+    #[arg(long, value_name = "URL")]
+    pub detector_endpoint: Option<String>,
+    /// The detector's API: hf, roboflow (Grounding DINO) or roboflow-yolo-world.
+    #[arg(long, value_name = "API")]
+    pub detector_api: Option<String>,
+    /// The simulated judge (`sim`) for claims the detector is unsure of.
+    #[arg(long, value_name = "sim")]
+    pub judge: Option<String>,
+    /// A judge endpoint (OpenAI-compatible vision model).
+    #[arg(long, value_name = "URL")]
+    pub judge_endpoint: Option<String>,
+    /// The judge's model name.
+    #[arg(long, value_name = "NAME")]
+    pub judge_model: Option<String>,
+    /// Simulated detector: share of present objects missed.
+    #[arg(long, value_name = "R")]
+    pub sim_detector_miss_rate: Option<f64>,
+    /// Simulated detector: rate of false boxes for co-occurring objects.
+    #[arg(long, value_name = "R")]
+    pub sim_detector_false_rate: Option<f64>,
 }
 
 impl JobFlags {
@@ -127,8 +159,61 @@ impl JobFlags {
         if spec.extractor == "chair-compat" && spec.chair_vocab.is_none() {
             spec.chair_vocab = self.chair_vocab.clone();
         }
+        if let Some(v) = &self.vocabulary {
+            spec.vocabulary = v.clone();
+        }
+        self.apply_truth(&mut spec)?;
         spec.validate().context("invalid job")?;
         Ok(spec)
+    }
+}
+
+impl JobFlags {
+    /// `--truth`, `--detector*`, `--judge*` and the simulated detector's rates onto `[truth]`.
+    fn apply_truth(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
+        use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
+        if let Some(t) = &self.truth {
+            spec.truth.source = TruthSource::parse(t).with_context(|| format!("--truth {t}: annotations, detector or annotations+detector"))?;
+        }
+        let detector_flags = self.detector.is_some() || self.detector_endpoint.is_some() || self.detector_api.is_some();
+        let sim_rates = self.sim_detector_miss_rate.is_some() || self.sim_detector_false_rate.is_some();
+        if detector_flags || sim_rates || (spec.truth.source != TruthSource::Annotations && spec.truth.detector.is_none()) {
+            let d = spec.truth.detector.get_or_insert_with(DetectorSpec::sim);
+            match (&self.detector, &self.detector_endpoint) {
+                (Some(k), _) if k != "sim" => anyhow::bail!("--detector {k}: only `sim`; give a server with --detector-endpoint"),
+                (Some(_), _) => d.kind = "sim".into(),
+                (None, Some(url)) => {
+                    d.kind = "http".into();
+                    d.endpoint = Some(url.clone());
+                }
+                (None, None) => {}
+            }
+            if let Some(api) = &self.detector_api {
+                d.api = api.clone();
+            }
+            if let Some(r) = self.sim_detector_miss_rate {
+                d.sim_miss_rate = r;
+            }
+            if let Some(r) = self.sim_detector_false_rate {
+                d.sim_false_rate = r;
+            }
+        }
+        if self.judge.is_some() || self.judge_endpoint.is_some() {
+            let j = spec.truth.judge.get_or_insert_with(JudgeSpec::sim);
+            match (&self.judge, &self.judge_endpoint) {
+                (Some(k), _) if k != "sim" => anyhow::bail!("--judge {k}: only `sim`; give a server with --judge-endpoint"),
+                (Some(_), _) => j.kind = "sim".into(),
+                (None, Some(url)) => {
+                    j.kind = "openai".into();
+                    j.endpoint = Some(url.clone());
+                }
+                (None, None) => {}
+            }
+            if let Some(m) = &self.judge_model {
+                j.model = Some(m.clone());
+            }
+        }
+        Ok(())
     }
 }
 
