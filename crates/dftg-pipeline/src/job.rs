@@ -534,8 +534,8 @@ impl JobSpec {
             if !matches!(d.api.as_str(), "hf" | "roboflow" | "roboflow-yolo-world") {
                 return Err(PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"));
             }
-            if d.max_labels_per_request == 0 || d.max_labels_per_request > 1024 {
-                return Err(PipelineError::invalid("truth.detector.max_labels_per_request", "must be between 1 and 1024"));
+            if d.max_labels_per_request == 0 || d.max_labels_per_request > 128 {
+                return Err(PipelineError::invalid("truth.detector.max_labels_per_request", "must be between 1 and 128"));
             }
             let ok = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
             if !ok(d.present_threshold) || !ok(d.absent_threshold) || d.absent_threshold > d.present_threshold {
