@@ -5,6 +5,7 @@
 //! - `truth`   — image information: ground-truth parsers (COCO, JSONL manifest, id → objects)
 //! - `extract` — text information extraction: mentions, counts, attributes, negation
 //! - `chair`   — the CHAIR-compatible extractor and metric (reproduces the reference exactly)
+//! - `detection` — detector boxes → present / absent / uncertain per concept, counts (NMS)
 //! - `check`   — hallucination checking: object / count / attribute, CHAIR-style scores
 //! - `profile` — mergeable shard summaries and the model's hallucination profile
 //! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
@@ -16,6 +17,7 @@
 pub mod chair;
 pub mod check;
 pub mod compare;
+pub mod detection;
 pub mod extract;
 pub mod generate;
 pub mod llava;
