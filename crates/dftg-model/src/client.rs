@@ -9,6 +9,7 @@
 //! - [`ScriptedClient`] — in-memory replies for unit tests of the pipeline, no I/O
 //! - [`ModelError`] — every failure carries a short `reason()` code that is counted per job
 
+pub(crate) mod call;
 mod error;
 mod openai;
 mod retry;
