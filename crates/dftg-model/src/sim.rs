@@ -15,8 +15,13 @@
 //! - **Replay mode** serves recorded real captions by image key instead.
 //! - **Knobs**: latency, and per-request faults (5xx, hangs, malformed bodies), plus images
 //!   that always fail.
+//! - It also plays the **detector and the judge** ([`SimVision`]): the Hugging Face and
+//!   Roboflow detector contracts and an OpenAI-compatible judge, answering from the same truth
+//!   with configurable misses, false boxes and wrong answers, logged to the same truth log.
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`.
+//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`; the detector's
+//! `POST /hf/detect`, `POST /grounding_dino/infer`, `POST /yolo_world/infer`; the judge's
+//! `POST /judge/v1/chat/completions`, `GET /judge/v1/models` (see `vision_server`).
 //!
 //! Notes for callers:
 //! - The prompt is the text of the last user message; the image is its first `image_url` part
@@ -36,6 +41,8 @@ mod hash;
 mod profile;
 mod server;
 mod text;
+mod vision;
+mod vision_server;
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +56,11 @@ pub use engine::{InjectedHallucination, ObjectHallucination, SimReply, SimTask, 
 pub use hash::{fnv1a64, splitmix64, StableHasher};
 pub use profile::{bundled_profile_names, profile_by_name, SimProfile, BUNDLED_PROFILES, DEFAULT_PROFILE};
 pub use server::{start, start_on, Faults, Latency, ReplayCaptions, SimConfig, SimHandle, SimStats};
+pub use vision::{
+    image_size, BoxKind, DetectorLabelLog, DetectorLogEntry, InstanceLog, JudgeDecision, JudgeLogEntry, JudgeTruth,
+    SimBox, SimVision, SimVisionConfig, SizeClass, CROWD, DEFAULT_IMAGE_SIZE, MAX_INSTANCES,
+};
+pub use vision_server::{VisionService, VisionStats, HF_DETECT_PATH, JUDGE_BASE_PATH, JUDGE_MODEL, MAX_LABELS};
 
 /// Everything that can go wrong setting up or running the simulator.
 #[derive(Debug, Error)]

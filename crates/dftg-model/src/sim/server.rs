@@ -26,6 +26,8 @@ use super::corpus::SimCorpus;
 use super::engine::{Simulator, TruthLogEntry};
 use super::hash::StableHasher;
 use super::profile::SimProfile;
+use super::vision::{SimVision, SimVisionConfig};
+use super::vision_server::{self, VisionService};
 use super::SimError;
 use crate::api::{
     ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ModelCard, ModelList, ResponseMessage, Usage,
@@ -261,6 +263,8 @@ pub struct SimConfig {
     pub replay: Option<Arc<ReplayCaptions>>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Errors of the simulated detector and judge (see [`super::SimVision`]).
+    pub vision: SimVisionConfig,
 }
 
 impl SimConfig {
@@ -274,7 +278,13 @@ impl SimConfig {
             truth_log: None,
             replay: None,
             max_body_bytes: 64 << 20,
+            vision: SimVisionConfig::default(),
         }
+    }
+
+    pub fn with_vision(mut self, vision: SimVisionConfig) -> Self {
+        self.vision = vision;
+        self
     }
 
     pub fn with_seed(mut self, seed: u64) -> Self {
@@ -393,6 +403,7 @@ struct AppState {
     log: Mutex<TruthLog>,
     stats: Counters,
     shutdown: watch::Receiver<bool>,
+    vision: Arc<VisionService>,
 }
 
 impl AppState {
@@ -469,6 +480,11 @@ impl SimHandle {
         &self.state.sim
     }
 
+    /// The simulated detector and judge: their decisions so far (see [`VisionService`]).
+    pub fn vision(&self) -> &VisionService {
+        &self.state.vision
+    }
+
     /// Whether image `key` fails on every request.
     pub fn is_sticky(&self, key: &str) -> bool {
         self.state.config.faults.is_sticky(self.state.config.seed, key)
@@ -514,7 +530,9 @@ pub async fn start(
     if config.model_name.trim().is_empty() {
         return Err(SimError::Config { field: "model_name".into(), reason: "must not be empty".into() });
     }
-    let sim = Simulator::new(corpus.into(), config.profile.clone(), config.seed)?;
+    let corpus: Arc<SimCorpus> = corpus.into();
+    let sim = Simulator::new(corpus.clone(), config.profile.clone(), config.seed)?;
+    let vision = SimVision::new(corpus, config.seed, config.vision.clone())?;
     let file = match &config.truth_log {
         // append: a resumed job keeps what an earlier run of the simulator logged
         Some(path) => Some(
@@ -526,6 +544,12 @@ pub async fn start(
         ),
         None => None,
     };
+    // the detector and judge append their lines through a second handle on the same file
+    let vision_log = match &file {
+        Some(f) => Some(f.try_clone().map_err(|source| SimError::Io { path: config.truth_log.clone().unwrap_or_default(), source })?),
+        None => None,
+    };
+    let vision = Arc::new(VisionService::new(vision, vision_log));
     let addr = listener.local_addr().map_err(SimError::Serve)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let max_body = config.max_body_bytes;
@@ -536,11 +560,13 @@ pub async fn start(
         log: Mutex::new(TruthLog { file, ..TruthLog::default() }),
         stats: Counters::default(),
         shutdown: shutdown_rx.clone(),
+        vision: vision.clone(),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
+        .merge(vision_server::routes(vision))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state.clone());
@@ -587,7 +613,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The prompt (text of the last user message) and the image URL of a request.
-fn prompt_and_image(req: &ChatRequest) -> Result<(String, String), String> {
+pub(super) fn prompt_and_image(req: &ChatRequest) -> Result<(String, String), String> {
     let user = req.messages.iter().rev().find(|m| m.role == "user").ok_or("the request has no user message")?;
     let mut texts: Vec<&str> = Vec::new();
     let mut image: Option<&str> = None;
@@ -619,7 +645,7 @@ fn prompt_and_image(req: &ChatRequest) -> Result<(String, String), String> {
     Ok((texts.join("\n").trim().to_string(), image.to_string()))
 }
 
-fn decode_data_url(url: &str) -> Result<Vec<u8>, String> {
+pub(super) fn decode_data_url(url: &str) -> Result<Vec<u8>, String> {
     let Some(rest) = url.strip_prefix("data:") else {
         let shown: String = url.chars().take(40).collect();
         return Err(format!("image_url must be a data: URL with the image bytes inline, got {shown:?}"));
