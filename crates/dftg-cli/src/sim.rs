@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimProfile};
+use dftg_model::detect::DetectorApi;
+use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimProfile, SimVisionConfig};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -50,6 +51,17 @@ pub struct SimArgs {
     /// Fraction of images that fail on every request.
     #[arg(long, default_value_t = 0.0)]
     pub fail_sticky: f64,
+    /// Simulated detector: expected share of object instances it misses (small ones and
+    /// crowds more often).
+    #[arg(long, default_value_t = 0.1)]
+    pub sim_detector_miss_rate: f64,
+    /// Simulated detector: probability of a false box for an absent object that co-occurs
+    /// with what is there.
+    #[arg(long, default_value_t = 0.1)]
+    pub sim_detector_false_rate: f64,
+    /// Simulated judge: probability of a wrong answer.
+    #[arg(long, default_value_t = 0.03)]
+    pub sim_judge_error_rate: f64,
 }
 
 pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
@@ -73,6 +85,11 @@ pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
         .with_seed(args.seed)
         .with_latency(latency)
         .with_faults(faults)
+        .with_vision(SimVisionConfig {
+            detector_miss_rate: args.sim_detector_miss_rate,
+            detector_false_rate: args.sim_detector_false_rate,
+            judge_error_rate: args.sim_judge_error_rate,
+        })
         .with_model_name(args.model_name.clone().unwrap_or_else(|| format!("sim-{}", args.profile)));
     if let Some(p) = &args.truth_log {
         config = config.with_truth_log(p.clone());
@@ -83,6 +100,12 @@ pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let handle = sim::start(corpus, config, listener).await?;
     println!("dftg sim listening on {} (model {})", handle.base_url(), handle.model_name());
+    println!(
+        "  detector: hf {}, roboflow and roboflow-yolo-world {}; judge {}",
+        handle.detector_url(DetectorApi::Hf),
+        handle.detector_url(DetectorApi::GroundingDino),
+        handle.judge_base_url()
+    );
     let token = crate::shutdown_token();
     token.cancelled().await;
     handle.shutdown().await?;
