@@ -38,13 +38,15 @@ pub fn attribute_question(family: &str, concept: &str) -> String {
         .replace("{concept}", concept.trim())
 }
 
-/// A model config for a judge: a few tokens are enough for one word, and temperature 0 makes
-/// the answer the model's most likely one. The API key comes from the environment as for the
-/// subject model ([`OpenAiConfig::new`]).
+/// A model config for a judge: a few tokens are enough for one word (so a reply over 4 KiB is
+/// a runaway, refused as `reply_too_long`), and temperature 0 makes the answer the model's most
+/// likely one. The API key comes from the environment as for the subject model
+/// ([`OpenAiConfig::new`]).
 pub fn judge_config(base_url: impl Into<String>, model: impl Into<String>) -> OpenAiConfig {
     OpenAiConfig {
         max_tokens: Some(16),
         temperature: Some(0.0),
+        max_reply_bytes: 4 << 10,
         ..OpenAiConfig::new(base_url, model)
     }
 }

@@ -250,14 +250,14 @@ async fn an_oversized_reply_is_refused_without_reading_it_all() {
     let base = serve(fake.clone()).await;
     let small = DetectorConfig {
         max_reply_bytes: 4 << 10,
-        retry: RetryPolicy::none(),
         ..config(&base, DetectorApi::YoloWorld)
     };
     let e = detector(small)
         .detect(&request(&["dog"]))
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ModelErrorKind::MalformedResponse);
+    // not retried: the same question would get the same runaway reply
+    assert_eq!((e.kind(), e.attempts()), (ModelErrorKind::ReplyTooLong, 1));
     assert!(
         e.message().contains("exceeds 4096 bytes"),
         "{}",

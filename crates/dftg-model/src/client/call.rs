@@ -103,7 +103,7 @@ impl Caller {
                     attempts = n,
                     "request failed, budget spent"
                 );
-                return Err(e.with_attempts(n));
+                return Err(e.with_attempts(n).with_note("request budget spent"));
             }
             tracing::debug!(
                 service = what,
@@ -213,6 +213,7 @@ mod tests {
             (e.kind(), e.attempts(), calls),
             (ModelErrorKind::RateLimited, 1, 1)
         );
+        assert!(e.message().ends_with("request budget spent"), "{}", e.message());
     }
 
     #[tokio::test]

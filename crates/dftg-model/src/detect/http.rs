@@ -60,7 +60,7 @@ pub struct DetectorConfig {
     /// `confidence`). Keep it below the absent threshold of
     /// [`dftg_core::detection::Thresholds`], or the uncertain band is never seen.
     pub box_threshold: f32,
-    /// Largest successful reply body read; a larger one is a malformed reply.
+    /// Largest successful reply body read; a larger one is a `reply_too_long` error.
     pub max_reply_bytes: usize,
 }
 
@@ -342,7 +342,8 @@ impl HttpDetector {
             return Err(status_error(&raw, shown));
         }
         if raw.truncated {
-            return Err(ModelError::malformed(format!(
+            // refused whole and not retried: the same question would get the same runaway reply
+            return Err(ModelError::reply_too_long(format!(
                 "reply from {shown} (http {code}) exceeds {} bytes",
                 self.inner.config.max_reply_bytes
             ))
