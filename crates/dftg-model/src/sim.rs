@@ -55,7 +55,7 @@ pub use corpus::{image_digest, load_corpus_dir, ImageDigest, SimCorpus, SimCorpu
 pub use engine::{InjectedHallucination, ObjectHallucination, SimReply, SimTask, Simulator, TruthLogEntry};
 pub use hash::{fnv1a64, splitmix64, StableHasher};
 pub use profile::{bundled_profile_names, profile_by_name, SimProfile, BUNDLED_PROFILES, DEFAULT_PROFILE};
-pub use server::{start, start_on, Faults, Latency, ReplayCaptions, SimConfig, SimHandle, SimStats};
+pub use server::{start, start_on, vision_log_path, Faults, Latency, ReplayCaptions, SimConfig, SimHandle, SimStats};
 pub use vision::{
     image_size, BoxKind, DetectorLabelLog, DetectorLogEntry, InstanceLog, JudgeDecision, JudgeLogEntry, JudgeTruth,
     SimBox, SimVision, SimVisionConfig, SizeClass, CROWD, DEFAULT_IMAGE_SIZE, MAX_INSTANCES,

@@ -156,8 +156,16 @@ fn labels_for(corpus: &SimCorpus, truth: &ImageTruth, i: usize) -> Vec<String> {
     labels
 }
 
+/// The detector's and judge's lines, which go beside the truth log (whose lines keep their
+/// one shape).
 fn read_log(path: &std::path::Path) -> (Vec<DetectorLogEntry>, Vec<JudgeLogEntry>) {
-    let text = std::fs::read_to_string(path).unwrap();
+    if let Ok(truth) = std::fs::read_to_string(path) {
+        for line in truth.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v.get("hallucinated").is_some(), "the truth log holds only the model's lines: {line}");
+        }
+    }
+    let text = std::fs::read_to_string(sim::vision_log_path(path)).unwrap();
     let (mut det, mut judge) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -30,6 +30,8 @@ pub struct JobContext {
     /// The profile and generation plan, read once per process at the first generate shard
     /// (they are written once, at the barrier, and never change afterwards).
     pub generation_inputs: tokio::sync::OnceCell<Arc<crate::generate::GenerationInputs>>,
+    /// The detector and judge, when the job's truth comes from models.
+    pub truth: Option<Arc<crate::verify::TruthModels>>,
 }
 
 impl JobContext {
@@ -37,7 +39,13 @@ impl JobContext {
     pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>, policy: &crate::policy::Policy) -> Result<Self, PipelineError> {
         let extractor = Arc::new(build_extractor(&info.spec, policy)?);
         let concurrency = info.spec.model.max_in_flight;
-        Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new() })
+        Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new(), truth: None })
+    }
+
+    /// The context with the models that give the job its truth.
+    pub fn with_truth(mut self, truth: Option<Arc<crate::verify::TruthModels>>) -> Self {
+        self.truth = truth;
+        self
     }
 
     pub fn concept_names(&self) -> Vec<&str> {
@@ -176,6 +184,19 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
         async move { (prompt, ask(ctx, &req).await) }
     });
     let replies = futures::future::join_all(asks).await;
+    if let Some(models) = &ctx.truth {
+        let mut out = Vec::with_capacity(replies.len());
+        for (prompt, reply) in replies {
+            out.push(match reply {
+                Ok(text) => match crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await {
+                    Ok(record) => record,
+                    Err(err) => failed(entry, prompt, err),
+                },
+                Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
+            });
+        }
+        return out;
+    }
     let mut scratch = ExtractScratch::default();
     replies
         .into_iter()

@@ -14,6 +14,7 @@
 //! - `policy`      — what a job may touch: allowed stores, endpoints, vocabularies
 //! - `worker`      — the queue loop shared by both shapes (ack after write, requeue, DLQ)
 //! - `runner`      — the embedded shape: in-process queue, local store, one process
+//! - `verify`      — stage 1 step 3 with models: detector verdicts, judge on the uncertain band
 //! - `synth`       — the synthetic example corpus (scenes with co-occurrence, PNG images)
 
 pub mod coco_parts;
@@ -35,6 +36,7 @@ pub mod report;
 pub mod runner;
 pub mod service;
 pub mod synth;
+pub mod verify;
 pub mod worker;
 
 pub use error::PipelineError;

@@ -9,13 +9,101 @@ use std::time::Duration;
 use dftg_model::client::{ModelClient, OpenAiClient, OpenAiConfig, RetryPolicy};
 use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimHandle, SimProfile};
 
+use dftg_core::detection::Thresholds;
+use dftg_model::detect::{DetectorApi, DetectorConfig, HttpDetector};
+use dftg_model::judge::{judge_config, Judge};
+use dftg_model::sim::{SimVisionConfig, JUDGE_MODEL};
+
 use crate::error::PipelineError;
+use crate::verify::TruthModels;
 use crate::job::JobSpec;
 
 pub struct ModelSetup {
     pub client: Arc<dyn ModelClient>,
     /// The simulator, when the job uses one (kept alive for the job's duration).
     pub sim: Option<SimHandle>,
+    /// The detector and judge, when the job's truth comes from models.
+    pub truth: Option<Arc<TruthModels>>,
+    /// A simulator started only to play the detector and judge (the subject is elsewhere).
+    pub vision_sim: Option<SimHandle>,
+}
+
+impl ModelSetup {
+    /// Stops the simulators this setup started.
+    pub async fn shutdown(self) {
+        for sim in [self.sim, self.vision_sim].into_iter().flatten() {
+            if let Err(e) = sim.shutdown().await {
+                tracing::warn!(error = %e, "simulator did not shut down cleanly");
+            }
+        }
+    }
+}
+
+/// The simulated detector's and judge's error rates from the job.
+fn vision_config(spec: &JobSpec) -> SimVisionConfig {
+    let mut v = SimVisionConfig::default();
+    if let Some(d) = &spec.truth.detector {
+        v.detector_miss_rate = d.sim_miss_rate;
+        v.detector_false_rate = d.sim_false_rate;
+    }
+    if let Some(j) = &spec.truth.judge {
+        v.judge_error_rate = j.sim_error_rate;
+    }
+    v
+}
+
+fn uses_sim_vision(spec: &JobSpec) -> bool {
+    spec.truth.detector.as_ref().is_some_and(|d| d.kind == "sim") || spec.truth.judge.as_ref().is_some_and(|j| j.kind == "sim")
+}
+
+/// The detector and judge of a job whose truth comes from models; `sim` is the simulator
+/// that plays them when the job says `sim`.
+fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<TruthModels>>, PipelineError> {
+    let Some(d) = &spec.truth.detector else { return Ok(None) };
+    if spec.truth.source == crate::job::TruthSource::Annotations {
+        return Ok(None);
+    }
+    let api: DetectorApi = d.api.parse().map_err(|_| PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"))?;
+    let base_url = match (d.kind.as_str(), sim) {
+        ("sim", Some(sim)) => sim.detector_url(api),
+        ("sim", None) => return Err(PipelineError::Model("the simulated detector needs the simulator".into())),
+        _ => d.endpoint.clone().ok_or_else(|| PipelineError::invalid("truth.detector.endpoint", "an endpoint is needed"))?,
+    };
+    let mut config = DetectorConfig::new(base_url, api);
+    config.api_key = std::env::var("DFTG_DETECTOR_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    config.max_in_flight = d.max_in_flight;
+    config.request_timeout = Duration::try_from_secs_f64(d.timeout_secs).map_err(|_| PipelineError::invalid("truth.detector.timeout_secs", "must be a positive, finite number of seconds"))?;
+    config.retry = RetryPolicy { max_attempts: d.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+    config.jitter_seed = Some(spec.seed ^ 0xde7e_c708);
+    config.max_labels_per_request = d.max_labels_per_request;
+    // the service must return boxes below the absent threshold, or nothing is ever uncertain
+    config.box_threshold = config.box_threshold.min(d.absent_threshold * 0.5);
+    let detector = HttpDetector::new(config).map_err(|e| PipelineError::invalid("truth.detector", e.to_string()))?;
+    let judge = match &spec.truth.judge {
+        None => None,
+        Some(j) => {
+            let (url, model) = match (j.kind.as_str(), sim) {
+                ("sim", Some(sim)) => (sim.judge_base_url(), JUDGE_MODEL.to_string()),
+                ("sim", None) => return Err(PipelineError::Model("the simulated judge needs the simulator".into())),
+                _ => (
+                    j.endpoint.clone().ok_or_else(|| PipelineError::invalid("truth.judge.endpoint", "an endpoint is needed"))?,
+                    j.model.clone().ok_or_else(|| PipelineError::invalid("truth.judge.model", "a model name is needed"))?,
+                ),
+            };
+            let mut config = judge_config(url, model);
+            config.max_in_flight = j.max_in_flight;
+            config.request_timeout = Duration::try_from_secs_f64(j.timeout_secs).map_err(|_| PipelineError::invalid("truth.judge.timeout_secs", "must be a positive, finite number of seconds"))?;
+            config.retry = RetryPolicy { max_attempts: j.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+            config.jitter_seed = Some(spec.seed ^ 0x0001_d6e5);
+            let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("truth.judge", e.to_string()))?;
+            Some(Judge::new(Arc::new(client)))
+        }
+    };
+    let thresholds = Thresholds { present: d.present_threshold, absent: d.absent_threshold, ..Thresholds::default() };
+    thresholds.validate().map_err(|e| PipelineError::invalid("truth.detector.present_threshold", e.to_string()))?;
+    // with annotations+detector the annotations speak for the categories they have: COCO's
+    let covered = dftg_core::vocab::Vocabulary::coco80().concepts().iter().map(|c| c.name.clone()).collect();
+    Ok(Some(Arc::new(TruthModels::new(spec.truth.source, Arc::new(detector), judge, thresholds, d.always_check.clone(), covered))))
 }
 
 /// The simulator's fault mix for a total fault rate: mostly 5xx, some malformed bodies, and a
@@ -75,6 +163,9 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
         if let Some(r) = replay {
             config = config.with_replay(r);
         }
+        if uses_sim_vision(spec) {
+            config = config.with_vision(vision_config(spec));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| PipelineError::Model(format!("cannot bind the simulator on loopback: {e}")))?;
@@ -89,7 +180,20 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
     config.retry = retry;
     config.jitter_seed = Some(spec.seed);
     let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("model", e.to_string()))?;
-    Ok(ModelSetup { client: Arc::new(client), sim })
+    // a real subject model with a simulated detector or judge: a simulator of their own
+    let vision_sim = if uses_sim_vision(spec) && sim.is_none() {
+        let corpus = SimCorpus::load_dir(corpus_dir).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+        let profile = sim::profile_by_name(sim::DEFAULT_PROFILE).map_err(|e| PipelineError::Model(e.to_string()))?;
+        let config = SimConfig::new(profile).with_seed(spec.seed).with_vision(vision_config(spec));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| PipelineError::Model(format!("cannot bind the simulator on loopback: {e}")))?;
+        Some(sim::start(corpus, config, listener).await.map_err(|e| PipelineError::Model(e.to_string()))?)
+    } else {
+        None
+    };
+    let truth = truth_models(spec, sim.as_ref().or(vision_sim.as_ref()))?;
+    Ok(ModelSetup { client: Arc::new(client), sim, truth, vision_sim })
 }
 
 #[cfg(test)]

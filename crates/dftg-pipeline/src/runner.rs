@@ -105,18 +105,14 @@ impl LocalJob {
         let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
         let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
         let info = Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
-        let ctx = Arc::new(JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?);
+        let ctx = Arc::new(JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?.with_truth(model.truth.clone()));
         Ok(LocalJob { ctx, model, job_dir })
     }
 
     /// Runs the job and stops the simulator afterwards.
     pub async fn run(self, opts: RunOptions) -> Result<DriveReport, PipelineError> {
         let result = run_embedded(self.ctx, opts).await;
-        if let Some(sim) = self.model.sim {
-            if let Err(e) = sim.shutdown().await {
-                tracing::warn!(error = %e, "simulator did not shut down cleanly");
-            }
-        }
+        self.model.shutdown().await;
         result
     }
 }

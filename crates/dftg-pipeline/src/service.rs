@@ -482,7 +482,7 @@ impl ContextProvider for StoreJobs {
             let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
             let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
             let info = Arc::new(JobInfo { job_id: job_id.to_string(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
-            let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?);
+            let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {
                     cache.remove(&first);

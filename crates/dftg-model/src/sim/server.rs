@@ -544,9 +544,19 @@ pub async fn start(
         ),
         None => None,
     };
-    // the detector and judge append their lines through a second handle on the same file
-    let vision_log = match &file {
-        Some(f) => Some(f.try_clone().map_err(|source| SimError::Io { path: config.truth_log.clone().unwrap_or_default(), source })?),
+    // the detector's and judge's decisions go beside it, in `<stem>-vision.jsonl`: the truth
+    // log keeps its one shape (what the subject model hallucinated, per image)
+    let vision_log = match &config.truth_log {
+        Some(path) => {
+            let vision_path = vision_log_path(path);
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&vision_path)
+                    .map_err(|source| SimError::Io { path: vision_path.clone(), source })?,
+            )
+        }
         None => None,
     };
     let vision = Arc::new(VisionService::new(vision, vision_log));
@@ -796,4 +806,11 @@ async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     st.record(&reply.entry);
     tracing::debug!(image = %key, injected = reply.entry.hallucinated.len(), "simulator reply");
     completion(st, key, &prompt, reply.text)
+}
+
+/// Where the simulated detector and judge log their decisions, beside the truth log:
+/// `sim-truth.jsonl` → `sim-truth-vision.jsonl`.
+pub fn vision_log_path(truth_log: &std::path::Path) -> PathBuf {
+    let stem = truth_log.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "sim-truth".into());
+    truth_log.with_file_name(format!("{stem}-vision.jsonl"))
 }

@@ -7,9 +7,10 @@
 //! | `POST /yolo_world/infer` | Roboflow inference server, YOLO-World |
 //! | `POST /judge/v1/chat/completions`, `GET /judge/v1/models` | OpenAI chat completions, the judge |
 //!
-//! Decisions come from [`SimVision`]; each (image, label) and (image, question) is written to
-//! the truth log once, as a [`DetectorLogEntry`] or [`JudgeLogEntry`] line, next to the model's
-//! lines (readers tell them apart by their `detector`, `judge` or `hallucinated` key). These
+//! Decisions come from [`SimVision`]; each (image, label) and (image, question) is written
+//! once, as a [`DetectorLogEntry`] or [`JudgeLogEntry`] line, to the vision log beside the
+//! truth log (`sim-truth.jsonl` → `sim-truth-vision.jsonl`, see `vision_log_path`), so the
+//! truth log keeps its one shape. These
 //! routes have no injected latency or faults: those knobs are the model's.
 //!
 //! Request defaults follow the real services: `threshold` 0.1 (HF pipeline), `box_threshold`
@@ -156,7 +157,7 @@ impl VisionService {
 
     fn write_line(&self, file: Option<&mut std::fs::File>, line: &impl Serialize) {
         let Some(f) = file else { return };
-        // one write per line: the model's lines go to the same file through another handle
+        // one write per line
         let written = serde_json::to_vec(line)
             .map_err(std::io::Error::other)
             .and_then(|mut bytes| {

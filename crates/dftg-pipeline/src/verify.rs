@@ -1,0 +1,229 @@
+//! Stage 1, step 3 with models: the image information from an open-vocabulary detector and a
+//! yes/no judge instead of (or beside) annotations. Claims first: the caption is read, then
+//! the detector is asked only about the concepts it claims (plus the always-checked list), in
+//! one call per image; a concept the detector is unsure of goes to the judge when there is
+//! one, and stays *unverified* otherwise (neither a hallucination nor a correct mention). A
+//! claim the detector finds nothing for is confirmed by the judge too, when there is one:
+//! detectors miss small objects and crowds, and a missed object must not read as a
+//! hallucination. Confident detections are taken as they are (no judge call).
+//! Attributes are checked only by the judge. Every verdict keeps its evidence in the record.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use dftg_core::check::diagnose_extraction;
+use dftg_core::detection::{decide, Detection, Thresholds, Verdict};
+use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
+use dftg_core::record::{ClaimEvidence, DiagnosisRecord, EvidenceSource, ImageError, Unverified};
+use dftg_core::truth::{ImageTruth, ObjectTruth};
+use dftg_model::cache::CallCache;
+use dftg_model::client::ModelError;
+use dftg_model::detect::{detect_cached, DetectRequest, Detector};
+use dftg_model::judge::{Judge, JudgeAnswer};
+
+use crate::job::TruthSource;
+
+/// Detector answers and judge answers kept per job (a redelivered shard does not pay twice).
+const CACHE_ENTRIES: usize = 200_000;
+
+/// The models that give a job its truth.
+pub struct TruthModels {
+    pub source: TruthSource,
+    pub detector: Arc<dyn Detector>,
+    pub judge: Option<Judge>,
+    pub thresholds: Thresholds,
+    /// Concepts asked about on every image.
+    pub always_check: Vec<String>,
+    /// With `annotations+detector`: the concepts the annotations are authoritative for.
+    pub covered: BTreeSet<String>,
+    detections: CallCache<Vec<Detection>>,
+    judged: CallCache<JudgeAnswer<bool>>,
+}
+
+impl TruthModels {
+    pub fn new(source: TruthSource, detector: Arc<dyn Detector>, judge: Option<Judge>, thresholds: Thresholds, always_check: Vec<String>, covered: BTreeSet<String>) -> Self {
+        TruthModels { source, detector, judge, thresholds, always_check, covered, detections: CallCache::new(CACHE_ENTRIES), judged: CallCache::new(CACHE_ENTRIES) }
+    }
+}
+
+/// What a detector or judge failure is counted as: `detector_timeout`, `judge_http_5xx`, ….
+fn reason(service: &str, e: &ModelError) -> ImageError {
+    let code = e.reason();
+    let code = code.strip_prefix("model_").unwrap_or(code);
+    ImageError { reason: format!("{service}_{code}"), message: e.to_string() }
+}
+
+/// The label a concept is asked under: LVIS-style names use `_` for spaces.
+fn label(concept: &str) -> String {
+    concept.replace('_', " ")
+}
+
+/// One response diagnosed against the truth the models give. `Err` is the per-image failure.
+#[allow(clippy::too_many_arguments)]
+pub async fn diagnose_with_models(
+    models: &TruthModels,
+    extractor: &Extractor,
+    annotated: &ImageTruth,
+    image: &Bytes,
+    mime: &str,
+    prompt: &str,
+    response: &str,
+) -> Result<DiagnosisRecord, ImageError> {
+    let vocab = extractor.vocab();
+    let mut ex = Extraction::default();
+    extractor.extract_into(response, &mut ExtractScratch::default(), &mut ex);
+
+    // claims first: the concepts the caption asserts, then the always-checked ones
+    let mut asked: Vec<String> = Vec::new();
+    for m in &ex.mentions {
+        let name = vocab.name(m.concept);
+        if !asked.iter().any(|a| a == name) {
+            asked.push(name.to_string());
+        }
+    }
+    for c in &models.always_check {
+        if vocab.lookup(c).is_some() && !asked.iter().any(|a| a == c) {
+            asked.push(c.clone());
+        }
+    }
+    let by_annotation = |c: &str| models.source == TruthSource::AnnotationsAndDetector && models.covered.contains(c);
+    let to_detect: Vec<String> = asked.iter().filter(|c| !by_annotation(c)).cloned().collect();
+
+    let mut truth = ImageTruth { image: annotated.image.clone(), file: annotated.file.clone(), objects: Vec::new() };
+    let mut checked: Vec<String> = Vec::new();
+    let mut evidence: Vec<ClaimEvidence> = Vec::new();
+    let mut unverified: Vec<Unverified> = Vec::new();
+    if models.source == TruthSource::AnnotationsAndDetector {
+        truth.objects.extend(annotated.objects.iter().filter(|o| models.covered.contains(&o.name)).cloned());
+        checked.extend(models.covered.iter().cloned());
+        for c in asked.iter().filter(|c| by_annotation(c)) {
+            let present = annotated.has(c);
+            evidence.push(ClaimEvidence {
+                concept: c.clone(),
+                verdict: if present { "present" } else { "absent" }.into(),
+                source: EvidenceSource::Annotation,
+                score: None,
+                bbox: None,
+                count: annotated.object(c).and_then(|o| o.count),
+                question: None,
+                answer: None,
+            });
+        }
+    }
+
+    if !to_detect.is_empty() {
+        let labels: Vec<String> = to_detect.iter().map(|c| label(c)).collect();
+        let req = DetectRequest::new(image.clone(), labels.clone());
+        let reply = detect_cached(models.detector.as_ref(), &models.detections, &annotated.image, &req).await.map_err(|e| reason("detector", &e))?;
+        for (concept, label) in to_detect.iter().zip(&labels) {
+            let verdict = decide(&reply.detections, label, &models.thresholds);
+            let mut ev = ClaimEvidence { concept: concept.clone(), verdict: String::new(), source: EvidenceSource::Detector, score: None, bbox: None, count: None, question: None, answer: None };
+            match verdict {
+                Verdict::Present { count, score, boxes } => {
+                    ev.verdict = "present".into();
+                    ev.score = Some(score);
+                    ev.bbox = boxes.first().copied();
+                    ev.count = count;
+                    truth.objects.push(ObjectTruth { name: concept.clone(), count, attributes: Default::default() });
+                    checked.push(concept.clone());
+                }
+                Verdict::Absent { best_score } => {
+                    ev.score = best_score;
+                    ev.verdict = "absent".into();
+                    // a claimed concept the detector cannot find is a hallucination unless the
+                    // detector missed it (small objects, crowds): the judge confirms first
+                    if let Some(judge) = &models.judge {
+                        let a = ask_exists(models, judge, &annotated.image, image, mime, label).await?;
+                        ev.source = EvidenceSource::Judge;
+                        ev.question = Some(a.question.clone());
+                        ev.answer = Some(a.raw.clone());
+                        if a.answer {
+                            ev.verdict = "present".into();
+                            truth.objects.push(ObjectTruth { name: concept.clone(), count: None, attributes: Default::default() });
+                        }
+                    }
+                    checked.push(concept.clone());
+                }
+                Verdict::Uncertain { best_score } => {
+                    ev.score = Some(best_score);
+                    match &models.judge {
+                        Some(judge) => {
+                            let a = ask_exists(models, judge, &annotated.image, image, mime, label).await?;
+                            ev.source = EvidenceSource::Judge;
+                            ev.verdict = if a.answer { "present" } else { "absent" }.into();
+                            ev.question = Some(a.question.clone());
+                            ev.answer = Some(a.raw.clone());
+                            if a.answer {
+                                // the detector's boxes were unsure: the count stays unknown
+                                truth.objects.push(ObjectTruth { name: concept.clone(), count: None, attributes: Default::default() });
+                            }
+                            checked.push(concept.clone());
+                        }
+                        None => {
+                            ev.verdict = "unverified".into();
+                            unverified.push(Unverified { concept: concept.clone(), score: Some(best_score) });
+                        }
+                    }
+                }
+            }
+            evidence.push(ev);
+        }
+    }
+
+    // attributes: only a judge can see colours and materials, and only of present objects
+    if let Some(judge) = &models.judge {
+        let mut asked_attr: BTreeSet<(String, String)> = BTreeSet::new();
+        for m in &ex.mentions {
+            let concept = vocab.name(m.concept).to_string();
+            if by_annotation(&concept) {
+                continue;
+            }
+            for (attr, _) in m.attributes() {
+                let family = vocab.attribute_name(attr).0.to_string();
+                if !asked_attr.insert((concept.clone(), family.clone())) {
+                    continue;
+                }
+                let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
+                let a = judge.attribute(image, mime, &label(&concept), &family, vocab).await.map_err(|e| reason("judge", &e))?;
+                if let Some(value) = &a.answer {
+                    obj.attributes.insert(family.clone(), vec![value.clone()]);
+                }
+                evidence.push(ClaimEvidence {
+                    concept: concept.clone(),
+                    verdict: format!("{family}: {}", a.answer.as_deref().unwrap_or("unknown")),
+                    source: EvidenceSource::Judge,
+                    score: None,
+                    bbox: None,
+                    count: None,
+                    question: Some(a.question),
+                    answer: Some(a.raw),
+                });
+            }
+        }
+    }
+
+    // unverified claims are neither hallucinations nor correct mentions
+    if !unverified.is_empty() {
+        let ids: Vec<_> = unverified.iter().filter_map(|u| vocab.lookup(&u.concept)).collect();
+        ex.mentions.retain(|m| !ids.contains(&m.concept));
+    }
+    let mut record = diagnose_extraction(vocab, &ex, &truth, prompt, response);
+    checked.sort();
+    checked.dedup();
+    record.checked = Some(checked);
+    record.unverified = unverified;
+    record.evidence = evidence;
+    Ok(record)
+}
+
+async fn ask_exists(models: &TruthModels, judge: &Judge, image_key: &str, image: &Bytes, mime: &str, label: &str) -> Result<JudgeAnswer<bool>, ImageError> {
+    let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), label);
+    if let Some(a) = models.judged.get(&key) {
+        return Ok(a);
+    }
+    let a = judge.exists(image, mime, label).await.map_err(|e| reason("judge", &e))?;
+    models.judged.insert(key, a.clone());
+    Ok(a)
+}
