@@ -29,6 +29,7 @@ pub struct Metrics {
     pub queue_consumers: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub task_panics: IntCounter,
+    pub service_requests: IntCounterVec,
     pub api_unauthorized: IntCounter,
 }
 
@@ -91,6 +92,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_consumers: gauge(&r, "dftg_queue_consumers", "Consumers attached to a queue.", &["queue"]),
         build_info: gauge(&r, "dftg_build_info", "Always 1.", &["version", "role"]),
         task_panics: panics,
+        service_requests: counter(&r, "dftg_service_requests_total", "Requests to the truth services (detector, judge), by outcome.", &["service", "outcome"]),
         api_unauthorized: unauthorized,
         registry: r,
     }
@@ -132,6 +134,11 @@ pub fn init(role: &str) {
     }
     for t in dftg_core::llava::InstructionType::ALL {
         m.instructions_generated.with_label_values(&[t.as_str()]);
+    }
+    for service in ["detector", "judge"] {
+        for outcome in ["ok", "error", "cached"] {
+            m.service_requests.with_label_values(&[service, outcome]);
+        }
     }
     for op in ["get", "head", "put", "list", "delete"] {
         m.store_request_duration.with_label_values(&[op]);

@@ -116,7 +116,17 @@ pub async fn diagnose_with_models(
     if !to_detect.is_empty() {
         let labels: Vec<String> = to_detect.iter().map(|c| label(c)).collect();
         let req = DetectRequest::new(image.clone(), labels.clone());
-        let reply = detect_cached(models.detector.as_ref(), &models.detections, &annotated.image, &req).await.map_err(|e| reason("detector", &e))?;
+        let m = &crate::metrics::metrics().service_requests;
+        let reply = match detect_cached(models.detector.as_ref(), &models.detections, &annotated.image, &req).await {
+            Ok(reply) => {
+                m.with_label_values(&["detector", if reply.requests == 0 { "cached" } else { "ok" }]).inc_by(u64::from(reply.requests.max(1)));
+                reply
+            }
+            Err(e) => {
+                m.with_label_values(&["detector", "error"]).inc();
+                return Err(reason("detector", &e));
+            }
+        };
         for (concept, label) in to_detect.iter().zip(&labels) {
             let verdict = decide(&reply.detections, label, &models.thresholds);
             let mut ev = ClaimEvidence { concept: concept.clone(), verdict: String::new(), source: EvidenceSource::Detector, score: None, bbox: None, count: None, question: None, answer: None };
@@ -220,10 +230,16 @@ pub async fn diagnose_with_models(
 
 async fn ask_exists(models: &TruthModels, judge: &Judge, image_key: &str, image: &Bytes, mime: &str, label: &str) -> Result<JudgeAnswer<bool>, ImageError> {
     let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), label);
+    let m = &crate::metrics::metrics().service_requests;
     if let Some(a) = models.judged.get(&key) {
+        m.with_label_values(&["judge", "cached"]).inc();
         return Ok(a);
     }
-    let a = judge.exists(image, mime, label).await.map_err(|e| reason("judge", &e))?;
+    let a = judge.exists(image, mime, label).await.map_err(|e| {
+        m.with_label_values(&["judge", "error"]).inc();
+        reason("judge", &e)
+    })?;
+    m.with_label_values(&["judge", "ok"]).inc();
     models.judged.insert(key, a.clone());
     Ok(a)
 }
