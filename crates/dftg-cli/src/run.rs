@@ -69,6 +69,10 @@ pub struct JobFlags {
     /// Directory of CHAIR's synonyms.txt and double_words.json (for chair-compat).
     #[arg(long, env = "DFTG_CHAIR_VOCAB")]
     pub chair_vocab: Option<String>,
+    /// Directory of nltk's tagger weights (for chair-compat; default: nltk-tagger beside
+    /// the CHAIR vocabulary).
+    #[arg(long, env = "DFTG_NLTK_TAGGER")]
+    pub nltk_tagger: Option<String>,
 }
 
 impl JobFlags {
@@ -126,6 +130,9 @@ impl JobFlags {
         }
         if spec.extractor == "chair-compat" && spec.chair_vocab.is_none() {
             spec.chair_vocab = self.chair_vocab.clone();
+        }
+        if spec.extractor == "chair-compat" && spec.nltk_tagger.is_none() {
+            spec.nltk_tagger = self.nltk_tagger.clone();
         }
         spec.validate().context("invalid job")?;
         Ok(spec)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab, PerceptronTagger};
 use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
 use dftg_core::vocab::Vocabulary;
 
@@ -51,9 +51,20 @@ fn main() {
         std::hint::black_box(tally.chair_i());
     }
     println!("own extractor + check: median {:.0} captions/s over {} captions ({} runs)", median(rates), caps.len(), runs);
+    // nltk's tagger: reading and parsing its weights is the compat mode's fixed cost
+    let file = |kind: &str| std::fs::read_to_string(dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json"))).expect("tagger file");
+    let mut loads = Vec::new();
+    let mut tagger = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        tagger = Some(PerceptronTagger::from_json(&file("weights"), &file("tagdict"), &file("classes")).expect("tagger"));
+        loads.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!("tagger load (read + parse): median {:.1} ms ({} runs)", median(loads), runs);
     let chair = ChairVocab::from_sources(
         &std::fs::read_to_string(dir.join("chair-vocab/synonyms.txt")).expect("synonyms"),
         &std::fs::read_to_string(dir.join("chair-vocab/double_words.json")).expect("double words"),
+        Arc::new(tagger.expect("tagger")),
     )
     .expect("chair vocab");
     let mut rates = Vec::new();

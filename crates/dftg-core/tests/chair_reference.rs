@@ -10,10 +10,11 @@
 //! `<name>.per_caption.jsonl`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab, PerceptronTagger};
 
 const FILES: [&str; 10] = [
     "instructblip.instruction1",
@@ -33,7 +34,7 @@ fn data_dir() -> Option<PathBuf> {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
     };
-    if dir.join("chair-reference").is_dir() {
+    if dir.join("chair-reference").is_dir() && dir.join("nltk-tagger").is_dir() {
         return Some(dir);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -45,6 +46,14 @@ fn data_dir() -> Option<PathBuf> {
 
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// nltk's tagger from `<data>/nltk-tagger`, with the time its loading took.
+fn load_tagger(dir: &Path) -> (Arc<PerceptronTagger>, f64) {
+    let start = Instant::now();
+    let file = |kind: &str| read(dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json")));
+    let tagger = PerceptronTagger::from_json(&file("weights"), &file("tagdict"), &file("classes")).unwrap();
+    (Arc::new(tagger), start.elapsed().as_secs_f64())
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -70,9 +79,12 @@ struct Caption {
 #[test]
 fn chair_mode_matches_reference_outputs() {
     let Some(dir) = data_dir() else { return };
+    let (tagger, load_secs) = load_tagger(&dir);
+    eprintln!("tagger loaded in {:.1} ms", load_secs * 1e3);
     let vocab = ChairVocab::from_sources(
         &read(dir.join("chair-vocab/synonyms.txt")),
         &read(dir.join("chair-vocab/double_words.json")),
+        tagger,
     )
     .unwrap();
     let truth: HashMap<String, Vec<String>> =

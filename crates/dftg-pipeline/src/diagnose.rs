@@ -2,11 +2,13 @@
 //! check; write one diagnosis shard and its summary. The shard is written with a create-only
 //! put; if it already exists the work is not redone.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
+use dftg_core::chair::{ChairVocab, PerceptronTagger};
 use dftg_core::check::diagnose;
 use dftg_core::extract::{ExtractScratch, Extractor};
 use dftg_core::profile::Summary;
@@ -58,13 +60,61 @@ pub fn build_extractor(spec: &crate::job::JobSpec) -> Result<Extractor, Pipeline
     if spec.extractor != "chair-compat" {
         return Ok(Extractor::new(vocab));
     }
-    let dir = std::path::PathBuf::from(spec.chair_vocab.as_deref().unwrap_or_default());
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", dir.join(name).display())))
+    let dir = Path::new(spec.chair_vocab.as_deref().unwrap_or_default());
+    let tagger_dir = match &spec.nltk_tagger {
+        Some(t) => PathBuf::from(t),
+        None => default_tagger_dir(dir),
     };
-    let chair = dftg_core::chair::ChairVocab::from_sources(&read("synonyms.txt")?, &read("double_words.json")?)
-        .map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))?;
+    let chair = load_chair_vocab(dir, &tagger_dir)?;
     Extractor::chair_compatible(vocab, chair).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
+}
+
+/// Where nltk's tagger is when the job names no `nltk_tagger`: `nltk-tagger` beside the CHAIR
+/// vocabulary directory (the layout of the shared reference data).
+pub fn default_tagger_dir(chair_vocab: &Path) -> PathBuf {
+    chair_vocab.parent().unwrap_or(Path::new(".")).join("nltk-tagger")
+}
+
+/// CHAIR's `synonyms.txt` and `double_words.json` from `dir`, lemmatized with the tagger of
+/// `tagger_dir` (see [`load_tagger`]).
+pub fn load_chair_vocab(dir: &Path, tagger_dir: &Path) -> Result<ChairVocab, PipelineError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", path.display())))
+    };
+    let (synonyms, double_words) = (read("synonyms.txt")?, read("double_words.json")?);
+    ChairVocab::from_sources(&synonyms, &double_words, load_tagger(tagger_dir)?).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
+}
+
+/// The files of nltk's English tagger in its directory.
+pub const TAGGER_FILES: [&str; 3] = [
+    "averaged_perceptron_tagger_eng.weights.json",
+    "averaged_perceptron_tagger_eng.tagdict.json",
+    "averaged_perceptron_tagger_eng.classes.json",
+];
+
+/// Taggers loaded by this process, by directory: every job and extractor shares one.
+static TAGGERS: Mutex<Vec<(PathBuf, Arc<PerceptronTagger>)>> = Mutex::new(Vec::new());
+
+/// nltk's tagger from `dir` ([`TAGGER_FILES`]), parsed once per process.
+pub fn load_tagger(dir: &Path) -> Result<Arc<PerceptronTagger>, PipelineError> {
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // held while loading, so concurrent first users wait instead of parsing twice
+    let mut loaded = TAGGERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, t)) = loaded.iter().find(|(d, _)| *d == key) {
+        return Ok(t.clone());
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| PipelineError::invalid("nltk_tagger", format!("cannot read {} (nltk's averaged-perceptron tagger; set --nltk-tagger): {e}", path.display())))
+    };
+    let [weights, tagdict, classes] = TAGGER_FILES;
+    let tagger = PerceptronTagger::from_json(&read(weights)?, &read(tagdict)?, &read(classes)?)
+        .map_err(|e| PipelineError::invalid("nltk_tagger", format!("{}: {e}", dir.display())))?;
+    let tagger = Arc::new(tagger);
+    loaded.push((key, tagger.clone()));
+    Ok(tagger)
 }
 
 pub struct DiagnoseOutcome {
