@@ -32,8 +32,8 @@
 //!   `skateboarding` → `skateboard` when tagged as verbs, `geese` (tagged as an adjective,
 //!   like `chinese`) is not a bird, and a plural tagged as an adverb stays plural.
 //!
-//! The tagger only runs on captions with a word whose lemma depends on its tag, and only up
-//! to the last such word (a tag depends on the words and tags before it, never after).
+//! The tagger only tags the words whose lemma depends on their tag, each starting a few words
+//! back where two tags are known from nltk's tag dictionary (see `PerceptronTagger::tag_needed`).
 //!
 //! Agreement with the reference on its 20,000 POPE captions: see `tests/chair_reference.rs`.
 
@@ -49,7 +49,7 @@ use serde::Serialize;
 
 use crate::error::CoreError;
 use lemma::{Morphy, ADJ, ADV, NOUN, POS_COUNT, VERB};
-pub use tagger::{PerceptronTagger, TaggerScratch, Words};
+pub use tagger::{PerceptronTagger, TaggerScratch, Words, UNTAGGED};
 use tokenize::Tokens;
 
 const NONE: u16 = u16::MAX;
@@ -100,6 +100,8 @@ pub struct ChairVocab {
 pub struct ChairScratch {
     tokens: Tokens,
     found: Vec<(usize, [u16; POS_COUNT])>,
+    /// Positions of found words whose lemma depends on the tag.
+    needed: Vec<usize>,
     hits: Vec<(usize, u16)>,
     words: Vec<u16>,
     tagger: TaggerScratch,
@@ -245,11 +247,11 @@ impl ChairVocab {
     /// Category names mentioned in `caption`, caption order, repeats kept. Clears `out` first.
     pub fn mentioned_into<'v>(&'v self, caption: &str, scratch: &mut ChairScratch, out: &mut Vec<&'v str>) {
         out.clear();
-        let ChairScratch { tokens, found, hits, words, tagger } = scratch;
+        let ChairScratch { tokens, found, needed, hits, words, tagger } = scratch;
         tokenize::tokenize(caption, tokens);
 
         found.clear();
-        let mut tag_upto = 0;
+        needed.clear();
         for i in 0..tokens.len() {
             let t = tokens.get_bytes(i);
             let k = filter_key(t);
@@ -258,18 +260,20 @@ impl ChairVocab {
             }
             let Some(s) = self.surfaces.get(t) else { continue };
             if s.tagged {
-                tag_upto = i + 1;
+                needed.push(i);
             }
             found.push((i, s.lemma));
         }
-        // tags of the whole caption's token list, as the reference tags it, but only as far
-        // as a lemma needs one
-        self.tagger.tag_into(&*tokens, tag_upto, tagger);
+        // the tags the reference gives these words in the whole caption's token list
+        self.tagger.tag_needed(&*tokens, needed.iter().copied(), tagger);
         let tags = tagger.tags();
         hits.clear();
         for &(i, lemma) in found.iter() {
             // untagged words have the same lemma in every slot
-            let pos = tags.get(i).map_or(NOUN, |&t| self.class_pos[t as usize] as usize);
+            let pos = match tags.get(i) {
+                Some(&t) if t != UNTAGGED => self.class_pos[t as usize] as usize,
+                _ => NOUN,
+            };
             if lemma[pos] != NONE {
                 hits.push((i, lemma[pos]));
             }
