@@ -280,3 +280,37 @@ fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord
         error: Some(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tagger directory with a toy model (everything a noun).
+    fn toy_tagger_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let [weights, tagdict, classes] = TAGGER_FILES;
+        std::fs::write(dir.path().join(weights), r#"{"bias": {"NN": 1}}"#).unwrap();
+        std::fs::write(dir.path().join(tagdict), r#"{"the": "DT"}"#).unwrap();
+        std::fs::write(dir.path().join(classes), r#"["NN", "DT"]"#).unwrap();
+        dir
+    }
+
+    #[test]
+    fn tagger_loads_once_per_directory() {
+        let dir = toy_tagger_dir();
+        let a = load_tagger(dir.path()).unwrap();
+        let b = load_tagger(dir.path()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.tag(&["the", "dog"]), ["DT", "NN"]);
+        let other = toy_tagger_dir();
+        assert!(!Arc::ptr_eq(&a, &load_tagger(other.path()).unwrap()));
+    }
+
+    #[test]
+    fn missing_tagger_names_the_file_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_tagger(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(e.contains("averaged_perceptron_tagger_eng.weights.json") && e.contains("--nltk-tagger"), "{e}");
+        assert_eq!(default_tagger_dir(Path::new("/data/chair-vocab")), Path::new("/data/nltk-tagger"));
+    }
+}
