@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export DFTG_DATA="${DFTG_DATA:-$ROOT/../shared/data}"
 export DFTG_CHAIR_VOCAB="${DFTG_CHAIR_VOCAB:-$DFTG_DATA/chair-vocab}"
+export DFTG_NLTK_TAGGER="${DFTG_NLTK_TAGGER:-$DFTG_DATA/nltk-tagger}"
 TOOLS="${DFTG_TOOLS:-$ROOT/../shared/tools}"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 

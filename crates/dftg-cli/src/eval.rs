@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab};
+use dftg_core::chair::{ChairScratch, ChairTally};
 use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
 use dftg_core::vocab::Vocabulary;
 
@@ -37,6 +37,10 @@ pub struct ChairArgs {
     /// CHAIR's synonyms.txt and double_words.json (compat mode).
     #[arg(long, env = "DFTG_CHAIR_VOCAB")]
     pub chair_vocab: Option<PathBuf>,
+    /// nltk's tagger weights, averaged_perceptron_tagger_eng.*.json (compat mode; default:
+    /// $DFTG_DATA/nltk-tagger).
+    #[arg(long, env = "DFTG_NLTK_TAGGER")]
+    pub nltk_tagger: Option<PathBuf>,
     /// Write one line per caption: {"image_id", "mentioned", "hallucinated"}.
     #[arg(long)]
     pub per_caption: Option<PathBuf>,
@@ -192,9 +196,10 @@ fn scan_object_map(mut r: impl std::io::Read, needed: &ahash::AHashSet<&[u8]>) -
     }
 }
 
-fn default_chair_vocab() -> PathBuf {
+/// `$DFTG_DATA/<name>`, the shared reference data by default.
+fn default_data(name: &str) -> PathBuf {
     let data = std::env::var("DFTG_DATA").unwrap_or_else(|_| "../shared/data".into());
-    PathBuf::from(data).join("chair-vocab")
+    PathBuf::from(data).join(name)
 }
 
 fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
@@ -243,10 +248,9 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     let mode;
     if args.compat {
         mode = "compat";
-        let dir = args.chair_vocab.clone().unwrap_or_else(default_chair_vocab);
-        let syn = std::fs::read_to_string(dir.join("synonyms.txt")).with_context(|| format!("cannot read {}/synonyms.txt (set --chair-vocab)", dir.display()))?;
-        let dw = std::fs::read_to_string(dir.join("double_words.json")).with_context(|| format!("cannot read {}/double_words.json", dir.display()))?;
-        let vocab = ChairVocab::from_sources(&syn, &dw)?;
+        let dir = args.chair_vocab.clone().unwrap_or_else(|| default_data("chair-vocab"));
+        let tagger = args.nltk_tagger.clone().unwrap_or_else(|| default_data("nltk-tagger"));
+        let vocab = dftg_pipeline::diagnose::load_chair_vocab(&dir, &tagger).context("compat mode (set --chair-vocab, --nltk-tagger)")?;
         let mut scratch = ChairScratch::default();
         for (raw_id, truth, c) in &lines {
             vocab.mentioned_into(&c.caption, &mut scratch, &mut mentioned);

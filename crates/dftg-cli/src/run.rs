@@ -101,6 +101,10 @@ pub struct JobFlags {
     /// Simulated detector: rate of false boxes for co-occurring objects.
     #[arg(long, value_name = "R")]
     pub sim_detector_false_rate: Option<f64>,
+    /// Directory of nltk's tagger weights (for chair-compat; default: nltk-tagger beside
+    /// the CHAIR vocabulary).
+    #[arg(long, env = "DFTG_NLTK_TAGGER")]
+    pub nltk_tagger: Option<String>,
 }
 
 impl JobFlags {
@@ -163,6 +167,9 @@ impl JobFlags {
             spec.vocabulary = v.clone();
         }
         self.apply_truth(&mut spec)?;
+        if spec.extractor == "chair-compat" && spec.nltk_tagger.is_none() {
+            spec.nltk_tagger = self.nltk_tagger.clone();
+        }
         spec.validate().context("invalid job")?;
         Ok(spec)
     }

@@ -5,9 +5,9 @@
 //! 1. `nltk.word_tokenize(caption.lower())` — Punkt sentence splitting, then the Treebank word
 //!    tokenizer (`chair/tokenize.rs` replays both, including which periods are split off);
 //! 2. `nltk.pos_tag` and `WordNetLemmatizer().lemmatize(word, pos)` with J→adjective,
-//!    V→verb, N/R/other→noun/adverb/noun (`chair/lemma.rs` replays WordNet's `morphy` on the
-//!    WordNet facts the vocabulary reaches; `chair/tagger.rs` stands in for the tagger on the
-//!    few word kinds where the tag changes the lemma, e.g. `skiing` → `ski` only as a verb);
+//!    V→verb, N/R/other→noun/adverb/noun (`chair/tagger.rs` replays nltk's averaged-perceptron
+//!    tagger on its trained weights; `chair/lemma.rs` replays WordNet's `morphy` on the
+//!    WordNet facts the vocabulary reaches);
 //! 3. one greedy left-to-right pass merging two-word phrases from the phrase map
 //!    (`hot dog`, `teddy bear`, `baby elephant` → `elephant`, `toilet seat` → `toilet`);
 //! 4. drops every `seat` when `toilet` is also in the caption;
@@ -29,12 +29,11 @@
 //!   it is no synonym) while `women` → `woman`, `mice` → `mouse`, `knives` → `knife`;
 //!   `sports ball` needs `sports` to stay unreduced, so mostly only `ball` counts;
 //! - the tagger decides some lemmas: `seated` → `seat` → `chair`, `tied` → `tie`,
-//!   `skateboarding` → `skateboard` when tagged as verbs, and `geese` (read as an adjective,
-//!   like `chinese`) is not a bird.
+//!   `skateboarding` → `skateboard` when tagged as verbs, `geese` (tagged as an adjective,
+//!   like `chinese`) is not a bird, and a plural tagged as an adverb stays plural.
 //!
-//! What this module cannot reproduce exactly is the averaged-perceptron tagger itself (its
-//! weights are not available here): `chair/tagger.rs` approximates it from the neighbouring
-//! words, so a small share of captions differ (see `tests/chair_reference.rs`).
+//! The tagger only tags the words whose lemma depends on their tag, each starting a few words
+//! back where two tags are known from nltk's tag dictionary (see `PerceptronTagger::tag_needed`).
 //!
 //! Agreement with the reference on its 20,000 POPE captions: see `tests/chair_reference.rs`.
 
@@ -43,12 +42,14 @@ mod tagger;
 mod tokenize;
 mod wordnet_facts;
 
+use std::sync::Arc;
+
 use ahash::AHashMap;
 use serde::Serialize;
 
 use crate::error::CoreError;
-use lemma::{Morphy, POS_COUNT};
-use tagger::Kind;
+use lemma::{Morphy, ADJ, ADV, NOUN, POS_COUNT, VERB};
+pub use tagger::{PerceptronTagger, TaggerScratch, Words, UNTAGGED};
 use tokenize::Tokens;
 
 const NONE: u16 = u16::MAX;
@@ -70,9 +71,10 @@ fn filter_key(t: &[u8]) -> usize {
 
 #[derive(Debug, Clone, Copy)]
 struct Surface {
-    /// Term id of the lemma under each part of speech (noun, verb, adjective), or NONE.
+    /// Term id of the lemma under each part of speech (noun, verb, adjective, adverb), or NONE.
     lemma: [u16; POS_COUNT],
-    kind: Kind,
+    /// The lemmas differ: the tagger decides.
+    tagged: bool,
 }
 
 /// The CHAIR vocabulary: synonym list, phrase map and the lemma table derived from them.
@@ -88,14 +90,31 @@ pub struct ChairVocab {
     filter: Box<[u64]>,
     toilet: u16,
     seat: u16,
+    tagger: Arc<PerceptronTagger>,
+    /// The lemma slot (`lemma::NOUN`, …) of each tagger class, as the reference maps tags.
+    class_pos: Vec<u8>,
 }
 
 /// Reusable buffers for [`ChairVocab::mentioned_into`].
 #[derive(Debug, Default)]
 pub struct ChairScratch {
     tokens: Tokens,
+    found: Vec<(usize, [u16; POS_COUNT])>,
+    /// Positions of found words whose lemma depends on the tag.
+    needed: Vec<usize>,
     hits: Vec<(usize, u16)>,
     words: Vec<u16>,
+    tagger: TaggerScratch,
+}
+
+/// The reference's `get_wordnet_pos`: J → adjective, V → verb, R → adverb, else noun.
+fn wordnet_pos(tag: &str) -> u8 {
+    (match tag.as_bytes().first() {
+        Some(b'J') => ADJ,
+        Some(b'V') => VERB,
+        Some(b'R') => ADV,
+        _ => NOUN,
+    }) as u8
 }
 
 struct Terms {
@@ -119,8 +138,9 @@ impl Terms {
 }
 
 impl ChairVocab {
-    /// synonyms.txt text and double_words.json text, exactly as shipped with CHAIR.
-    pub fn from_sources(synonyms_txt: &str, double_words_json: &str) -> Result<Self, CoreError> {
+    /// synonyms.txt text and double_words.json text, exactly as shipped with CHAIR, and nltk's
+    /// tagger (shared: its weights are large).
+    pub fn from_sources(synonyms_txt: &str, double_words_json: &str, tagger: Arc<PerceptronTagger>) -> Result<Self, CoreError> {
         let mut terms = Terms { ids: AHashMap::new(), names: Vec::new() };
         let mut categories: Vec<Box<str>> = Vec::new();
         let mut category_ids: AHashMap<String, u16> = AHashMap::new();
@@ -202,8 +222,8 @@ impl ChairVocab {
             if lemma.iter().all(|&l| l == NONE) {
                 continue;
             }
-            let kind = Kind::of(&s, lemma.iter().any(|&l| l != lemma[0]));
-            surfaces.insert(s.into_bytes().into_boxed_slice(), Surface { lemma, kind });
+            let tagged = lemma.iter().any(|&l| l != lemma[0]);
+            surfaces.insert(s.into_bytes().into_boxed_slice(), Surface { lemma, tagged });
         }
         let mut filter = vec![0u64; FILTER_BITS / 64].into_boxed_slice();
         for s in surfaces.keys() {
@@ -219,16 +239,19 @@ impl ChairVocab {
             filter,
             toilet,
             seat,
+            class_pos: tagger.classes().iter().map(|c| wordnet_pos(c)).collect(),
+            tagger,
         })
     }
 
     /// Category names mentioned in `caption`, caption order, repeats kept. Clears `out` first.
     pub fn mentioned_into<'v>(&'v self, caption: &str, scratch: &mut ChairScratch, out: &mut Vec<&'v str>) {
         out.clear();
-        let ChairScratch { tokens, hits, words } = scratch;
+        let ChairScratch { tokens, found, needed, hits, words, tagger } = scratch;
         tokenize::tokenize(caption, tokens);
 
-        hits.clear();
+        found.clear();
+        needed.clear();
         for i in 0..tokens.len() {
             let t = tokens.get_bytes(i);
             let k = filter_key(t);
@@ -236,15 +259,23 @@ impl ChairVocab {
                 continue;
             }
             let Some(s) = self.surfaces.get(t) else { continue };
-            let pos = if s.kind == Kind::Fixed {
-                0
-            } else {
-                let prev = i.checked_sub(1).map(|j| tokens.get(j));
-                let next = (i + 1 < tokens.len()).then(|| tokens.get(i + 1));
-                tagger::decide(s.kind, prev, next)
+            if s.tagged {
+                needed.push(i);
+            }
+            found.push((i, s.lemma));
+        }
+        // the tags the reference gives these words in the whole caption's token list
+        self.tagger.tag_needed(&*tokens, needed.iter().copied(), tagger);
+        let tags = tagger.tags();
+        hits.clear();
+        for &(i, lemma) in found.iter() {
+            // untagged words have the same lemma in every slot
+            let pos = match tags.get(i) {
+                Some(&t) if t != UNTAGGED => self.class_pos[t as usize] as usize,
+                _ => NOUN,
             };
-            if s.lemma[pos] != NONE {
-                hits.push((i, s.lemma[pos]));
+            if lemma[pos] != NONE {
+                hits.push((i, lemma[pos]));
             }
         }
 
@@ -283,6 +314,11 @@ impl ChairVocab {
         let mut out = Vec::new();
         self.mentioned_into(caption, &mut ChairScratch::default(), &mut out);
         out
+    }
+
+    /// The tagger this vocabulary lemmatizes with.
+    pub fn tagger(&self) -> &Arc<PerceptronTagger> {
+        &self.tagger
     }
 
     /// The category names, in synonym-list order.
@@ -381,8 +417,17 @@ mod tests {
         "toilet seat": "toilet", "motor bike": "motor bike", "passenger train": "train", "train track": "train track",
         "wine glas": "wine glass", "wine glass": "wine glass", "cell phone": "cell phone"}"#;
 
+    /// A toy tagger: determiners from the tag dictionary, `-ing` and `-ted` words as verbs
+    /// unless a determiner precedes them, everything else a noun.
+    fn toy_tagger() -> Arc<PerceptronTagger> {
+        let weights = r#"{"bias": {"NN": 1}, "i suffix ing": {"VBG": 2}, "i suffix ted": {"VBN": 2},
+            "i-1 tag DT": {"NN": 5}}"#;
+        let tagdict = r#"{"a": "DT", "an": "DT", "the": "DT"}"#;
+        Arc::new(PerceptronTagger::from_json(weights, tagdict, r#"["NN", "VBG", "VBN", "DT", "RB", "JJ"]"#).unwrap())
+    }
+
     fn vocab() -> ChairVocab {
-        ChairVocab::from_sources(SYN, DBL).unwrap()
+        ChairVocab::from_sources(SYN, DBL, toy_tagger()).unwrap()
     }
 
     #[test]
@@ -437,6 +482,10 @@ mod tests {
         assert_eq!(v.mentioned("a skiing trip"), Vec::<&str>::new());
         assert_eq!(v.mentioned("a woman seated on a bench"), ["person", "chair"]);
         assert_eq!(v.mentioned("an orange"), ["orange"]);
+        // an adverb is its own lemma: plurals stay plural, singulars still count
+        let adverbs = PerceptronTagger::from_json(r#"{"bias": {"RB": 1}}"#, "{}", r#"["NN", "RB"]"#).unwrap();
+        let v = ChairVocab::from_sources(SYN, DBL, Arc::new(adverbs)).unwrap();
+        assert_eq!(v.mentioned("two dogs and a dog"), ["dog"]);
     }
 
     #[test]
@@ -458,11 +507,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_sources() {
-        assert!(ChairVocab::from_sources("", "{}").is_err());
-        assert!(ChairVocab::from_sources("dog", "[]").is_err());
-        assert!(ChairVocab::from_sources("dog", r#"{"a": "d"}"#).is_err());
-        assert!(ChairVocab::from_sources("dog", r#"{"a b c": "d"}"#).is_ok());
-        let e = ChairVocab::from_sources("dog", r#"{"a b": 1}"#).unwrap_err().to_string();
+        let t = toy_tagger;
+        assert!(ChairVocab::from_sources("", "{}", t()).is_err());
+        assert!(ChairVocab::from_sources("dog", "[]", t()).is_err());
+        assert!(ChairVocab::from_sources("dog", r#"{"a": "d"}"#, t()).is_err());
+        assert!(ChairVocab::from_sources("dog", r#"{"a b c": "d"}"#, t()).is_ok());
+        let e = ChairVocab::from_sources("dog", r#"{"a b": 1}"#, t()).unwrap_err().to_string();
         assert!(e.contains("a b"), "{e}");
     }
 }

@@ -2,11 +2,13 @@
 //! check; write one diagnosis shard and its summary. The shard is written with a create-only
 //! put; if it already exists the work is not redone.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
+use dftg_core::chair::{ChairVocab, PerceptronTagger};
 use dftg_core::check::diagnose;
 use dftg_core::extract::{ExtractScratch, Extractor};
 use dftg_core::profile::Summary;
@@ -71,10 +73,15 @@ pub fn build_extractor(spec: &crate::job::JobSpec, policy: &crate::policy::Polic
         return Ok(Extractor::new(vocab));
     }
     let dir = policy.chair_vocab(spec.chair_vocab.as_deref().unwrap_or_default())?;
+    // the tagger sits beside the CHAIR vocabulary unless the (open-policy) job names one
+    let tagger_dir = match &spec.nltk_tagger {
+        Some(t) => PathBuf::from(t),
+        None => default_tagger_dir(&dir),
+    };
     let synonyms = read_config_file("chair_vocab", &dir.join("synonyms.txt"))?;
     let doubles = read_config_file("chair_vocab", &dir.join("double_words.json"))?;
     let invalid = |_| PipelineError::invalid("chair_vocab", format!("{} does not hold a valid CHAIR vocabulary", dir.display()));
-    let chair = dftg_core::chair::ChairVocab::from_sources(&synonyms, &doubles).map_err(invalid)?;
+    let chair = ChairVocab::from_sources(&synonyms, &doubles, load_tagger(&tagger_dir)?).map_err(invalid)?;
     Extractor::chair_compatible(vocab, chair).map_err(invalid)
 }
 
@@ -88,6 +95,54 @@ fn read_config_file(field: &str, path: &std::path::Path) -> Result<String, Pipel
         return Err(cannot("not a regular file of at most 16 MiB"));
     }
     std::fs::read_to_string(path).map_err(|e| cannot(&e.kind().to_string()))
+}
+
+/// Where nltk's tagger is when the job names no `nltk_tagger`: `nltk-tagger` beside the CHAIR
+/// vocabulary directory (the layout of the shared reference data).
+pub fn default_tagger_dir(chair_vocab: &Path) -> PathBuf {
+    chair_vocab.parent().unwrap_or(Path::new(".")).join("nltk-tagger")
+}
+
+/// CHAIR's `synonyms.txt` and `double_words.json` from `dir`, lemmatized with the tagger of
+/// `tagger_dir` (see [`load_tagger`]).
+pub fn load_chair_vocab(dir: &Path, tagger_dir: &Path) -> Result<ChairVocab, PipelineError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", path.display())))
+    };
+    let (synonyms, double_words) = (read("synonyms.txt")?, read("double_words.json")?);
+    ChairVocab::from_sources(&synonyms, &double_words, load_tagger(tagger_dir)?).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
+}
+
+/// The files of nltk's English tagger in its directory.
+pub const TAGGER_FILES: [&str; 3] = [
+    "averaged_perceptron_tagger_eng.weights.json",
+    "averaged_perceptron_tagger_eng.tagdict.json",
+    "averaged_perceptron_tagger_eng.classes.json",
+];
+
+/// Taggers loaded by this process, by directory: every job and extractor shares one.
+static TAGGERS: Mutex<Vec<(PathBuf, Arc<PerceptronTagger>)>> = Mutex::new(Vec::new());
+
+/// nltk's tagger from `dir` ([`TAGGER_FILES`]), parsed once per process.
+pub fn load_tagger(dir: &Path) -> Result<Arc<PerceptronTagger>, PipelineError> {
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // held while loading, so concurrent first users wait instead of parsing twice
+    let mut loaded = TAGGERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, t)) = loaded.iter().find(|(d, _)| *d == key) {
+        return Ok(t.clone());
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| PipelineError::invalid("nltk_tagger", format!("cannot read {} (nltk's averaged-perceptron tagger; set --nltk-tagger): {e}", path.display())))
+    };
+    let [weights, tagdict, classes] = TAGGER_FILES;
+    let tagger = PerceptronTagger::from_json(&read(weights)?, &read(tagdict)?, &read(classes)?)
+        .map_err(|e| PipelineError::invalid("nltk_tagger", format!("{}: {e}", dir.display())))?;
+    let tagger = Arc::new(tagger);
+    loaded.push((key, tagger.clone()));
+    Ok(tagger)
 }
 
 pub struct DiagnoseOutcome {
@@ -266,5 +321,39 @@ fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord
         checked: None,
         unverified: Vec::new(),
         evidence: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tagger directory with a toy model (everything a noun).
+    fn toy_tagger_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let [weights, tagdict, classes] = TAGGER_FILES;
+        std::fs::write(dir.path().join(weights), r#"{"bias": {"NN": 1}}"#).unwrap();
+        std::fs::write(dir.path().join(tagdict), r#"{"the": "DT"}"#).unwrap();
+        std::fs::write(dir.path().join(classes), r#"["NN", "DT"]"#).unwrap();
+        dir
+    }
+
+    #[test]
+    fn tagger_loads_once_per_directory() {
+        let dir = toy_tagger_dir();
+        let a = load_tagger(dir.path()).unwrap();
+        let b = load_tagger(dir.path()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.tag(&["the", "dog"]), ["DT", "NN"]);
+        let other = toy_tagger_dir();
+        assert!(!Arc::ptr_eq(&a, &load_tagger(other.path()).unwrap()));
+    }
+
+    #[test]
+    fn missing_tagger_names_the_file_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_tagger(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(e.contains("averaged_perceptron_tagger_eng.weights.json") && e.contains("--nltk-tagger"), "{e}");
+        assert_eq!(default_tagger_dir(Path::new("/data/chair-vocab")), Path::new("/data/nltk-tagger"));
     }
 }

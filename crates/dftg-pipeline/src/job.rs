@@ -36,6 +36,10 @@ pub struct JobSpec {
     /// Directory with CHAIR's `synonyms.txt` and `double_words.json` (for `chair-compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chair_vocab: Option<String>,
+    /// Directory with nltk's `averaged_perceptron_tagger_eng.*.json` (for `chair-compat`);
+    /// default: `nltk-tagger` beside `chair_vocab`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nltk_tagger: Option<String>,
     #[serde(default)]
     pub generation: GenerationConfig,
     /// Store URL the job writes under (`<out>/<job-id>/`): `s3://bucket/prefix`, `file:///dir`
@@ -356,6 +360,7 @@ impl JobSpec {
             vocabulary: default_vocabulary(),
             extractor: default_extractor(),
             chair_vocab: None,
+            nltk_tagger: None,
             generation: GenerationConfig::default(),
             out: None,
             max_failed_fraction: default_max_failed_fraction(),

@@ -196,6 +196,9 @@ impl Policy {
                 _ => {}
             }
         }
+        if spec.nltk_tagger.is_some() && !self.open {
+            return Err(PipelineError::invalid("nltk_tagger", "the tagger is the operator's: it sits beside the CHAIR vocabulary in --vocab-dir"));
+        }
         // names are checked against the directory now, so a job naming a missing one is
         // refused at submit instead of failing on every worker
         if let VocabSource::File(path) = self.vocabulary(&spec.vocabulary)? {

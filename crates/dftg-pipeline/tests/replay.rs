@@ -1,7 +1,7 @@
 //! Real model outputs through the pipeline: the recorded MiniGPT-4 and mPLUG-Owl captions of
 //! ../shared/data/pope/captions, served by the simulator's replay mode, diagnosed in the
-//! CHAIR-compatible mode. The profiles' per-concept hallucination counts are compared with the
-//! reference CHAIR results, and `compare` shows the two models hallucinate differently.
+//! CHAIR-compatible mode. The profiles' per-concept hallucination counts equal the reference
+//! CHAIR results exactly, and `compare` shows the two models hallucinate differently.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var("DFTG_DATA").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if dir.join("pope/captions").is_dir() {
+    if dir.join("pope/captions").is_dir() && dir.join("nltk-tagger").is_dir() {
         return Some(dir);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("reference data not found at {}", dir.display());
+        panic!("reference data (pope/captions/, nltk-tagger/) not found at {}", dir.display());
     }
-    eprintln!("skipping: reference data not found at {}", dir.display());
+    eprintln!("skipping: reference data (pope/captions/, nltk-tagger/) not found at {}", dir.display());
     None
 }
 
@@ -65,27 +65,22 @@ async fn replayed_real_captions_give_the_reference_profile() {
         let reference = reference_counts(&data.join(format!("chair-reference/{model}.instruction1.jsonl")));
         let ours: BTreeMap<String, u64> = profile.concepts.iter().filter(|c| c.hallucinations > 0).map(|c| (c.concept.clone(), c.hallucinations)).collect();
         let concepts: std::collections::BTreeSet<&String> = reference.keys().chain(ours.keys()).collect();
-        let mut equal = 0;
-        let mut worst = (String::new(), 0i64);
-        for c in &concepts {
-            let (a, b) = (*ours.get(*c).unwrap_or(&0) as i64, *reference.get(*c).unwrap_or(&0) as i64);
-            equal += usize::from(a == b);
-            if (a - b).abs() > worst.1.abs() {
-                worst = ((*c).clone(), a - b);
-            }
-        }
+        let differ: Vec<(&String, u64, u64)> = concepts
+            .iter()
+            .map(|c| (*c, *ours.get(*c).unwrap_or(&0), *reference.get(*c).unwrap_or(&0)))
+            .filter(|(_, a, b)| a != b)
+            .collect();
         let total_ours: u64 = ours.values().sum();
         let total_ref: u64 = reference.values().sum();
         eprintln!(
-            "{model}: {equal}/{} concepts with the reference's count; worst {:?}; totals {total_ours} vs {total_ref}; top {:?}",
+            "{model}: {}/{} concepts with the reference's count; totals {total_ours} vs {total_ref}; top {:?}",
+            concepts.len() - differ.len(),
             concepts.len(),
-            worst,
             profile.concepts.iter().take(5).map(|c| (&c.concept, c.hallucinations)).collect::<Vec<_>>()
         );
-        // the CHAIR-compatible reader agrees with the reference on ≥ 99% of these captions
-        assert!(equal as f64 >= 0.9 * concepts.len() as f64, "{model}: only {equal}/{} concept counts equal", concepts.len());
-        assert!(worst.1.abs() <= 2, "{model}: {worst:?}");
-        assert!((total_ours as i64 - total_ref as i64).abs() as f64 <= 0.01 * total_ref as f64);
+        // same tokenizer, tagger and lemmas as the reference: every count is exact
+        assert!(differ.is_empty(), "{model}: (concept, ours, reference) differ: {differ:?}");
+        assert_eq!(total_ours, total_ref, "{model}");
         profiles.push(profile);
     }
     let c = dftg_core::compare::compare(&profiles[0], &profiles[1], 10);

@@ -14,12 +14,18 @@ use super::wordnet_facts::{COVERED, EXCEPTIONS, LEXICON};
 pub(crate) const NOUN: usize = 0;
 pub(crate) const VERB: usize = 1;
 pub(crate) const ADJ: usize = 2;
-pub(crate) const POS_COUNT: usize = 3;
+/// Adverb morphy has no suffix rules, and adv.exc (`better` → `well`, …) names no CHAIR word:
+/// an adverb is its own lemma.
+pub(crate) const ADV: usize = 3;
+pub(crate) const POS_COUNT: usize = 4;
 
-const POS_CHAR: [u8; POS_COUNT] = [b'n', b'v', b'a'];
+/// The parts of speech with suffix rules.
+const MORPHY_POS: usize = 3;
+
+const POS_CHAR: [u8; MORPHY_POS] = [b'n', b'v', b'a'];
 
 /// WordNet's morphological substitutions (old suffix, new suffix), in NLTK's order.
-const RULES: [&[(&str, &str)]; POS_COUNT] = [
+const RULES: [&[(&str, &str)]; MORPHY_POS] = [
     &[
         ("s", ""),
         ("ses", "s"),
@@ -70,6 +76,9 @@ impl Morphy {
     }
 
     pub fn lemmatize(&self, word: &str, pos: usize) -> String {
+        if pos >= MORPHY_POS {
+            return word.to_string();
+        }
         let mut forms: Vec<String> = vec![word.to_string()];
         if let Some(lemmas) = self.exceptions.get(&(word, POS_CHAR[pos])) {
             forms.extend(lemmas.split(' ').map(str::to_string));
@@ -139,5 +148,6 @@ mod tests {
         assert_eq!(m.lemmatize("seated", VERB), "seat");
         assert_eq!(m.lemmatize("seated", ADJ), "seated");
         assert_eq!(m.lemmatize("zebras", VERB), "zebras");
+        assert_eq!(m.lemmatize("skis", ADV), "skis");
     }
 }

@@ -65,6 +65,15 @@ impl Tokens {
     }
 }
 
+impl super::tagger::Words for Tokens {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn word(&self, i: usize) -> &str {
+        self.get(i)
+    }
+}
+
 /// Python's `str.isspace` (what `\s` and `str.split()` use): Unicode White_Space plus \x1c-\x1f.
 pub(crate) fn is_space(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
