@@ -201,7 +201,7 @@ pub fn diagnose(
 /// ask). Mentions of concepts in `unverified` must already be removed from `ex`.
 pub fn diagnose_extraction(vocab: &Vocabulary, ex: &Extraction, truth: &ImageTruth, prompt: &str, response: &str) -> DiagnosisRecord {
     let view = TruthView::new(vocab, truth);
-    let (hallucinations, scores) = check(vocab, response, &ex, &view);
+    let (hallucinations, scores) = check(vocab, response, ex, &view);
     let mut negated: Vec<String> = Vec::new();
     for (c, _) in &ex.negated {
         let name = vocab.name(*c);
@@ -215,7 +215,7 @@ pub fn diagnose_extraction(vocab: &Vocabulary, ex: &Extraction, truth: &ImageTru
         file: truth.file.clone(),
         prompt: prompt.to_string(),
         response: response.to_string(),
-        mentions: mentions_of(vocab, response, &ex),
+        mentions: mentions_of(vocab, response, ex),
         negated,
         truth: truth.objects.clone(),
         hallucinations,

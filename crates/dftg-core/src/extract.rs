@@ -109,6 +109,9 @@ const MAX_MODIFIER_WORDS: usize = 12;
 /// Texts are read up to this many bytes (spans are `u32`).
 const MAX_TEXT_BYTES: usize = u32::MAX as usize;
 
+/// The attributes of one mention: (attribute, span of its word), at most [`MAX_ATTRIBUTES`].
+pub type Attributes = [Option<(AttributeId, (u32, u32))>; MAX_ATTRIBUTES];
+
 /// A mention before it is turned into a record (ids, not strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawMention {
@@ -457,7 +460,7 @@ impl Extractor {
         norm: &str,
         head: usize,
         concept: ConceptId,
-    ) -> (Option<u32>, [Option<(AttributeId, (u32, u32))>; MAX_ATTRIBUTES]) {
+    ) -> (Option<u32>, Attributes) {
         let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
         let mut attrs = [None; MAX_ATTRIBUTES];
         let mut na = 0;

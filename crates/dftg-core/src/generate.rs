@@ -505,7 +505,7 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
         for i in &drop {
             edits.push((sentences[*i], String::new()));
         }
-        edits.sort_by(|a, b| b.0 .0.cmp(&a.0 .0));
+        edits.sort_by_key(|e| std::cmp::Reverse(e.0 .0));
         for ((s, e), new) in edits {
             text.replace_range(s..e, &new);
         }

@@ -79,7 +79,7 @@ impl LlavaRecord {
         if self.image.is_empty() {
             return Err(format!("record {}: empty image", self.id));
         }
-        if self.conversations.len() < 2 || self.conversations.len() % 2 != 0 {
+        if self.conversations.len() < 2 || !self.conversations.len().is_multiple_of(2) {
             return Err(format!("record {}: conversations must be human/gpt pairs", self.id));
         }
         for (i, t) in self.conversations.iter().enumerate() {

@@ -177,38 +177,6 @@ pub fn route<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_documented_metric_is_exported() {
-        init("test");
-        metrics().job_shards.with_label_values(&["j", "diagnose", "done"]).set(1);
-        metrics().job_items.with_label_values(&["j", "diagnose", "done"]).set(1);
-        metrics().job_eta.with_label_values(&["j", "diagnose"]).set(1.0);
-        metrics().job_phase.with_label_values(&["j", "done"]).set(1);
-        metrics().job_last_progress.with_label_values(&["j"]).set(1.0);
-        metrics().queue_messages.with_label_values(&["q"]).set(1);
-        metrics().queue_consumers.with_label_values(&["q"]).set(1);
-        metrics().dead_letters.with_label_values(&["q"]).inc();
-        metrics().image_errors.with_label_values(&["r"]).inc();
-        metrics().model_request_errors.with_label_values(&["r"]).inc();
-        metrics().concept_hallucinations.with_label_values(&["dog"]).inc();
-        metrics().instructions_generated.with_label_values(&["count"]).inc();
-        metrics().model_retries.inc();
-        let text = render();
-        let doc = include_str!("../../../docs/metrics.md");
-        for line in doc.lines().filter(|l| l.starts_with("| `dftg_")) {
-            let name = line.split('`').nth(1).unwrap();
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is documented but not exported");
-        }
-        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            let name = line.split(' ').nth(2).unwrap();
-            assert!(doc.contains(&format!("`{name}`")), "{name} is exported but not documented");
-        }
-    }
-}
 
 /// A store that records request latency and errors (`dftg_store_*`).
 pub struct MeteredStore<S>(pub S);
@@ -254,5 +222,38 @@ impl<S: dftg_runtime::BlobStore> dftg_runtime::BlobStore for MeteredStore<S> {
     }
     fn describe(&self) -> String {
         self.0.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_metric_is_exported() {
+        init("test");
+        metrics().job_shards.with_label_values(&["j", "diagnose", "done"]).set(1);
+        metrics().job_items.with_label_values(&["j", "diagnose", "done"]).set(1);
+        metrics().job_eta.with_label_values(&["j", "diagnose"]).set(1.0);
+        metrics().job_phase.with_label_values(&["j", "done"]).set(1);
+        metrics().job_last_progress.with_label_values(&["j"]).set(1.0);
+        metrics().queue_messages.with_label_values(&["q"]).set(1);
+        metrics().queue_consumers.with_label_values(&["q"]).set(1);
+        metrics().dead_letters.with_label_values(&["q"]).inc();
+        metrics().image_errors.with_label_values(&["r"]).inc();
+        metrics().model_request_errors.with_label_values(&["r"]).inc();
+        metrics().concept_hallucinations.with_label_values(&["dog"]).inc();
+        metrics().instructions_generated.with_label_values(&["count"]).inc();
+        metrics().model_retries.inc();
+        let text = render();
+        let doc = include_str!("../../../docs/metrics.md");
+        for line in doc.lines().filter(|l| l.starts_with("| `dftg_")) {
+            let name = line.split('`').nth(1).unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} is documented but not exported");
+        }
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(doc.contains(&format!("`{name}`")), "{name} is exported but not documented");
+        }
     }
 }

@@ -371,7 +371,10 @@ fn floor_char(s: &str, mut i: usize) -> usize {
 
 /// Everything a test saw from the processes under test, to be scanned for leaks at the end.
 #[derive(Clone, Default)]
-pub struct Evidence(Arc<Mutex<(Vec<(String, String)>, HashSet<String>)>>);
+pub struct Evidence(Arc<Mutex<Seen>>);
+
+/// (where, text) of everything seen, and the texts already recorded.
+type Seen = (Vec<(String, String)>, HashSet<String>);
 
 impl Evidence {
     pub fn add(&self, what: impl Into<String>, text: impl Into<String>) {
