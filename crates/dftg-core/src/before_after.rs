@@ -268,6 +268,24 @@ pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Res
         Change::Rose => format!("{scope} hallucinated more: {} → {}", pct(t.before.rate), pct(t.after.rate)),
         Change::Within => format!("{scope}: {} → {}, within the intervals", pct(t.before.rate), pct(t.after.rate)),
     });
+    // the concepts the plan weighted most, one by one: the pooled rate dilutes them
+    let main: Vec<String> = concepts
+        .iter()
+        .filter(|c| c.targeted)
+        .take(3)
+        .map(|c| {
+            let h = &c.hallucination;
+            let how = match h.change {
+                Change::Fell => "fell",
+                Change::Rose => "rose",
+                Change::Within => "within intervals",
+            };
+            format!("{} {} → {} ({how})", c.concept, pct(h.before.rate), pct(h.after.rate))
+        })
+        .collect();
+    if !main.is_empty() {
+        findings.push(format!("most targeted: {}", main.join(", ")));
+    }
     let mut recall_fell = Vec::new();
     if recall.change == Change::Fell {
         recall_fell.push(format!("CHAIR recall {} → {}", pct(recall.before.rate), pct(recall.after.rate)));
@@ -409,6 +427,7 @@ mod tests {
         assert_eq!(r.concepts[0].concept, "person", "largest quota first");
         assert!(r.concepts[0].targeted && !r.concepts[2].targeted);
         assert!(r.worse.is_empty());
+        assert!(r.findings.iter().any(|f| f == "most targeted: person 60.0% → 10.0% (fell), chair 33.3% → 5.3% (fell)"), "{:?}", r.findings);
 
         // same falls, but recall collapses: over-corrected
         let over = facts("over", summary(&[("person", 5, 100, 50, 100), ("chair", 4, 150, 25, 50), ("cup", 3, 190, 6, 10)], 250, 500), 120);

@@ -108,7 +108,7 @@ impl PopeStats {
         let by_count = |m: BTreeMap<&str, u64>| {
             // BTreeMap iterates by name and the sort is stable: ties stay in name order
             let mut v: Vec<(String, u64)> = m.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
-            v.sort_by(|a, b| b.1.cmp(&a.1));
+            v.sort_by_key(|x| std::cmp::Reverse(x.1));
             v
         };
         PopeStats {

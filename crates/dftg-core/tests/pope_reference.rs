@@ -8,7 +8,7 @@
 //! message, except under `CI=true`, where missing data fails.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dftg_core::pope::{parse_label, parse_question_line, question_text, PopeQuestion};
 use dftg_core::pope_build::{negatives, PopeImage, PopeStats, Sampler};
@@ -28,7 +28,7 @@ fn data_dir() -> Option<PathBuf> {
     None
 }
 
-fn questions(dir: &PathBuf, set: &str) -> Vec<PopeQuestion> {
+fn questions(dir: &Path, set: &str) -> Vec<PopeQuestion> {
     let path = dir.join(format!("pope/questions/coco_pope_{set}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| parse_question_line(l, i + 1).unwrap()).collect()
