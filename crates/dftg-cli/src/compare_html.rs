@@ -90,8 +90,11 @@ pub fn render(r: &BeforeAfter) -> String {
     }
     let _ = write!(
         h,
-        "</ul></div><p class=muted>Rates carry {:.0}% Wilson score intervals; a change counts only when the before and after intervals do not overlap.</p>",
-        r.confidence * 100.0
+        "</ul></div><p class=muted>Rates carry {:.0}% Wilson score intervals; a change counts only when the before and after intervals do not overlap. \
+         Per-concept intervals are simultaneous: {:.0}% for all of them together ({:.3}% each), so a flag in the concept table is not one of many chances.</p>",
+        r.confidence * 100.0,
+        r.confidence * 100.0,
+        r.concept_confidence * 100.0
     );
 
     h.push_str("<h2>Headline rates</h2><table><tr><th></th><th>before</th><th>after</th><th>change</th></tr>");

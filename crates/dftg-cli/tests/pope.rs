@@ -297,7 +297,8 @@ fn compare_shows_the_targeted_rates_falling_and_flags_the_over_corrected_model()
     assert_eq!(r["targeted"]["change"], "fell", "it does hallucinate less");
     assert_eq!(r["recall"]["change"], "fell");
     assert_eq!((r["pope"][0]["recall"]["change"].as_str(), r["pope"][0]["yes_ratio"]["change"].as_str()), (Some("fell"), Some("fell")));
-    assert!(r["worse"].as_array().unwrap().iter().any(|w| w["what"] == "missed"), "{text}");
+    let person = concept(&r, "person");
+    assert!(f(&person["miss"]["after"], "rate") > f(&person["miss"]["before"], "rate"), "person is left out more often: {person}");
 
     // the same job twice: nothing to vouch for
     let (_, r, _) = compare(&before, "same");

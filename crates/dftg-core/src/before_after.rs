@@ -2,8 +2,10 @@
 //! did the model over-correct (deny what is there)?
 //!
 //! Every rate carries a Wilson score interval, and a change counts only when the two
-//! intervals do not overlap: conservative on purpose (about p < 0.006 at 95 %), because a
-//! report compares dozens of concepts at once and a reader must be able to trust a flag.
+//! intervals do not overlap: conservative on purpose (about p < 0.006 at 95 %), so a reader
+//! can trust a flag. The per-concept intervals share the confidence level (Bonferroni over
+//! all concept comparisons): a report compares dozens of concepts at once, and at 95 % each,
+//! one unchanged model in three or so would show a concept "getting worse" by chance.
 //! Over-correction is a model that learned to say "no": its recall falls (CHAIR recall: the
 //! present objects its descriptions name; POPE recall: the present objects it says yes to).
 
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 use crate::pope::{Confusion, PopeMetrics};
-use crate::profile::Summary;
+use crate::profile::{ConceptCounts, Summary};
 
 pub const BEFORE_AFTER_SCHEMA_VERSION: u32 = 1;
 
@@ -174,6 +176,8 @@ pub struct BeforeAfter {
     pub before_model: String,
     pub after_model: String,
     pub confidence: f64,
+    /// The level of each per-concept interval: `confidence` shared over all of them.
+    pub concept_confidence: f64,
     pub verdict: Verdict,
     /// One sentence per finding, most important first.
     pub findings: Vec<String>,
@@ -193,25 +197,33 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-/// Compares two jobs; `confidence` sets every interval (0.95 usual).
+/// Compares two jobs; `confidence` sets the headline intervals (0.95 usual) and the
+/// simultaneous level of the per-concept ones.
 pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Result<BeforeAfter, CoreError> {
     let z = z_for(confidence)?;
     let (b, a) = (&before.summary, &after.summary);
     let names: BTreeSet<&String> = b.concepts.keys().chain(a.concepts.keys()).chain(before.targeted.keys()).collect();
     let counts = |s: &Summary, n: &str| s.concepts.get(n).cloned().unwrap_or_default();
+    let shown: Vec<(&String, ConceptCounts, ConceptCounts)> = names
+        .into_iter()
+        .map(|name| (name, counts(b, name), counts(a, name)))
+        .filter(|(name, cb, ca)| {
+            cb.hallucinated + ca.hallucinated + cb.present + ca.present + cb.mentions + ca.mentions > 0 || before.targeted.contains_key(*name)
+        })
+        .collect();
+    // two comparisons per concept: Bonferroni keeps the chance of any false flag in the table
+    // at 1 - confidence, where per-interval 95 % would flag a third of unchanged models
+    let comparisons = (2 * shown.len()).max(1) as f64;
+    let concept_confidence = 1.0 - (1.0 - confidence) / comparisons;
+    let zc = z_for(concept_confidence)?;
     let mut concepts: Vec<ConceptChange> = Vec::new();
-    for name in names {
-        let (cb, ca) = (counts(b, name), counts(a, name));
-        if cb.hallucinated + ca.hallucinated + cb.present + ca.present + cb.mentions + ca.mentions == 0 && !before.targeted.contains_key(name) {
-            continue;
-        }
-        let negatives = before.targeted.get(name).copied().unwrap_or(0);
+    for (name, cb, ca) in shown {
         concepts.push(ConceptChange {
             concept: name.clone(),
             targeted: before.targeted.contains_key(name),
-            negatives,
-            hallucination: RateChange::new(wilson(cb.hallucinated, cb.opportunities, z), wilson(ca.hallucinated, ca.opportunities, z)),
-            miss: RateChange::new(wilson(cb.missed, cb.present, z), wilson(ca.missed, ca.present, z)),
+            negatives: before.targeted.get(name).copied().unwrap_or(0),
+            hallucination: RateChange::new(wilson(cb.hallucinated, cb.opportunities, zc), wilson(ca.hallucinated, ca.opportunities, zc)),
+            miss: RateChange::new(wilson(cb.missed, cb.present, zc), wilson(ca.missed, ca.present, zc)),
         });
     }
     let top = |c: &ConceptChange| c.hallucination.before.rate.max(c.hallucination.after.rate);
@@ -349,6 +361,7 @@ pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Res
         before_model: before.model.clone(),
         after_model: after.model.clone(),
         confidence,
+        concept_confidence,
         verdict,
         findings,
         targeted,
@@ -364,7 +377,6 @@ pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::ConceptCounts;
 
     #[test]
     fn wilson_matches_hand_computed_values() {
