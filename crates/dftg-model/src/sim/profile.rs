@@ -184,7 +184,8 @@ impl SimProfile {
     }
 }
 
-/// A bundled profile by name (`people-everywhere`, `kitchenware`, `mild`).
+/// A bundled profile by name (`people-everywhere`, `kitchenware`, `mild`, and the
+/// `people-everywhere-treated` / `-overcorrected` stand-ins for a remedied model).
 pub fn profile_by_name(name: &str) -> Result<SimProfile, SimError> {
     let name = name.strip_prefix("sim:").unwrap_or(name);
     let (_, text) = BUNDLED_PROFILES.iter().find(|(n, _)| *n == name).ok_or_else(|| SimError::UnknownProfile {
