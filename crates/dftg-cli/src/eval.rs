@@ -21,6 +21,8 @@ use dftg_core::vocab::Vocabulary;
 pub enum EvalCommand {
     /// CHAIR_s, CHAIR_i and recall of captions against ground-truth object sets.
     Chair(ChairArgs),
+    /// POPE accuracy, precision, recall, F1 and yes-ratio: ask a model, or score its answers.
+    Pope(crate::pope::EvalPopeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +51,7 @@ pub struct ChairArgs {
 pub fn main(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EvalCommand::Chair(args) => chair(args),
+        EvalCommand::Pope(args) => crate::pope::eval_main(args),
     }
 }
 

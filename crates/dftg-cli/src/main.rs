@@ -2,12 +2,15 @@
 //!
 //! Layout: `main.rs` parses the command line and dispatches; one file per command family:
 //! `run.rs` (the embedded pipeline), `sim.rs` (the model simulator server), `eval.rs`
-//! (`dftg eval chair`), `compare.rs`, `corpus.rs` (example and replay corpora).
+//! (`dftg eval chair`), `compare.rs`, `corpus.rs` (example and replay corpora), `pope.rs`
+//! (`dftg pope build`, `dftg eval pope`).
 
 mod compare;
+mod compare_html;
 mod corpus;
 mod dist;
 mod eval;
+mod pope;
 mod progress;
 mod run;
 mod sim;
@@ -27,11 +30,14 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the model simulator (OpenAI-compatible).
     Sim(sim::SimArgs),
-    /// Evaluate captions (CHAIR metric).
+    /// Evaluate captions (CHAIR metric) or yes/no answers (POPE).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
-    /// Compare two hallucination profiles.
+    /// Compare two jobs before and after a remedy (report), or two hallucination profiles.
     Compare(compare::CompareArgs),
+    /// POPE yes/no probes for any corpus with ground truth.
+    #[command(subcommand)]
+    Pope(pope::PopeCommand),
     /// Build corpora: a synthetic example corpus, or placeholders for an id → objects map.
     #[command(subcommand)]
     Corpus(corpus::CorpusCommand),
@@ -59,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(cmd) => eval::main(cmd),
         Command::Compare(args) => compare::main(args),
         Command::Corpus(cmd) => corpus::main(cmd),
+        Command::Pope(cmd) => pope::main(cmd),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::main(args))),
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(sim::main(args))),
         Command::Coordinator(args) => runtime().and_then(|rt| rt.block_on(dist::coordinator(args))),

@@ -17,7 +17,8 @@ pub struct SimArgs {
     /// Corpus directory (images + annotations.json or manifest.jsonl).
     #[arg(long)]
     pub corpus: PathBuf,
-    /// Hallucination profile: a bundled name (people-everywhere, kitchenware, mild) or a TOML file.
+    /// Hallucination profile: a bundled name (people-everywhere, kitchenware, mild,
+    /// people-everywhere-treated, people-everywhere-overcorrected) or a TOML file.
     #[arg(long, default_value = "people-everywhere")]
     pub profile: String,
     /// Serve recorded responses (JSONL {"image_id", "caption"}) instead of generating them.

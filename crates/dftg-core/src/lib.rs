@@ -10,18 +10,22 @@
 //! - `profile` — mergeable shard summaries and the model's hallucination profile
 //! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
 //! - `compare` — how two profiles differ
+//! - `before_after` — did a remedy work: two jobs' rates with confidence intervals, a verdict
 //! - `pope`    — POPE yes/no answers and metrics, as the benchmark's script defines them
+//! - `pope_build` — POPE questions for any corpus: random / popular / adversarial samplers
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
 
 pub mod chair;
 pub mod check;
+pub mod before_after;
 pub mod compare;
 pub mod detection;
 pub mod extract;
 pub mod generate;
 pub mod llava;
 pub mod pope;
+pub mod pope_build;
 pub mod profile;
 pub mod seed;
 pub mod error;

@@ -8,7 +8,8 @@
 //!   and **injects hallucinations** from a named [`SimProfile`] (`configs/sim/*.toml`):
 //!   objects (absent concepts made tempting by the corpus's co-occurrence statistics, times the
 //!   profile's affinity), wrong counts and wrong attribute values.
-//! - It answers **yes/no existence questions** consistently with the same decisions.
+//! - It answers **yes/no existence questions** consistently with the same decisions; an
+//!   over-corrected profile (`denial_rate`) also denies present objects.
 //! - Every choice is seeded from (seed, profile name, image key, prompt), never from order
 //!   or time: the same image and prompt always get the identical reply.
 //! - It writes a **truth log** of what it injected (one line per (image, prompt)).
@@ -43,6 +44,7 @@ mod server;
 mod text;
 mod vision;
 mod vision_server;
+mod yes_no;
 
 #[cfg(test)]
 mod tests;

@@ -674,7 +674,9 @@ impl Simulator {
         let name = vocab.name(c).to_string();
         let surf = &self.surfaces[c as usize];
         let (sing, plur) = &surf.forms[0];
-        let present = img.objects.iter().any(|o| o.concept == c);
+        // an over-corrected profile denies some present objects (see yes_no.rs)
+        let denied = self.denies(key, img, c);
+        let present = img.objects.iter().any(|o| o.concept == c) && !denied;
         let hallucinated = if present { None } else { self.candidates(key, img).into_iter().find(|h| h.concept == c) };
         if present || hallucinated.is_some() {
             let (template, x) = if surf.mass {
@@ -709,7 +711,9 @@ impl Simulator {
             } else {
                 (text::NO_SINGULAR, sing.clone())
             };
-            entry.negated.push(name);
+            if !denied {
+                entry.negated.push(name);
+            }
             SimReply { text: template.replace("{X}", &x), entry }
         }
     }

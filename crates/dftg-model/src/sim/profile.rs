@@ -14,6 +14,8 @@ pub const BUNDLED_PROFILES: &[(&str, &str)] = &[
     ("people-everywhere", include_str!("../../../../configs/sim/people-everywhere.toml")),
     ("kitchenware", include_str!("../../../../configs/sim/kitchenware.toml")),
     ("mild", include_str!("../../../../configs/sim/mild.toml")),
+    ("people-everywhere-treated", include_str!("../../../../configs/sim/people-everywhere-treated.toml")),
+    ("people-everywhere-overcorrected", include_str!("../../../../configs/sim/people-everywhere-overcorrected.toml")),
 ];
 
 /// The profile `dftg run` uses when none is named.
@@ -61,6 +63,10 @@ pub struct SimProfile {
     /// Probability that a detailed description denies an absent, tempting concept.
     #[serde(default = "default_negation_rate")]
     pub negation_rate: f64,
+    /// Probability that a yes/no question about a present object is answered "no": an
+    /// over-corrected model denies what is there (0 for a model that never does).
+    #[serde(default)]
+    pub denial_rate: f64,
     /// Per-concept affinity (canonical concept name → multiplier).
     #[serde(default)]
     pub affinity: BTreeMap<String, f64>,
@@ -133,6 +139,7 @@ impl SimProfile {
             ("count_mention_rate", self.count_mention_rate),
             ("attribute_mention_rate", self.attribute_mention_rate),
             ("negation_rate", self.negation_rate),
+            ("denial_rate", self.denial_rate),
         ];
         for (field, v) in probabilities {
             if !(0.0..=1.0).contains(&v) {
@@ -177,7 +184,8 @@ impl SimProfile {
     }
 }
 
-/// A bundled profile by name (`people-everywhere`, `kitchenware`, `mild`).
+/// A bundled profile by name (`people-everywhere`, `kitchenware`, `mild`, and the
+/// `people-everywhere-treated` / `-overcorrected` stand-ins for a remedied model).
 pub fn profile_by_name(name: &str) -> Result<SimProfile, SimError> {
     let name = name.strip_prefix("sim:").unwrap_or(name);
     let (_, text) = BUNDLED_PROFILES.iter().find(|(n, _)| *n == name).ok_or_else(|| SimError::UnknownProfile {
