@@ -49,6 +49,10 @@ ensure_cargo_deny
 cargo fetch --locked --quiet
 cargo deny --locked --offline check licenses bans sources
 
+echo "== formatting and lints (cargo fmt --check, cargo clippy -D warnings)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== cargo test (workspace)"
 cargo test --workspace --locked 2>&1 | tail -n +1
 

@@ -79,8 +79,10 @@ async fn job_facts(location: &str) -> anyhow::Result<JobFacts> {
         let store = &store;
         async move { store.get(key).await.with_context(|| format!("cannot read {location}/{key}")) }
     };
-    let profile = read(layout::PROFILE).await?.with_context(|| format!("{location} has no {}: not a finished dftg job", layout::PROFILE))?;
-    let profile: Profile = serde_json::from_slice(&profile).map_err(|e| anyhow::anyhow!("{location}/{}: {}", layout::PROFILE, json_problem(&e)))?;
+    let profile =
+        read(layout::PROFILE).await?.with_context(|| format!("{location} has no {}: not a finished dftg job", layout::PROFILE))?;
+    let profile: Profile =
+        serde_json::from_slice(&profile).map_err(|e| anyhow::anyhow!("{location}/{}: {}", layout::PROFILE, json_problem(&e)))?;
     let mut summary = Summary::default();
     let keys = store.list("summaries/").await.with_context(|| format!("cannot list {location}/summaries/"))?;
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
@@ -91,14 +93,16 @@ async fn job_facts(location: &str) -> anyhow::Result<JobFacts> {
     anyhow::ensure!(summary.images > 0, "{location} has no diagnosed images (summaries/ is empty)");
     let targeted = match read(layout::GENERATION_PLAN).await? {
         Some(bytes) => {
-            let plan: StoredGenerationPlan = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{location}/{}: {}", layout::GENERATION_PLAN, json_problem(&e)))?;
+            let plan: StoredGenerationPlan = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{location}/{}: {}", layout::GENERATION_PLAN, json_problem(&e)))?;
             plan.plan.concepts.into_iter().filter(|(_, q)| q.negative > 0).map(|(c, q)| (c, q.negative)).collect()
         }
         None => Default::default(),
     };
     let pope = match read(POPE_RESULTS).await? {
         Some(bytes) => {
-            let r: PopeResults = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{location}/{POPE_RESULTS}: {}", json_problem(&e)))?;
+            let r: PopeResults =
+                serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{location}/{POPE_RESULTS}: {}", json_problem(&e)))?;
             r.sets.into_iter().map(|(k, v)| (k, v.confusion())).collect()
         }
         None => Default::default(),

@@ -43,8 +43,13 @@ fn mark(c: Change, lower_is_better: bool) -> &'static str {
 }
 
 fn rate_row(out: &mut String, name: &str, r: &RateChange, lower_is_better: bool) {
-    let _ =
-        writeln!(out, "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>", interval(&r.before), interval(&r.after), mark(r.change, lower_is_better));
+    let _ = writeln!(
+        out,
+        "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        interval(&r.before),
+        interval(&r.after),
+        mark(r.change, lower_is_better)
+    );
 }
 
 const CSS: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}\
@@ -98,7 +103,11 @@ pub fn render(r: &BeforeAfter) -> String {
     );
 
     h.push_str("<h2>Headline rates</h2><table><tr><th></th><th>before</th><th>after</th><th>change</th></tr>");
-    let scope = if r.concepts.iter().any(|c| c.targeted) { "targeted concepts: hallucinated / absent" } else { "all concepts: hallucinated / absent" };
+    let scope = if r.concepts.iter().any(|c| c.targeted) {
+        "targeted concepts: hallucinated / absent"
+    } else {
+        "all concepts: hallucinated / absent"
+    };
     rate_row(&mut h, scope, &r.targeted, true);
     rate_row(&mut h, "CHAIR_s: descriptions with a hallucination", &r.chair_s, true);
     rate_row(&mut h, "CHAIR_i: mentions that are hallucinated", &r.chair_i, true);
@@ -112,7 +121,8 @@ pub fn render(r: &BeforeAfter) -> String {
         h.push_str("<table><tr><th>questions</th><th>accuracy</th><th>precision</th><th>F1</th><th>recall</th><th>yes-ratio</th><th>false yes (absent answered yes)</th></tr>");
         for p in &r.pope {
             let ba = |b: f64, a: f64| format!("{} → {}", pct(b), pct(a));
-            let with = |rc: &RateChange, lower: bool| format!("{} → {}<br>{}", pct(rc.before.rate), pct(rc.after.rate), mark(rc.change, lower));
+            let with =
+                |rc: &RateChange, lower: bool| format!("{} → {}<br>{}", pct(rc.before.rate), pct(rc.after.rate), mark(rc.change, lower));
             let _ = write!(
                 h,
                 "<tr><td>{} ({} → {})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -131,8 +141,12 @@ pub fn render(r: &BeforeAfter) -> String {
     }
 
     h.push_str("<h2>Concepts the remedy targeted, and any that got worse</h2>");
-    let shown: Vec<&ConceptChange> =
-        r.concepts.iter().filter(|c| c.targeted || c.hallucination.change == Change::Rose || c.miss.change == Change::Rose).take(30).collect();
+    let shown: Vec<&ConceptChange> = r
+        .concepts
+        .iter()
+        .filter(|c| c.targeted || c.hallucination.change == Change::Rose || c.miss.change == Change::Rose)
+        .take(30)
+        .collect();
     if shown.is_empty() {
         h.push_str("<p class=muted>The before job's generation plan targeted no concept.</p>");
     } else {
@@ -149,7 +163,13 @@ pub fn render(r: &BeforeAfter) -> String {
                 Worsening::Hallucinated => "hallucinated where absent",
                 Worsening::Missed => "missed where present",
             };
-            let _ = write!(h, "<tr><td>{}</td><td class=bad>{what}</td><td>{}</td><td>{}</td></tr>", esc(&w.concept), pct(w.before), pct(w.after));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=bad>{what}</td><td>{}</td><td>{}</td></tr>",
+                esc(&w.concept),
+                pct(w.before),
+                pct(w.after)
+            );
         }
         h.push_str("</table>");
     }
@@ -235,8 +255,15 @@ mod tests {
     #[test]
     fn the_report_is_self_contained_and_escapes_names() {
         let mut s = Summary { images: 10, mentions: 20, truth_objects: 20, covered_objects: 15, ..Summary::default() };
-        s.concepts.insert("<script>".into(), ConceptCounts { hallucinated: 3, opportunities: 10, present: 1, mentions: 4, ..Default::default() });
-        let f = JobFacts { job: "a".into(), model: "m<1>".into(), summary: s, targeted: [("<script>".to_string(), 3)].into(), pope: Default::default() };
+        s.concepts
+            .insert("<script>".into(), ConceptCounts { hallucinated: 3, opportunities: 10, present: 1, mentions: 4, ..Default::default() });
+        let f = JobFacts {
+            job: "a".into(),
+            model: "m<1>".into(),
+            summary: s,
+            targeted: [("<script>".to_string(), 3)].into(),
+            pope: Default::default(),
+        };
         let html = render(&compare_jobs(&f, &f, 0.95).unwrap());
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;") && html.contains("m&lt;1&gt;"));
         assert!(!html.contains("http://") && !html.contains("https://"), "no external resource");

@@ -12,8 +12,8 @@ use clap::{Args, ValueEnum};
 
 use dftg_pipeline::coordinator::Phase;
 use dftg_pipeline::driver::JobStatus;
-use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
 use dftg_pipeline::http::Tokens;
+use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
 use dftg_pipeline::policy::Policy;
 use dftg_pipeline::service::{Coordinator, CoordinatorConfig, StoreJobs};
 use dftg_pipeline::worker::run_worker;
@@ -148,7 +148,8 @@ fn api_client() -> anyhow::Result<reqwest::Client> {
     if let Ok(token) = std::env::var("DFTG_TOKEN") {
         let token = token.trim();
         if !token.is_empty() {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| anyhow::anyhow!("DFTG_TOKEN holds characters a header cannot carry"))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow::anyhow!("DFTG_TOKEN holds characters a header cannot carry"))?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -158,7 +159,8 @@ fn api_client() -> anyhow::Result<reqwest::Client> {
 
 /// Whether every address `listen` resolves to is loopback.
 async fn is_loopback_only(listen: &str) -> anyhow::Result<bool> {
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen).await.with_context(|| format!("cannot resolve {listen}"))?.collect();
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host(listen).await.with_context(|| format!("cannot resolve {listen}"))?.collect();
     Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
 }
 
@@ -283,11 +285,20 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let http = api_client()?;
     let base = args.coordinator.trim_end_matches('/');
-    let r = http.post(format!("{base}/v1/jobs")).body(serde_json::to_string(&spec)?).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .body(serde_json::to_string(&spec)?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {base}"))?;
     let code = r.status();
     let body: serde_json::Value = r.json().await.context("the coordinator's answer is not JSON")?;
     anyhow::ensure!(code.is_success(), "job refused ({code}): {}", body["error"].as_str().unwrap_or("unknown error"));
-    let job_id = body["job_id"].as_str().filter(|id| dftg_pipeline::job::is_job_id(id)).context("the coordinator's answer names no job id")?.to_string();
+    let job_id = body["job_id"]
+        .as_str()
+        .filter(|id| dftg_pipeline::job::is_job_id(id))
+        .context("the coordinator's answer names no job id")?
+        .to_string();
     println!("{job_id}");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -354,14 +365,22 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 /// `dftg cancel JOB`: the job ends `cancelled`; exit 0 when it was running.
 pub async fn cancel(args: JobCommandArgs) -> anyhow::Result<ExitCode> {
     let base = args.coordinator.trim_end_matches('/');
-    let r = api_client()?.post(format!("{base}/v1/jobs/{}/cancel", args.job)).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    let r = api_client()?
+        .post(format!("{base}/v1/jobs/{}/cancel", args.job))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {base}"))?;
     print_answer(r).await
 }
 
 /// `dftg delete JOB`: the coordinator forgets the job (cancelling it first if it runs).
 pub async fn delete(args: JobCommandArgs) -> anyhow::Result<ExitCode> {
     let base = args.coordinator.trim_end_matches('/');
-    let r = api_client()?.delete(format!("{base}/v1/jobs/{}", args.job)).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    let r = api_client()?
+        .delete(format!("{base}/v1/jobs/{}", args.job))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {base}"))?;
     print_answer(r).await
 }
 

@@ -209,8 +209,10 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.captions).with_context(|| format!("cannot read captions {}", args.captions.display()))?;
     let mut lines: Vec<(serde_json::Value, String, CaptionLine)> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let c: CaptionLine = serde_json::from_str(line).with_context(|| format!("{} line {}: expected {{\"image_id\", \"caption\"}}", args.captions.display(), i + 1))?;
-        let id = dftg_core::truth::image_key(&c.image_id).with_context(|| format!("{} line {}: image_id must be a number or a string", args.captions.display(), i + 1))?;
+        let c: CaptionLine = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: expected {{\"image_id\", \"caption\"}}", args.captions.display(), i + 1))?;
+        let id = dftg_core::truth::image_key(&c.image_id)
+            .with_context(|| format!("{} line {}: image_id must be a number or a string", args.captions.display(), i + 1))?;
         lines.push((c.image_id.clone(), id, c));
     }
     let needed: HashSet<String> = lines.iter().map(|l| l.1.clone()).collect();
@@ -241,13 +243,14 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     let mut tally = ChairTally::default();
     let mut hallucinated: Vec<&str> = Vec::new();
     let mut mentioned: Vec<&str> = Vec::new();
-    let write_line = |out: &mut Option<std::io::BufWriter<std::fs::File>>, id: &serde_json::Value, m: &[&str], h: &[&str]| -> anyhow::Result<()> {
-        if let Some(w) = out {
-            serde_json::to_writer(&mut *w, &serde_json::json!({"image_id": id, "mentioned": m, "hallucinated": h}))?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    };
+    let write_line =
+        |out: &mut Option<std::io::BufWriter<std::fs::File>>, id: &serde_json::Value, m: &[&str], h: &[&str]| -> anyhow::Result<()> {
+            if let Some(w) = out {
+                serde_json::to_writer(&mut *w, &serde_json::json!({"image_id": id, "mentioned": m, "hallucinated": h}))?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        };
     let mode;
     if args.compat {
         mode = "compat";

@@ -125,14 +125,23 @@ async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let images: Vec<PopeImage> = chosen.into_iter().map(|r| r.image).collect();
     let set = pope_build::build(&images, &BuildConfig { per_image: args.per_image, seed: args.seed })?;
     if set.images == 0 {
-        bail!("no image of the corpus has {} objects present and {} absent: nothing to ask (try a smaller --per-image)", args.per_image, args.per_image);
+        bail!(
+            "no image of the corpus has {} objects present and {} absent: nothing to ask (try a smaller --per-image)",
+            args.per_image,
+            args.per_image
+        );
     }
     let out = ObjectBlobStore::from_url(&args.out).with_context(|| format!("cannot write to {}", args.out))?;
     for s in Sampler::ALL {
         let name = format!("{}.jsonl", s.as_str());
         out.put(&name, jsonl(set.questions(s))?.into()).await.with_context(|| format!("cannot write {name} to {}", args.out))?;
     }
-    println!("wrote {} questions per file about {} images to {}: random.jsonl, popular.jsonl, adversarial.jsonl", set.random.len(), set.images, args.out);
+    println!(
+        "wrote {} questions per file about {} images to {}: random.jsonl, popular.jsonl, adversarial.jsonl",
+        set.random.len(),
+        set.images,
+        args.out
+    );
     println!(
         "  corpus images {seen}: {few} with fewer than {} objects, {} not sampled, {} without {} absent objects, {bad} bad ground-truth entries",
         args.per_image,
@@ -224,7 +233,9 @@ impl TruthSource {
                                 match line {
                                     Line::Text(t) if t.trim().is_empty() => {}
                                     Line::Text(t) => f(manifest_entry(&t, n, name)),
-                                    Line::TooLong { bytes } => f(dftg_pipeline::corpus::long_manifest_line(bytes, lines.max_line(), n, name)),
+                                    Line::TooLong { bytes } => {
+                                        f(dftg_pipeline::corpus::long_manifest_line(bytes, lines.max_line(), n, name))
+                                    }
                                 }
                             }
                         }
@@ -404,7 +415,8 @@ async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
         bail!("--answers-out takes one --questions file");
     }
     let Some(corpus) = args.corpus.as_deref() else { bail!("--corpus DIR is needed to show the model the images") };
-    let files: Vec<(PathBuf, Vec<PopeQuestion>)> = args.questions.iter().map(|p| Ok((p.clone(), read_questions(p)?))).collect::<anyhow::Result<_>>()?;
+    let files: Vec<(PathBuf, Vec<PopeQuestion>)> =
+        args.questions.iter().map(|p| Ok((p.clone(), read_questions(p)?))).collect::<anyhow::Result<_>>()?;
 
     let mut model = ModelSpec::default();
     match (&args.endpoint, &args.model) {
@@ -432,7 +444,8 @@ async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
     spec.seed = args.seed;
     spec.validate().context("invalid model settings")?;
     let setup = dftg_pipeline::model_setup::start_model(&spec, Path::new(local_corpus), None).await.context("cannot start the model")?;
-    let store: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::from_url_existing(corpus).with_context(|| format!("cannot open corpus {corpus}"))?);
+    let store: Arc<dyn BlobStore> =
+        Arc::new(ObjectBlobStore::from_url_existing(corpus).with_context(|| format!("cannot open corpus {corpus}"))?);
     let mut resolver = Resolver { store: store.clone(), corpus: corpus.to_string(), index: None, found: HashMap::new() };
     let model_name = spec.model_name();
 
@@ -488,8 +501,12 @@ fn write_answers(path: &Path, questions: &[PopeQuestion], answers: &[Result<Stri
     let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut w = std::io::BufWriter::new(file);
     for (q, a) in questions.iter().zip(answers) {
-        let line =
-            AnswerOut { question_id: q.question_id, label: &q.label, answer: a.as_ref().ok().map(String::as_str), error: a.as_ref().err().map(String::as_str) };
+        let line = AnswerOut {
+            question_id: q.question_id,
+            label: &q.label,
+            answer: a.as_ref().ok().map(String::as_str),
+            error: a.as_ref().err().map(String::as_str),
+        };
         serde_json::to_writer(&mut w, &line)?;
         w.write_all(b"\n")?;
     }
@@ -507,7 +524,10 @@ async fn record_results(dir: &str, records: &[PopeRecord]) -> anyhow::Result<()>
     for r in records {
         results.sets.insert(r.set.clone(), r.clone());
     }
-    store.put(POPE_RESULTS, serde_json::to_vec_pretty(&results)?.into()).await.with_context(|| format!("cannot write {dir}/{POPE_RESULTS}"))?;
+    store
+        .put(POPE_RESULTS, serde_json::to_vec_pretty(&results)?.into())
+        .await
+        .with_context(|| format!("cannot write {dir}/{POPE_RESULTS}"))?;
     Ok(())
 }
 
@@ -536,7 +556,9 @@ fn score_answer_file(path: &Path, questions: &[PathBuf]) -> anyhow::Result<PopeR
             .map_err(|e| anyhow::anyhow!("{}: expected {{\"question_id\", \"label\", \"answer\"}}: {}", where_(), json_problem(&e)))?;
         let label = match &a.label {
             Some(l) => parse_label(l).with_context(|| format!("{}: label must be \"yes\" or \"no\"", where_()))?,
-            None => *labels.get(&a.question_id).with_context(|| format!("{}: no label, and no --questions file has its question_id", where_()))?,
+            None => *labels
+                .get(&a.question_id)
+                .with_context(|| format!("{}: no label, and no --questions file has its question_id", where_()))?,
         };
         items.push((label, a.answer));
     }

@@ -180,7 +180,8 @@ impl JobFlags {
     fn apply_truth(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
         use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
         if let Some(t) = &self.truth {
-            spec.truth.source = TruthSource::parse(t).with_context(|| format!("--truth {t}: annotations, detector or annotations+detector"))?;
+            spec.truth.source =
+                TruthSource::parse(t).with_context(|| format!("--truth {t}: annotations, detector or annotations+detector"))?;
         }
         let detector_flags = self.detector.is_some() || self.detector_endpoint.is_some() || self.detector_api.is_some();
         let sim_rates = self.sim_detector_miss_rate.is_some() || self.sim_detector_false_rate.is_some();
@@ -247,7 +248,10 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         (Some(dir), _) => dir.clone(),
         (None, Some(url)) => {
             let dir = url.strip_prefix("file://").unwrap_or(url);
-            anyhow::ensure!(!dir.contains("://"), "dftg run writes to a local directory, not {url}: pass --out DIR or submit the job to a coordinator");
+            anyhow::ensure!(
+                !dir.contains("://"),
+                "dftg run writes to a local directory, not {url}: pass --out DIR or submit the job to a coordinator"
+            );
             PathBuf::from(dir)
         }
         (None, None) => PathBuf::from("out"),

@@ -45,7 +45,15 @@ fn spawn_listening(args: &[&str], env: &[(String, String)]) -> (Proc, String) {
 }
 
 fn spawn(args: &[&str], env: &[(String, String)]) -> Proc {
-    Proc(Command::new(dftg()).args(args).envs(env.iter().cloned()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn dftg"))
+    Proc(
+        Command::new(dftg())
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn dftg"),
+    )
 }
 
 fn rabbitmqctl(args: &[&str]) -> bool {
@@ -119,7 +127,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn sorted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.expect("entry").path()).map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap())).collect(),
+        Ok(rd) => rd
+            .map(|e| e.expect("entry").path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+            .collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -131,7 +142,14 @@ async fn status(http: &reqwest::Client, api: &str, job: &str) -> Option<serde_js
     r.json().await.ok()
 }
 
-async fn wait_until(http: &reqwest::Client, api: &str, job: &str, what: &str, deadline: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn wait_until(
+    http: &reqwest::Client,
+    api: &str,
+    job: &str,
+    what: &str,
+    deadline: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let start = Instant::now();
     loop {
         if let Some(s) = status(http, api, job).await {
@@ -167,11 +185,15 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
     let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
     let corpus_str = corpus.to_str().expect("utf-8");
-    let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
+    let (_sim, sim_url) =
+        spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware", "--latency-ms", "5"], &env);
     let env = with_policy(env, &sim_url);
     let (coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
     let mut coordinator = Some(coordinator);
-    let mut inference = vec![spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env), spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env)];
+    let mut inference = vec![
+        spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env),
+        spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env),
+    ];
     let _generator = spawn(&["worker", "--role", "generator"], &env);
     let http = reqwest::Client::new();
 
@@ -230,7 +252,22 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     // the same job with `dftg run` gives the same outputs
     let local_out = work.path().join("local");
     let st = Command::new(dftg())
-        .args(["run", "--corpus", corpus_str, "--endpoint", &sim_url, "--model-name", "sim", "--shard-size", "100", "--in-flight", "32", "--timeout", "10", "--out"])
+        .args([
+            "run",
+            "--corpus",
+            corpus_str,
+            "--endpoint",
+            &sim_url,
+            "--model-name",
+            "sim",
+            "--shard-size",
+            "100",
+            "--in-flight",
+            "32",
+            "--timeout",
+            "10",
+            "--out",
+        ])
         .arg(&local_out)
         .arg("--quiet")
         .status()

@@ -72,7 +72,14 @@ async fn the_api_needs_a_token_and_help_shows_no_secret() {
 
     // --help with a password in DFTG_AMQP_URL (and in DFTG_AMQP_PASSWORD) and a token in DFTG_TOKEN
     let help_env = c.env_with(&[("DFTG_TOKEN", &sec.token), ("DFTG_AMQP_PASSWORD", &sec.amqp_password), ("DFTG_TOKEN_FILE", &tokens)]);
-    for args in [&["--help"][..], &["coordinator", "--help"], &["worker", "--help"], &["submit", "--help"], &["status", "--help"], &["cancel", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["coordinator", "--help"],
+        &["worker", "--help"],
+        &["submit", "--help"],
+        &["status", "--help"],
+        &["cancel", "--help"],
+    ] {
         let out = c.cli(args, &help_env, SHORT).await;
         p.check(out.success(), || format!("`dftg {}` failed: {}", args.join(" "), sec.redact(&out.stderr)));
         let text = format!("{}{}", out.stdout, out.stderr);
@@ -203,12 +210,24 @@ async fn hostile_job_specs_are_refused_naming_the_field() {
     std::fs::create_dir_all(&vocab_dir).expect("vocab dir");
     std::fs::write(vocab_dir.join("mini.toml"), dftg_core::vocab::COCO80_TOML).expect("vocabulary");
     let (vocab_dir, tokens) = (s(&vocab_dir), s(&c.token_file()));
-    let coordinator_args =
-        ["coordinator", "--listen", "127.0.0.1:0", "--token-file", &tokens, "--allow-store", CORPUS, "--allow-endpoint", &sim, "--vocab-dir", &vocab_dir];
+    let coordinator_args = [
+        "coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        &tokens,
+        "--allow-store",
+        CORPUS,
+        "--allow-endpoint",
+        &sim,
+        "--vocab-dir",
+        &vocab_dir,
+    ];
     let (_coordinator, url) = c.spawn_listening("coordinator", &coordinator_args, &c.env()).await;
     let worker_env = c.env_with(&[("DFTG_ALLOW_STORES", &format!("{CORPUS},s3://dftg/unused")), ("DFTG_ALLOW_ENDPOINTS", &sim)]);
     let metrics = format!("127.0.0.1:{}", free_port());
-    let _inference = c.spawn("inference", &["worker", "--role", "inference", "--vocab-dir", &vocab_dir, "--metrics-listen", &metrics], &worker_env);
+    let _inference =
+        c.spawn("inference", &["worker", "--role", "inference", "--vocab-dir", &vocab_dir, "--metrics-listen", &metrics], &worker_env);
     let _generator = c.spawn("generator", &["worker", "--role", "generator", "--vocab-dir", &vocab_dir], &worker_env);
     let api = c.api(&url);
 
@@ -277,14 +296,20 @@ async fn hostile_job_specs_are_refused_naming_the_field() {
     for (label, body, field) in &cases {
         let r = api.post("/v1/jobs", body, &token).await;
         let v = r.json();
-        p.check(r.status == 400 && v["field"] == *field, || format!("{label}: expected 400 with \"field\": {field:?}, got {}", sec.redact(&r.short())));
-        p.check(r.status != 400 || v["error"].as_str().is_some_and(|e| !e.trim().is_empty()), || format!("{label}: the 400 has no \"error\" text"));
+        p.check(r.status == 400 && v["field"] == *field, || {
+            format!("{label}: expected 400 with \"field\": {field:?}, got {}", sec.redact(&r.short()))
+        });
+        p.check(r.status != 400 || v["error"].as_str().is_some_and(|e| !e.trim().is_empty()), || {
+            format!("{label}: the 400 has no \"error\" text")
+        });
     }
     for dir in [&escape_out, &escape_out2, &escape_corpus] {
         p.check(!dir.exists(), || format!("a refused job created {}", dir.display()));
     }
     match api.job_ids(&token).await {
-        Some(ids) => p.check(ids.is_empty(), || format!("refused specs were registered as jobs: {:?}", ids.iter().map(|i| short_id(i)).collect::<Vec<_>>())),
+        Some(ids) => p.check(ids.is_empty(), || {
+            format!("refused specs were registered as jobs: {:?}", ids.iter().map(|i| short_id(i)).collect::<Vec<_>>())
+        }),
         None => p.add("GET /v1/jobs did not answer a job list"),
     }
 
@@ -325,12 +350,14 @@ async fn poison_tasks_are_dead_lettered_and_the_worker_keeps_consuming() {
     let (_sim, sim) = c.sim(&[]).await;
     let internal = InternalService::start().await;
     let tokens = s(&c.token_file());
-    let coordinator_args = ["coordinator", "--listen", "127.0.0.1:0", "--token-file", &tokens, "--allow-store", CORPUS, "--allow-endpoint", &sim];
+    let coordinator_args =
+        ["coordinator", "--listen", "127.0.0.1:0", "--token-file", &tokens, "--allow-store", CORPUS, "--allow-endpoint", &sim];
     let (_coordinator, url) = c.spawn_listening("coordinator", &coordinator_args, &c.env()).await;
     let worker_env = c.env_with(&[("DFTG_ALLOW_STORES", CORPUS), ("DFTG_ALLOW_ENDPOINTS", &sim)]);
     let metrics = format!("127.0.0.1:{}", free_port());
     // one task at a time: a task that kills its loop kills this worker
-    let mut inference = c.spawn("inference", &["worker", "--role", "inference", "--prefetch", "1", "--metrics-listen", &metrics], &worker_env);
+    let mut inference =
+        c.spawn("inference", &["worker", "--role", "inference", "--prefetch", "1", "--metrics-listen", &metrics], &worker_env);
     let _generator = c.spawn("generator", &["worker", "--role", "generator"], &worker_env);
     let api = c.api(&url);
 
@@ -353,7 +380,8 @@ async fn poison_tasks_are_dead_lettered_and_the_worker_keeps_consuming() {
         copy_dir(&jobs_dir.join(&first).join("plan"), &dir.join("plan"));
         std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&state).expect("json")).expect("plant job.json");
         std::fs::create_dir_all(jobs_dir.join("jobs")).expect("index dir");
-        std::fs::write(jobs_dir.join("jobs").join(format!("{id}.json")), serde_json::json!({ "job_id": id }).to_string()).expect("plant index entry");
+        std::fs::write(jobs_dir.join("jobs").join(format!("{id}.json")), serde_json::json!({ "job_id": id }).to_string())
+            .expect("plant index entry");
     };
     let internal_endpoint = format!("{}/v1", internal.url);
     plant("planted-environ", &|s| s["vocabulary"] = "/proc/self/environ".into());
@@ -392,7 +420,10 @@ async fn poison_tasks_are_dead_lettered_and_the_worker_keeps_consuming() {
             break;
         }
         if start.elapsed() > Duration::from_secs(90) {
-            p.add(format!("poison tasks not settled within 90 s: {dead} of {} dead-lettered, {left:?} still in {DIAGNOSE_QUEUE}", poison.len()));
+            p.add(format!(
+                "poison tasks not settled within 90 s: {dead} of {} dead-lettered, {left:?} still in {DIAGNOSE_QUEUE}",
+                poison.len()
+            ));
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -400,7 +431,9 @@ async fn poison_tasks_are_dead_lettered_and_the_worker_keeps_consuming() {
     let dead = q.take_dead_letters(DIAGNOSE_QUEUE, 100).await.expect("read the dead letters");
     for d in &dead {
         c.evidence.add("a dead-letter reason header (x-dftg-reason)", d.reason.clone());
-        p.check(d.reason.len() <= MAX_REASON_BYTES, || format!("a dead-letter reason of {} bytes (at most {MAX_REASON_BYTES})", d.reason.len()));
+        p.check(d.reason.len() <= MAX_REASON_BYTES, || {
+            format!("a dead-letter reason of {} bytes (at most {MAX_REASON_BYTES})", d.reason.len())
+        });
         p.check(!d.reason.trim().is_empty(), || "a dead letter without a reason".into());
     }
     for (label, payload) in &poison {
@@ -408,14 +441,20 @@ async fn poison_tasks_are_dead_lettered_and_the_worker_keeps_consuming() {
     }
     let reached = internal.requests();
     p.check(reached.is_empty(), || {
-        format!("{} request(s) from a worker reached the internal service (Authorization header sent: {})", reached.len(), internal.saw_authorization())
+        format!(
+            "{} request(s) from a worker reached the internal service (Authorization header sent: {})",
+            reached.len(),
+            internal.saw_authorization()
+        )
     });
 
     // the same worker process goes on: a good job after the poison runs to the end
     if inference.exited().is_none() {
         let second = api.submit(&job_toml(CORPUS, &sim, 2, 2), &token).await;
         match api.poll_final(&second, &token, JOB_DEADLINE).await {
-            Ok(v) => p.check(v["phase"] == "done", || format!("the job after the poison ended {}: {}", v["phase"], sec.redact(&v.to_string()))),
+            Ok(v) => {
+                p.check(v["phase"] == "done", || format!("the job after the poison ended {}: {}", v["phase"], sec.redact(&v.to_string())))
+            }
             Err(last) => p.add(format!("the job after the poison did not end within {JOB_DEADLINE:?}: {}", sec.redact(&last))),
         }
         p.check(inference.exited().is_none(), || "the inference worker exited after the poison tasks".into());
@@ -448,8 +487,19 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
     copy_dir(&c.corpus.join("images"), &c.bucket_dir().join("noann").join("images"));
     let (_sim, sim) = c.sim(&[]).await;
     let tokens = s(&c.token_file());
-    let coordinator_args =
-        ["coordinator", "--listen", "127.0.0.1:0", "--token-file", &tokens, "--allow-store", CORPUS, "--allow-store", noann, "--allow-endpoint", &sim];
+    let coordinator_args = [
+        "coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        &tokens,
+        "--allow-store",
+        CORPUS,
+        "--allow-store",
+        noann,
+        "--allow-endpoint",
+        &sim,
+    ];
     let (coordinator, url) = c.spawn_listening("coordinator", &coordinator_args, &c.env()).await;
     let mut coordinator = Some(coordinator);
     let worker_env = c.env_with(&[("DFTG_ALLOW_STORES", &format!("{CORPUS},{noann}")), ("DFTG_ALLOW_ENDPOINTS", &sim)]);
@@ -466,12 +516,16 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
     let missing_job = out.first_line();
     if missing_job.is_empty() {
         // refused at submit instead: acceptable if it names the corpus
-        p.check(out.stderr.contains("corpus"), || format!("`dftg submit` gave no job id and no reason naming the corpus: {}", sec.redact(&out.stderr)));
+        p.check(out.stderr.contains("corpus"), || {
+            format!("`dftg submit` gave no job id and no reason naming the corpus: {}", sec.redact(&out.stderr))
+        });
     } else {
         match api.poll_final(&missing_job, &token, SHORT).await {
             Ok(v) => {
                 p.check(v["phase"] == "failed", || format!("the job on a missing prefix ended {} (expected failed)", v["phase"]));
-                p.check(v["error"].as_str().is_some_and(|e| !e.is_empty()), || format!("the failed job on a missing prefix has no error: {v}"));
+                p.check(v["error"].as_str().is_some_and(|e| !e.is_empty()), || {
+                    format!("the failed job on a missing prefix has no error: {v}")
+                });
             }
             Err(last) => p.add(format!("the job on a missing corpus prefix never reached a final phase: {last}")),
         }
@@ -501,7 +555,10 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
             let text = v.to_string();
             p.check(v["phase"] == "done" || v["phase"] == "failed", || format!("the job with a dead-lettered shard ended {}", v["phase"]));
             p.check(!text.contains("summaries/shard-00000.json: missing"), || {
-                format!("the job with a dead-lettered shard reports the barrier's missing summary instead of the shard's reason: {}", sec.redact(&text))
+                format!(
+                    "the job with a dead-lettered shard reports the barrier's missing summary instead of the shard's reason: {}",
+                    sec.redact(&text)
+                )
             });
             p.check(v["failed_shards"].as_object().is_some_and(|m| !m.is_empty()), || {
                 format!("the dead-lettered shard is not in failed_shards: {}", sec.redact(&text))

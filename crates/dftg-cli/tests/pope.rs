@@ -57,7 +57,8 @@ fn eval_pope_reproduces_popes_metrics_on_a_hand_computed_fixture() {
         (10, "no", "Sure, a cat sits there."),           // fp
     ];
     let answers = dir.path().join("answers.jsonl");
-    let text: String = lines.iter().map(|(id, label, a)| format!("{}\n", serde_json::json!({"question_id": id, "label": label, "answer": a}))).collect();
+    let text: String =
+        lines.iter().map(|(id, label, a)| format!("{}\n", serde_json::json!({"question_id": id, "label": label, "answer": a}))).collect();
     std::fs::write(&answers, text).unwrap();
     let r = json(&ok(&["eval", "pope", "--answers", s(&answers)]));
     // tp 5, fn 1, tn 3, fp 1: accuracy 8/10, precision 5/6, recall 5/6, f1 5/6, yes-ratio 6/10
@@ -71,7 +72,12 @@ fn eval_pope_reproduces_popes_metrics_on_a_hand_computed_fixture() {
     let questions = dir.path().join("coco_pope_popular.json");
     let q: String = lines
         .iter()
-        .map(|(id, label, _)| format!("{}\n", serde_json::json!({"question_id": id, "image": "a.jpg", "text": "Is there a dog in the image?", "label": label})))
+        .map(|(id, label, _)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"question_id": id, "image": "a.jpg", "text": "Is there a dog in the image?", "label": label})
+            )
+        })
         .collect();
     std::fs::write(&questions, q).unwrap();
     let bare = dir.path().join("llava.jsonl");
@@ -179,10 +185,26 @@ fn questions_naming_images_outside_the_corpus_fail_and_are_counted() {
     ];
     std::fs::write(&q, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let answers = dir.path().join("a.jsonl");
-    let out = dftg(&["eval", "pope", "--questions", s(&q), "--corpus", s(&corpus), "--model", "sim:mild", "--answers-out", s(&answers), "--quiet"]);
+    let out = dftg(&[
+        "eval",
+        "pope",
+        "--questions",
+        s(&q),
+        "--corpus",
+        s(&corpus),
+        "--model",
+        "sim:mild",
+        "--answers-out",
+        s(&answers),
+        "--quiet",
+    ]);
     assert_eq!(out.status.code(), Some(1), "some questions failed: exit 1");
     let r = json(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!((r["questions"].as_u64(), r["failed"].as_u64(), r["failed_by_reason"]["missing_image"].as_u64()), (Some(1), Some(2), Some(2)), "{r}");
+    assert_eq!(
+        (r["questions"].as_u64(), r["failed"].as_u64(), r["failed_by_reason"]["missing_image"].as_u64()),
+        (Some(1), Some(2), Some(2)),
+        "{r}"
+    );
     let written = std::fs::read_to_string(&answers).unwrap();
     assert_eq!(written.lines().count(), 3);
     assert!(written.lines().nth(1).unwrap().contains("\"answer\":null"), "{written}");

@@ -75,7 +75,9 @@ fn main() {
     }
     println!("own extractor + check: {} over {} captions ({} runs)", rates(&times, caps.len()), caps.len(), runs);
     // nltk's tagger: reading and parsing its weights is the compat mode's fixed cost
-    let file = |kind: &str| std::fs::read_to_string(dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json"))).expect("tagger file");
+    let file = |kind: &str| {
+        std::fs::read_to_string(dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json"))).expect("tagger file")
+    };
     let mut loads = Vec::new();
     let mut tagger = None;
     for _ in 0..runs {

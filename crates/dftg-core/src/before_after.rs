@@ -208,7 +208,8 @@ pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Res
         .into_iter()
         .map(|name| (name, counts(b, name), counts(a, name)))
         .filter(|(name, cb, ca)| {
-            cb.hallucinated + ca.hallucinated + cb.present + ca.present + cb.mentions + ca.mentions > 0 || before.targeted.contains_key(*name)
+            cb.hallucinated + ca.hallucinated + cb.present + ca.present + cb.mentions + ca.mentions > 0
+                || before.targeted.contains_key(*name)
         })
         .collect();
     // two comparisons per concept: Bonferroni keeps the chance of any false flag in the table
@@ -227,7 +228,9 @@ pub fn compare_jobs(before: &JobFacts, after: &JobFacts, confidence: f64) -> Res
         });
     }
     let top = |c: &ConceptChange| c.hallucination.before.rate.max(c.hallucination.after.rate);
-    concepts.sort_by(|x, y| y.targeted.cmp(&x.targeted).then(y.negatives.cmp(&x.negatives)).then(top(y).total_cmp(&top(x))).then(x.concept.cmp(&y.concept)));
+    concepts.sort_by(|x, y| {
+        y.targeted.cmp(&x.targeted).then(y.negatives.cmp(&x.negatives)).then(top(y).total_cmp(&top(x))).then(x.concept.cmp(&y.concept))
+    });
 
     let pooled = |s: &Summary, only_targeted: bool| {
         let (mut k, mut n) = (0, 0);
@@ -415,7 +418,14 @@ mod tests {
         for &(name, hallucinated, opportunities, missed, present) in concepts {
             s.concepts.insert(
                 name.into(),
-                ConceptCounts { hallucinated, opportunities, missed, present, mentions: present - missed + hallucinated, ..Default::default() },
+                ConceptCounts {
+                    hallucinated,
+                    opportunities,
+                    missed,
+                    present,
+                    mentions: present - missed + hallucinated,
+                    ..Default::default()
+                },
             );
         }
         s
@@ -424,14 +434,22 @@ mod tests {
     fn facts(job: &str, s: Summary, pope_fn: u64) -> JobFacts {
         let mut pope = BTreeMap::new();
         pope.insert("adversarial".to_string(), Confusion { tp: 300 - pope_fn, fn_: pope_fn, fp: 40, tn: 260 });
-        JobFacts { job: job.into(), model: job.into(), summary: s, targeted: [("person".to_string(), 40), ("chair".to_string(), 20)].into(), pope }
+        JobFacts {
+            job: job.into(),
+            model: job.into(),
+            summary: s,
+            targeted: [("person".to_string(), 40), ("chair".to_string(), 20)].into(),
+            pope,
+        }
     }
 
     #[test]
     fn the_verdict_tells_improvement_from_over_correction_and_regression() {
-        let before = facts("before", summary(&[("person", 60, 100, 10, 100), ("chair", 50, 150, 5, 50), ("cup", 5, 190, 2, 10)], 400, 500), 10);
+        let before =
+            facts("before", summary(&[("person", 60, 100, 10, 100), ("chair", 50, 150, 5, 50), ("cup", 5, 190, 2, 10)], 400, 500), 10);
         // targeted fell, the rest held
-        let treated = facts("treated", summary(&[("person", 10, 100, 11, 100), ("chair", 8, 150, 6, 50), ("cup", 6, 190, 2, 10)], 395, 500), 12);
+        let treated =
+            facts("treated", summary(&[("person", 10, 100, 11, 100), ("chair", 8, 150, 6, 50), ("cup", 6, 190, 2, 10)], 395, 500), 12);
         let r = compare_jobs(&before, &treated, 0.95).unwrap();
         assert_eq!(r.verdict, Verdict::Improved, "{:?}", r.findings);
         assert_eq!(r.targeted.change, Change::Fell);
@@ -439,7 +457,11 @@ mod tests {
         assert_eq!(r.concepts[0].concept, "person", "largest quota first");
         assert!(r.concepts[0].targeted && !r.concepts[2].targeted);
         assert!(r.worse.is_empty());
-        assert!(r.findings.iter().any(|f| f == "most targeted: person 60.0% → 10.0% (fell), chair 33.3% → 5.3% (fell)"), "{:?}", r.findings);
+        assert!(
+            r.findings.iter().any(|f| f == "most targeted: person 60.0% → 10.0% (fell), chair 33.3% → 5.3% (fell)"),
+            "{:?}",
+            r.findings
+        );
 
         // same falls, but recall collapses: over-corrected
         let over = facts("over", summary(&[("person", 5, 100, 50, 100), ("chair", 4, 150, 25, 50), ("cup", 3, 190, 6, 10)], 250, 500), 120);
@@ -450,7 +472,8 @@ mod tests {
         assert_eq!(r.pope[0].recall.change, Change::Fell);
 
         // targeted fell but cup is now hallucinated far more: regressed, naming cup
-        let worse = facts("worse", summary(&[("person", 10, 100, 10, 100), ("chair", 8, 150, 5, 50), ("cup", 60, 190, 2, 10)], 400, 500), 10);
+        let worse =
+            facts("worse", summary(&[("person", 10, 100, 10, 100), ("chair", 8, 150, 5, 50), ("cup", 60, 190, 2, 10)], 400, 500), 10);
         let r = compare_jobs(&before, &worse, 0.95).unwrap();
         assert_eq!(r.verdict, Verdict::Regressed);
         assert_eq!(r.worse, vec![Worse { concept: "cup".into(), what: Worsening::Hallucinated, before: 5.0 / 190.0, after: 60.0 / 190.0 }]);

@@ -177,9 +177,8 @@ impl ChairVocab {
             .map_err(|e| CoreError::invalid("double words", format!("expected {{\"word word\": \"replacement\"}}: {e}")))?;
         let mut pair_terms: Vec<(u16, u16, u16)> = Vec::new();
         for (phrase, repl) in &phrases {
-            let repl = repl
-                .as_str()
-                .ok_or_else(|| CoreError::invalid("double words", format!("replacement of {phrase:?} is not a string")))?;
+            let repl =
+                repl.as_str().ok_or_else(|| CoreError::invalid("double words", format!("replacement of {phrase:?} is not a string")))?;
             let (a, b) = match phrase.split(' ').collect::<Vec<_>>()[..] {
                 [a, b] if !a.is_empty() && !b.is_empty() => (a, b),
                 // The reference joins two words at a time: longer phrases ("stove top oven")
@@ -200,12 +199,8 @@ impl ChairVocab {
         let pairs = pair_terms.into_iter().map(|(a, b, r)| (((a as u32) << 16) | b as u32, r)).collect();
 
         // Every single lower-case word a lemma can land on, and the surface forms reaching it.
-        let targets: Vec<&str> = terms
-            .names
-            .iter()
-            .map(String::as_str)
-            .filter(|t| !t.is_empty() && !t.contains(' ') && t.to_lowercase() == *t)
-            .collect();
+        let targets: Vec<&str> =
+            terms.names.iter().map(String::as_str).filter(|t| !t.is_empty() && !t.contains(' ') && t.to_lowercase() == *t).collect();
         let morphy = Morphy::new(targets.iter().copied());
         let mut candidates: Vec<String> = Vec::new();
         for t in &targets {

@@ -84,11 +84,7 @@ pub fn check(vocab: &Vocabulary, text: &str, ex: &Extraction, truth: &TruthView)
         }
         if let (Some(claimed), Some(actual)) = (m.count, t.count) {
             // a subset ("two men" of three persons) shares its sentence with another mention
-            let subset = ex
-                .mentions
-                .iter()
-                .enumerate()
-                .any(|(j, o)| j != idx && o.concept == m.concept && o.sentence == m.sentence);
+            let subset = ex.mentions.iter().enumerate().any(|(j, o)| j != idx && o.concept == m.concept && o.sentence == m.sentence);
             let reported = out.iter().any(|h| h.kind == HallucinationKind::Count && h.concept == vocab.name(m.concept));
             if claimed != actual && !subset && !reported {
                 out.push(Hallucination {
@@ -111,9 +107,7 @@ pub fn check(vocab: &Vocabulary, text: &str, ex: &Extraction, truth: &TruthView)
             }
             let (family, value) = vocab.attribute_name(attr);
             let dup = out.iter().any(|h| {
-                h.kind == HallucinationKind::Attribute
-                    && h.concept == vocab.name(m.concept)
-                    && h.claimed.as_deref() == Some(value)
+                h.kind == HallucinationKind::Attribute && h.concept == vocab.name(m.concept) && h.claimed.as_deref() == Some(value)
             });
             if dup {
                 continue;
@@ -185,13 +179,7 @@ pub fn mentions_of(vocab: &Vocabulary, text: &str, ex: &Extraction) -> Vec<Menti
 }
 
 /// Stage-1 steps 2–4 for one response: the diagnosis record of one image.
-pub fn diagnose(
-    extractor: &Extractor,
-    scratch: &mut ExtractScratch,
-    truth: &ImageTruth,
-    prompt: &str,
-    response: &str,
-) -> DiagnosisRecord {
+pub fn diagnose(extractor: &Extractor, scratch: &mut ExtractScratch, truth: &ImageTruth, prompt: &str, response: &str) -> DiagnosisRecord {
     let mut ex = Extraction::default();
     extractor.extract_into(response, scratch, &mut ex);
     diagnose_extraction(extractor.vocab(), &ex, truth, prompt, response)

@@ -49,9 +49,8 @@ pub fn compare(a: &Profile, b: &Profile, k: usize) -> Comparison {
     }
     deltas.sort_by(|x, y| (y.share_a - y.share_b).abs().total_cmp(&(x.share_a - x.share_b).abs()).then(x.concept.cmp(&y.concept)));
     deltas.truncate(k.max(1) * 2);
-    let top = |p: &Profile| -> Vec<String> {
-        p.concepts.iter().filter(|c| c.hallucinations > 0).take(k).map(|c| c.concept.clone()).collect()
-    };
+    let top =
+        |p: &Profile| -> Vec<String> { p.concepts.iter().filter(|c| c.hallucinations > 0).take(k).map(|c| c.concept.clone()).collect() };
     let (ta, tb) = (top(a), top(b));
     let overlap = ta.iter().filter(|c| tb.contains(c)).count();
     Comparison {

@@ -44,11 +44,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds {
-            present: 0.35,
-            absent: 0.15,
-            nms_iou: 0.5,
-        }
+        Thresholds { present: 0.35, absent: 0.15, nms_iou: 0.5 }
     }
 }
 
@@ -64,20 +60,13 @@ pub enum ThresholdError {
 impl Thresholds {
     /// Each value in [0, 1] and `absent <= present` (equal values leave no uncertain band).
     pub fn validate(&self) -> Result<(), ThresholdError> {
-        for (field, value) in [
-            ("present", self.present),
-            ("absent", self.absent),
-            ("nms_iou", self.nms_iou),
-        ] {
+        for (field, value) in [("present", self.present), ("absent", self.absent), ("nms_iou", self.nms_iou)] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(ThresholdError::OutOfRange { field, value });
             }
         }
         if self.absent > self.present {
-            return Err(ThresholdError::Inverted {
-                absent: self.absent,
-                present: self.present,
-            });
+            return Err(ThresholdError::Inverted { absent: self.absent, present: self.present });
         }
         Ok(())
     }
@@ -140,10 +129,7 @@ pub fn nms_per_label(detections: &[Detection], iou_threshold: f32) -> Vec<Detect
     let mut order: Vec<usize> = (0..detections.len()).collect();
     order.sort_by(|&a, &b| {
         let (da, db) = (&detections[a], &detections[b]);
-        da.label
-            .cmp(&db.label)
-            .then(db.score.total_cmp(&da.score))
-            .then(a.cmp(&b))
+        da.label.cmp(&db.label).then(db.score.total_cmp(&da.score)).then(a.cmp(&b))
     });
     let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
     let mut label_start = 0;
@@ -152,10 +138,7 @@ pub fn nms_per_label(detections: &[Detection], iou_threshold: f32) -> Vec<Detect
         if kept.last().is_some_and(|k| k.label != d.label) {
             label_start = kept.len();
         }
-        if kept[label_start..]
-            .iter()
-            .all(|k| iou(&k.bbox, &d.bbox) <= iou_threshold)
-        {
+        if kept[label_start..].iter().all(|k| iou(&k.bbox, &d.bbox) <= iou_threshold) {
             kept.push(d.clone());
         }
     }
@@ -165,22 +148,13 @@ pub fn nms_per_label(detections: &[Detection], iou_threshold: f32) -> Vec<Detect
 /// The verdict on `concept` from the detections of one image (labels compared exactly: the
 /// detector client snaps returned labels to the requested ones). See the module docs.
 pub fn decide(detections: &[Detection], concept: &str, thresholds: &Thresholds) -> Verdict {
-    let own: Vec<Detection> = detections
-        .iter()
-        .filter(|d| d.label == concept)
-        .cloned()
-        .collect();
+    let own: Vec<Detection> = detections.iter().filter(|d| d.label == concept).cloned().collect();
     let best = own.iter().map(|d| d.score).reduce(f32::max);
     let kept = nms_per_label(&own, thresholds.nms_iou);
-    let counted: Vec<&Detection> = kept
-        .iter()
-        .filter(|d| d.score >= thresholds.present)
-        .collect();
+    let counted: Vec<&Detection> = kept.iter().filter(|d| d.score >= thresholds.present).collect();
     match best {
         Some(score) if !counted.is_empty() => {
-            let half_seen = kept
-                .iter()
-                .any(|d| d.score >= thresholds.absent && d.score < thresholds.present);
+            let half_seen = kept.iter().any(|d| d.score >= thresholds.absent && d.score < thresholds.present);
             Verdict::Present {
                 count: (!half_seen).then(|| u32::try_from(counted.len()).unwrap_or(u32::MAX)),
                 score,
@@ -197,11 +171,7 @@ mod tests {
     use super::*;
 
     fn det(label: &str, score: f32, bbox: [f32; 4]) -> Detection {
-        Detection {
-            label: label.into(),
-            score,
-            bbox,
-        }
+        Detection { label: label.into(), score, bbox }
     }
 
     #[test]
@@ -221,20 +191,14 @@ mod tests {
             det("dog", 0.5, [0.0, 0.0, 10.0, 10.0]),
             det("dog", 0.9, [1.0, 0.0, 11.0, 10.0]), // IoU 0.82 with the first: keeps this one
             det("dog", 0.4, [50.0, 50.0, 60.0, 60.0]),
-            det("cat", 0.3, [0.0, 0.0, 10.0, 10.0]), // same place, other label: kept
+            det("cat", 0.3, [0.0, 0.0, 10.0, 10.0]),  // same place, other label: kept
             det("dog", 0.45, [5.0, 0.0, 15.0, 10.0]), // IoU 0.43 with the kept 0.9 box: kept
         ];
         let kept = nms_per_label(&dets, 0.5);
         let shown: Vec<(&str, f32)> = kept.iter().map(|d| (d.label.as_str(), d.score)).collect();
-        assert_eq!(
-            shown,
-            vec![("cat", 0.3), ("dog", 0.9), ("dog", 0.45), ("dog", 0.4)]
-        );
+        assert_eq!(shown, vec![("cat", 0.3), ("dog", 0.9), ("dog", 0.45), ("dog", 0.4)]);
         // at exactly the threshold a box is kept (suppression needs more overlap)
-        let at = vec![
-            det("a", 0.9, [0.0, 0.0, 10.0, 10.0]),
-            det("a", 0.8, [5.0, 0.0, 15.0, 10.0]),
-        ];
+        let at = vec![det("a", 0.9, [0.0, 0.0, 10.0, 10.0]), det("a", 0.8, [5.0, 0.0, 15.0, 10.0])];
         assert_eq!(nms_per_label(&at, 1.0 / 3.0).len(), 2);
         assert_eq!(nms_per_label(&at, 0.3).len(), 1);
         assert!(nms_per_label(&[], 0.5).is_empty());
@@ -244,34 +208,14 @@ mod tests {
     fn decisions_at_the_thresholds() {
         let t = Thresholds::default();
         let one = |score: f32| vec![det("car", score, [0.0, 0.0, 10.0, 10.0])];
-        assert!(matches!(
-            decide(&one(0.35), "car", &t),
-            Verdict::Present { count: Some(1), .. }
-        ));
-        assert!(matches!(
-            decide(&one(0.3499), "car", &t),
-            Verdict::Uncertain { .. }
-        ));
-        assert!(matches!(
-            decide(&one(0.15), "car", &t),
-            Verdict::Uncertain { .. }
-        ));
-        assert_eq!(
-            decide(&one(0.1499), "car", &t),
-            Verdict::Absent {
-                best_score: Some(0.1499)
-            }
-        );
+        assert!(matches!(decide(&one(0.35), "car", &t), Verdict::Present { count: Some(1), .. }));
+        assert!(matches!(decide(&one(0.3499), "car", &t), Verdict::Uncertain { .. }));
+        assert!(matches!(decide(&one(0.15), "car", &t), Verdict::Uncertain { .. }));
+        assert_eq!(decide(&one(0.1499), "car", &t), Verdict::Absent { best_score: Some(0.1499) });
         assert_eq!(decide(&[], "car", &t), Verdict::Absent { best_score: None });
         // other labels do not count, nor do labels that differ in case (snapping made them exact)
-        assert_eq!(
-            decide(&one(0.9), "Car", &t),
-            Verdict::Absent { best_score: None }
-        );
-        assert_eq!(
-            decide(&one(0.9), "bus", &t),
-            Verdict::Absent { best_score: None }
-        );
+        assert_eq!(decide(&one(0.9), "Car", &t), Verdict::Absent { best_score: None });
+        assert_eq!(decide(&one(0.9), "bus", &t), Verdict::Absent { best_score: None });
     }
 
     #[test]
@@ -280,18 +224,11 @@ mod tests {
         let dets = vec![
             det("cup", 0.8, [0.0, 0.0, 10.0, 10.0]),
             det("cup", 0.6, [20.0, 0.0, 30.0, 10.0]),
-            det("cup", 0.2, [0.5, 0.0, 10.5, 10.0]), // a duplicate of the first: suppressed
+            det("cup", 0.2, [0.5, 0.0, 10.5, 10.0]),  // a duplicate of the first: suppressed
             det("cup", 0.1, [40.0, 0.0, 50.0, 10.0]), // below the band: harmless
         ];
         let v = decide(&dets, "cup", &t);
-        assert_eq!(
-            v,
-            Verdict::Present {
-                count: Some(2),
-                score: 0.8,
-                boxes: vec![[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]]
-            }
-        );
+        assert_eq!(v, Verdict::Present { count: Some(2), score: 0.8, boxes: vec![[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]] });
         let mut half_seen = dets.clone();
         half_seen.push(det("cup", 0.25, [60.0, 0.0, 70.0, 10.0]));
         match decide(&half_seen, "cup", &t) {
@@ -302,65 +239,26 @@ mod tests {
             other => panic!("expected present, got {other:?}"),
         }
         // the best score is reported even when suppression removed nothing at that level
-        let uncertain = vec![
-            det("cup", 0.2, [0.0, 0.0, 1.0, 1.0]),
-            det("cup", 0.3, [5.0, 5.0, 6.0, 6.0]),
-        ];
-        assert_eq!(
-            decide(&uncertain, "cup", &t),
-            Verdict::Uncertain { best_score: 0.3 }
-        );
+        let uncertain = vec![det("cup", 0.2, [0.0, 0.0, 1.0, 1.0]), det("cup", 0.3, [5.0, 5.0, 6.0, 6.0])];
+        assert_eq!(decide(&uncertain, "cup", &t), Verdict::Uncertain { best_score: 0.3 });
     }
 
     #[test]
     fn thresholds_are_validated() {
         assert_eq!(Thresholds::default().validate(), Ok(()));
-        let bad = Thresholds {
-            present: 1.5,
-            ..Thresholds::default()
-        };
-        assert_eq!(
-            bad.validate(),
-            Err(ThresholdError::OutOfRange {
-                field: "present",
-                value: 1.5
-            })
-        );
-        let nan = Thresholds {
-            nms_iou: f32::NAN,
-            ..Thresholds::default()
-        };
-        assert!(matches!(
-            nan.validate(),
-            Err(ThresholdError::OutOfRange {
-                field: "nms_iou",
-                ..
-            })
-        ));
-        let inverted = Thresholds {
-            present: 0.2,
-            absent: 0.3,
-            nms_iou: 0.5,
-        };
-        assert!(inverted
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("absent (0.3) is above present (0.2)"));
+        let bad = Thresholds { present: 1.5, ..Thresholds::default() };
+        assert_eq!(bad.validate(), Err(ThresholdError::OutOfRange { field: "present", value: 1.5 }));
+        let nan = Thresholds { nms_iou: f32::NAN, ..Thresholds::default() };
+        assert!(matches!(nan.validate(), Err(ThresholdError::OutOfRange { field: "nms_iou", .. })));
+        let inverted = Thresholds { present: 0.2, absent: 0.3, nms_iou: 0.5 };
+        assert!(inverted.validate().unwrap_err().to_string().contains("absent (0.3) is above present (0.2)"));
     }
 
     #[test]
     fn verdicts_serialize_with_a_tag() {
         let v = Verdict::Absent { best_score: None };
-        assert_eq!(
-            serde_json::to_string(&v).unwrap(),
-            r#"{"verdict":"absent","best_score":null}"#
-        );
-        let p = Verdict::Present {
-            count: Some(2),
-            score: 0.5,
-            boxes: vec![],
-        };
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"verdict":"absent","best_score":null}"#);
+        let p = Verdict::Present { count: Some(2), score: 0.5, boxes: vec![] };
         let back: Verdict = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }

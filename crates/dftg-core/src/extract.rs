@@ -48,34 +48,135 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
     (class::NEGATOR, &["no", "not", "without", "nor", "none", "neither", "cannot", "never", "lacks", "lacking"]),
     (
         class::BE,
-        &["is", "are", "was", "were", "be", "been", "can", "could", "do", "does", "did", "will", "would", "seem", "seems", "appear", "appears", "also", "clearly"],
+        &[
+            "is", "are", "was", "were", "be", "been", "can", "could", "do", "does", "did", "will", "would", "seem", "seems", "appear",
+            "appears", "also", "clearly",
+        ],
     ),
     // words that may sit between a negator and the head it negates
     (
         class::FILLER,
         &[
-            "a", "an", "the", "any", "other", "another", "additional", "more", "such", "signs", "sign", "trace", "traces", "of", "visible", "there",
-            "here", "to", "be", "is", "are", "was", "were", "seem", "seems", "appear", "appears", "see", "seen", "contain", "contains", "include",
-            "includes", "show", "shows", "have", "has", "feature", "features", "evidence", "presence", "indication", "kind", "kinds", "type", "types",
-            "hold", "holding", "carry", "carrying", "wear", "wearing", "ride", "riding", "single", "one", "two", "live", "real", "actual", "present",
-            "notice", "spot", "find", "detect", "observe", "identify", "depict", "depicts", "i", "we", "you", "it", "this", "image", "picture",
-            "photo", "in", "at", "all", "obvious", "apparent",
+            "a",
+            "an",
+            "the",
+            "any",
+            "other",
+            "another",
+            "additional",
+            "more",
+            "such",
+            "signs",
+            "sign",
+            "trace",
+            "traces",
+            "of",
+            "visible",
+            "there",
+            "here",
+            "to",
+            "be",
+            "is",
+            "are",
+            "was",
+            "were",
+            "seem",
+            "seems",
+            "appear",
+            "appears",
+            "see",
+            "seen",
+            "contain",
+            "contains",
+            "include",
+            "includes",
+            "show",
+            "shows",
+            "have",
+            "has",
+            "feature",
+            "features",
+            "evidence",
+            "presence",
+            "indication",
+            "kind",
+            "kinds",
+            "type",
+            "types",
+            "hold",
+            "holding",
+            "carry",
+            "carrying",
+            "wear",
+            "wearing",
+            "ride",
+            "riding",
+            "single",
+            "one",
+            "two",
+            "live",
+            "real",
+            "actual",
+            "present",
+            "notice",
+            "spot",
+            "find",
+            "detect",
+            "observe",
+            "identify",
+            "depict",
+            "depicts",
+            "i",
+            "we",
+            "you",
+            "it",
+            "this",
+            "image",
+            "picture",
+            "photo",
+            "in",
+            "at",
+            "all",
+            "obvious",
+            "apparent",
         ],
     ),
     // words after which "orange" is still the fruit ("oranges and apples", "an orange on …")
     (
         class::FUNCTION,
         &[
-            "and", "or", "is", "are", "was", "were", "on", "in", "with", "of", "to", "that", "which", "sitting", "lying", "next", "near", "from", "at",
-            "by", "for", "as", "the", "a", "an", "slice", "slices", "half", "halves", "placed", "cut", "being", "has", "have", "can", "could", "also",
-            "nearby", "beside", "behind", "under", "over", "into", "onto", "while", "but", "so", "than", "there",
+            "and", "or", "is", "are", "was", "were", "on", "in", "with", "of", "to", "that", "which", "sitting", "lying", "next", "near",
+            "from", "at", "by", "for", "as", "the", "a", "an", "slice", "slices", "half", "halves", "placed", "cut", "being", "has",
+            "have", "can", "could", "also", "nearby", "beside", "behind", "under", "over", "into", "onto", "while", "but", "so", "than",
+            "there",
         ],
     ),
     (
         class::NUMBER,
         &[
-            "one", "single", "two", "both", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "dozen", "thirteen",
-            "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+            "one",
+            "single",
+            "two",
+            "both",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "dozen",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
         ],
     ),
     (class::ABSENT, &["absent", "missing", "nowhere"]),
@@ -87,7 +188,10 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
     (class::DEICTIC, &["image", "picture", "photo", "photograph", "scene", "here", "this", "shown", "seen", "visible", "depicted"]),
     (
         class::VISIBLE,
-        &["visible", "present", "seen", "shown", "found", "observed", "spotted", "depicted", "apparent", "included", "pictured", "there", "here"],
+        &[
+            "visible", "present", "seen", "shown", "found", "observed", "spotted", "depicted", "apparent", "included", "pictured", "there",
+            "here",
+        ],
     ),
     (class::THE_THIS, &["the", "this"]),
     (class::FRAME, &["image", "picture", "photo", "photograph", "scene", "frame"]),
@@ -174,7 +278,9 @@ impl Extraction {
 enum Kind {
     Word,
     /// A clause or sentence boundary (`.`, `!`, `?`, `;`, `:`, parentheses, blank line).
-    Stop { sentence_end: bool },
+    Stop {
+        sentence_end: bool,
+    },
     Comma,
 }
 
@@ -316,7 +422,14 @@ impl Extractor {
             chair.mentioned_into(text, &mut s.chair, &mut names);
             for name in names {
                 if let Some(concept) = self.vocab.lookup(name) {
-                    out.push_mention(RawMention { concept, span: (0, 0), count: None, attributes: [None; MAX_ATTRIBUTES], sentence: 0, surface: 0 });
+                    out.push_mention(RawMention {
+                        concept,
+                        span: (0, 0),
+                        count: None,
+                        attributes: [None; MAX_ATTRIBUTES],
+                        sentence: 0,
+                        surface: 0,
+                    });
                 }
             }
             return;
@@ -440,27 +553,14 @@ impl Extractor {
                 continue;
             }
             let (count, attributes) = self.modifiers_before(toks, norm, i, concept);
-            out.push_mention(RawMention {
-                concept,
-                span,
-                count,
-                attributes,
-                sentence,
-                surface: i as u32,
-            });
+            out.push_mention(RawMention { concept, span, count, attributes, sentence, surface: i as u32 });
             last_mention_tok_end = Some(i + len);
             i += len;
         }
     }
 
     /// Count and attributes written directly before the noun at token `head`.
-    fn modifiers_before(
-        &self,
-        toks: &[Tok],
-        norm: &str,
-        head: usize,
-        concept: ConceptId,
-    ) -> (Option<u32>, Attributes) {
+    fn modifiers_before(&self, toks: &[Tok], norm: &str, head: usize, concept: ConceptId) -> (Option<u32>, Attributes) {
         let word = |i: usize| -> &str { &norm[toks[i].ns as usize..toks[i].ne as usize] };
         let mut attrs = [None; MAX_ATTRIBUTES];
         let mut na = 0;

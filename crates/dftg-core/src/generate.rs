@@ -174,11 +174,7 @@ pub fn plan_generation(profile: &Profile, summary: &Summary, cfg: &GenerationCon
     // the floor first, then the rest by weight
     let floors: Vec<u64> = caps.iter().map(|&cap| cfg.floor.min(cap)).collect();
     let floor_total: u64 = floors.iter().sum();
-    let mut neg = if floor_total <= negatives {
-        floors.clone()
-    } else {
-        allocate_capped(negatives, &vec![1.0; targeted.len()], &floors)
-    };
+    let mut neg = if floor_total <= negatives { floors.clone() } else { allocate_capped(negatives, &vec![1.0; targeted.len()], &floors) };
     let remaining_caps: Vec<u64> = caps.iter().zip(&neg).map(|(c, n)| c - n).collect();
     let extra = allocate_capped(negatives.saturating_sub(neg.iter().sum()), &weights, &remaining_caps);
     for (n, e) in neg.iter_mut().zip(extra) {
@@ -324,10 +320,8 @@ pub fn generate_shard(
     for (concept, q) in &quota.concepts {
         let Some(cid) = vocab.lookup(concept) else { continue };
         let c = vocab.concept(cid);
-        let triggers: Vec<(&str, f64)> = profile
-            .concept(concept)
-            .map(|p| p.triggers.iter().map(|t| (t.concept.as_str(), t.lift)).collect())
-            .unwrap_or_default();
+        let triggers: Vec<(&str, f64)> =
+            profile.concept(concept).map(|p| p.triggers.iter().map(|t| (t.concept.as_str(), t.lift)).collect()).unwrap_or_default();
         // negatives: absent here, most tempting first
         let mut cands: Vec<(u8, f64, u64, &ImageView)> = views
             .iter()
@@ -335,7 +329,13 @@ pub fn generate_shard(
             .filter(|v| !v.truth.iter().any(|o| o.name == *concept) && v.knows(concept))
             .map(|v| {
                 let score: f64 = triggers.iter().filter(|(t, _)| v.truth.iter().any(|o| o.name == *t)).map(|(_, l)| l).sum();
-                let tier = if v.hallucinated.contains(concept.as_str()) { 0 } else if score > 0.0 { 1 } else { 2 };
+                let tier = if v.hallucinated.contains(concept.as_str()) {
+                    0
+                } else if score > 0.0 {
+                    1
+                } else {
+                    2
+                };
                 (tier, score, tie(v.key, concept, "negative"), v)
             })
             .collect();
@@ -382,7 +382,8 @@ pub fn generate_shard(
             .collect();
         cnt.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         for (ok, _, v, n) in cnt.into_iter().take(q.count as usize) {
-            let why = if ok == 0 { format!("the model miscounted {concept} on this image") } else { format!("the count of {concept} is known") };
+            let why =
+                if ok == 0 { format!("the model miscounted {concept} on this image") } else { format!("the count of {concept} is known") };
             let mut rng = rng_for(seed, &[v.key, concept, "count-phrasing"]);
             let (question, answer) = count_qa(c, n, &mut rng);
             push(record(v, "count", concept, &question, answer, InstructionType::Count, why), &mut out);
@@ -498,10 +499,8 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
                 }
             }
         }
-        let mut edits: Vec<((usize, usize), String)> = replace
-            .into_iter()
-            .filter(|((s, _), _)| sentence_of(*s).is_none_or(|i| !drop.contains(&i)))
-            .collect();
+        let mut edits: Vec<((usize, usize), String)> =
+            replace.into_iter().filter(|((s, _), _)| sentence_of(*s).is_none_or(|i| !drop.contains(&i))).collect();
         for i in &drop {
             edits.push((sentences[*i], String::new()));
         }
@@ -543,8 +542,27 @@ fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
 
 pub fn number_words(n: u32) -> String {
     const W: [&str; 21] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
     ];
     W.get(n as usize).map(|s| s.to_string()).unwrap_or_else(|| n.to_string())
 }
@@ -578,11 +596,8 @@ fn noun_phrase(c: &crate::vocab::Concept, count: Option<u32>) -> String {
 
 /// A short grounded summary of the scene: "a man, two dogs and a car".
 fn scene_summary(vocab: &Vocabulary, truth: &[ObjectTruth]) -> String {
-    let parts: Vec<String> = truth
-        .iter()
-        .take(4)
-        .filter_map(|o| vocab.lookup(&o.name).map(|id| noun_phrase(vocab.concept(id), o.count)))
-        .collect();
+    let parts: Vec<String> =
+        truth.iter().take(4).filter_map(|o| vocab.lookup(&o.name).map(|id| noun_phrase(vocab.concept(id), o.count))).collect();
     match parts.len() {
         0 => "other things".to_string(),
         1 => parts[0].clone(),
@@ -625,7 +640,12 @@ fn positive_qa<R: rand::Rng>(c: &crate::vocab::Concept, o: &ObjectTruth, rng: &m
     let a = article(s);
     let q = pick(
         rng,
-        &["Is there {a} {s} in the image?", "Can you see any {p} in this picture?", "Does this image contain {a} {s}?", "Are there any {p} in the photo?"],
+        &[
+            "Is there {a} {s} in the image?",
+            "Can you see any {p} in this picture?",
+            "Does this image contain {a} {s}?",
+            "Are there any {p} in the photo?",
+        ],
     );
     let ans = match o.count {
         Some(n) if n > 1 => format!("Yes, there are {} {p} in the image.", number_words(n)),
@@ -637,11 +657,7 @@ fn positive_qa<R: rand::Rng>(c: &crate::vocab::Concept, o: &ObjectTruth, rng: &m
 fn count_qa<R: rand::Rng>(c: &crate::vocab::Concept, n: u32, rng: &mut R) -> (String, String) {
     let (s, p) = (&c.synonyms[0], &c.plurals[0]);
     let q = pick(rng, &["How many {p} are in the image?", "How many {p} can you see?", "Count the {p} in this picture."]);
-    let ans = if n == 1 {
-        format!("There is one {s} in the image.")
-    } else {
-        format!("There are {} {p} in the image.", number_words(n))
-    };
+    let ans = if n == 1 { format!("There is one {s} in the image.") } else { format!("There are {} {p} in the image.", number_words(n)) };
     (q.replace("{p}", p), ans)
 }
 

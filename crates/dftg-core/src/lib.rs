@@ -16,20 +16,20 @@
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
 
+pub mod before_after;
 pub mod chair;
 pub mod check;
-pub mod before_after;
 pub mod compare;
 pub mod detection;
+pub mod error;
 pub mod extract;
 pub mod generate;
 pub mod llava;
 pub mod pope;
 pub mod pope_build;
 pub mod profile;
-pub mod seed;
-pub mod error;
 pub mod record;
+pub mod seed;
 pub mod truth;
 pub mod vocab;
 

@@ -39,8 +39,9 @@ pub fn parse_label(label: &str) -> Option<bool> {
 /// One line of a question file; `line_no` (1-based) names it in errors, which never quote it.
 pub fn parse_question_line(line: &str, line_no: usize) -> Result<PopeQuestion, CoreError> {
     let field = || format!("question line {line_no}");
-    let q: PopeQuestion = serde_json::from_str(line)
-        .map_err(|e| CoreError::invalid(field(), format!("expected {{\"question_id\", \"image\", \"text\", \"label\"}}: {}", json_problem(&e))))?;
+    let q: PopeQuestion = serde_json::from_str(line).map_err(|e| {
+        CoreError::invalid(field(), format!("expected {{\"question_id\", \"image\", \"text\", \"label\"}}: {}", json_problem(&e)))
+    })?;
     if parse_label(&q.label).is_none() {
         return Err(CoreError::invalid(field(), "label must be \"yes\" or \"no\""));
     }
@@ -146,11 +147,11 @@ mod tests {
             ("There is not a dog in the image.", false),
             ("no", false),
             ("No.", false),
-            ("NO", true),          // only No / no / not count
+            ("NO", true), // only No / no / not count
             ("Nope", true),
-            ("", true),            // an empty reply is a yes
+            ("", true),                 // an empty reply is a yes
             ("Yes. But no cat.", true), // only the first sentence counts
-            ("No,there is", true), // the comma is dropped, leaving the word "Nothere"
+            ("No,there is", true),      // the comma is dropped, leaving the word "Nothere"
             ("I cannot see one", true),
         ] {
             assert_eq!(parse_answer(text), yes, "{text:?}");
@@ -159,7 +160,11 @@ mod tests {
 
     #[test]
     fn question_lines_parse_as_popes_files_have_them_and_errors_do_not_quote() {
-        let q = parse_question_line(r#"{"question_id": 2, "image": "COCO_val2014_000000310196.jpg", "text": "Is there a backpack in the image?", "label": "no"}"#, 2).unwrap();
+        let q = parse_question_line(
+            r#"{"question_id": 2, "image": "COCO_val2014_000000310196.jpg", "text": "Is there a backpack in the image?", "label": "no"}"#,
+            2,
+        )
+        .unwrap();
         assert_eq!((q.question_id, q.label.as_str()), (2, "no"));
         assert_eq!(question_text("umbrella"), "Is there an umbrella in the image?");
         assert_eq!(question_text("skis"), "Is there a skis in the image?");

@@ -213,7 +213,12 @@ pub fn build(images: &[PopeImage], cfg: &BuildConfig) -> Result<PopeSet, CoreErr
             };
             for (p, n) in positives.iter().zip(&negatives) {
                 for (object, label) in [(p.as_str(), "yes"), (n.as_str(), "no")] {
-                    out.push(PopeQuestion { question_id: out.len() as u64 + 1, image: img.image.clone(), text: question_text(object), label: label.into() });
+                    out.push(PopeQuestion {
+                        question_id: out.len() as u64 + 1,
+                        image: img.image.clone(),
+                        text: question_text(object),
+                        label: label.into(),
+                    });
                 }
             }
         }
@@ -355,7 +360,11 @@ mod tests {
     fn truth_becomes_distinct_names_with_the_file_as_image() {
         use crate::truth::ObjectTruth;
         let o = |n: &str| ObjectTruth { name: n.into(), count: None, attributes: Default::default() };
-        let t = ImageTruth { image: "7".into(), file: Some("COCO_val2014_000000000007.jpg".into()), objects: vec![o("dog"), o(" dog"), o("cat")] };
+        let t = ImageTruth {
+            image: "7".into(),
+            file: Some("COCO_val2014_000000000007.jpg".into()),
+            objects: vec![o("dog"), o(" dog"), o("cat")],
+        };
         let p = PopeImage::from_truth(&t);
         assert_eq!(p.image, "COCO_val2014_000000000007.jpg");
         assert_eq!(p.objects, ["dog", "cat"]);

@@ -247,10 +247,7 @@ impl Profile {
             images: s.images,
             failed_images: s.failed_images,
             errors_by_reason: s.errors_by_reason.clone(),
-            totals: HallucinationKind::ALL
-                .iter()
-                .map(|k| (k.as_str().to_string(), s.kinds.get(k).copied().unwrap_or(0)))
-                .collect(),
+            totals: HallucinationKind::ALL.iter().map(|k| (k.as_str().to_string(), s.kinds.get(k).copied().unwrap_or(0))).collect(),
             chair_s: ratio(s.hallucinated_images, s.images),
             chair_i: ratio(s.hallucinated_mentions, s.mentions),
             recall: ratio(s.covered_objects, s.truth_objects),

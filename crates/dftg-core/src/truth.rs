@@ -63,11 +63,9 @@ struct ManifestLine {
 /// One line of a JSONL manifest: `{"image": "k", "file": "images/k.png", "objects":
 /// [{"name": "dog", "count": 2, "attributes": {"color": ["brown"]}}, "person"]}`.
 pub fn parse_manifest_line(line: &str, line_no: usize) -> Result<ImageTruth, CoreError> {
-    let m: ManifestLine = serde_json::from_str(line)
-        .map_err(|e| CoreError::invalid(format!("manifest line {line_no}"), e.to_string()))?;
-    let image = image_key(&m.image).ok_or_else(|| {
-        CoreError::invalid(format!("manifest line {line_no}"), "\"image\" must be a string or a number")
-    })?;
+    let m: ManifestLine = serde_json::from_str(line).map_err(|e| CoreError::invalid(format!("manifest line {line_no}"), e.to_string()))?;
+    let image = image_key(&m.image)
+        .ok_or_else(|| CoreError::invalid(format!("manifest line {line_no}"), "\"image\" must be a string or a number"))?;
     let mut objects: Vec<ObjectTruth> = Vec::with_capacity(m.objects.len());
     for o in m.objects {
         let o = match o {
@@ -211,8 +209,8 @@ impl CocoAccumulator {
 /// COCO instances JSON → ground truth per image, in the file's image order. Counts are the
 /// number of instance annotations; a crowd annotation makes that category's count unknown.
 pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
-    let coco: CocoFile = serde_json::from_str(text)
-        .map_err(|e| CoreError::invalid("coco annotations", format!("not COCO instances JSON: {e}")))?;
+    let coco: CocoFile =
+        serde_json::from_str(text).map_err(|e| CoreError::invalid("coco annotations", format!("not COCO instances JSON: {e}")))?;
     let mut acc = CocoAccumulator::new(&coco.categories);
     for (i, img) in coco.images.iter().enumerate() {
         acc.add_image(img, i)?;
@@ -226,8 +224,8 @@ pub fn parse_coco_instances(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
 /// CHAIR's cache format `{"<image_id>": ["bowl", "broccoli"]}` → ground truth without counts,
 /// in ascending id order (numeric ids sort numerically).
 pub fn parse_object_map(text: &str) -> Result<Vec<ImageTruth>, CoreError> {
-    let map: BTreeMap<String, Vec<String>> = serde_json::from_str(text)
-        .map_err(|e| CoreError::invalid("object map", format!("expected {{\"<image id>\": [names]}}: {e}")))?;
+    let map: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(text).map_err(|e| CoreError::invalid("object map", format!("expected {{\"<image id>\": [names]}}: {e}")))?;
     let mut out: Vec<ImageTruth> = map
         .into_iter()
         .map(|(image, names)| {
@@ -274,11 +272,7 @@ mod tests {
 
     #[test]
     fn manifest_lines_accept_names_and_full_objects() {
-        let t = parse_manifest_line(
-            r#"{"image": 5, "file": "x.png", "objects": ["cat", {"name": "dog", "count": 2}]}"#,
-            1,
-        )
-        .unwrap();
+        let t = parse_manifest_line(r#"{"image": 5, "file": "x.png", "objects": ["cat", {"name": "dog", "count": 2}]}"#, 1).unwrap();
         assert_eq!(t.image, "5");
         assert_eq!(t.objects.len(), 2);
         assert_eq!(t.object("dog").unwrap().count, Some(2));

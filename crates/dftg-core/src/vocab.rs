@@ -97,13 +97,10 @@ impl Vocabulary {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, CoreError> {
-        let file: VocabFile = toml::from_str(text)
-            .map_err(|e| CoreError::invalid("vocabulary", format!("not a valid vocabulary file: {e}")))?;
+        let file: VocabFile =
+            toml::from_str(text).map_err(|e| CoreError::invalid("vocabulary", format!("not a valid vocabulary file: {e}")))?;
         if file.schema_version != 1 {
-            return Err(CoreError::invalid(
-                "vocabulary.schema_version",
-                format!("unsupported version {}", file.schema_version),
-            ));
+            return Err(CoreError::invalid("vocabulary.schema_version", format!("unsupported version {}", file.schema_version)));
         }
         if file.concepts.is_empty() || file.concepts.len() > u16::MAX as usize {
             return Err(CoreError::invalid("vocabulary.concept", "needs between 1 and 65535 concepts"));
@@ -162,20 +159,13 @@ impl Vocabulary {
                 return Err(CoreError::invalid("vocabulary.attributes", "too many attribute families or values"));
             }
             for (vi, v) in fam.values.iter().enumerate() {
-                vocab
-                    .attribute_words
-                    .insert(v.to_lowercase(), AttributeId { family: fi as u8, value: vi as u8 });
+                vocab.attribute_words.insert(v.to_lowercase(), AttributeId { family: fi as u8, value: vi as u8 });
             }
             for (alias, v) in &fam.aliases {
                 let vi = fam.values.iter().position(|x| x == v).ok_or_else(|| {
-                    CoreError::invalid(
-                        "vocabulary.attributes",
-                        format!("alias {alias:?} of family {fname:?} names unknown value {v:?}"),
-                    )
+                    CoreError::invalid("vocabulary.attributes", format!("alias {alias:?} of family {fname:?} names unknown value {v:?}"))
                 })?;
-                vocab
-                    .attribute_words
-                    .insert(alias.to_lowercase(), AttributeId { family: fi as u8, value: vi as u8 });
+                vocab.attribute_words.insert(alias.to_lowercase(), AttributeId { family: fi as u8, value: vi as u8 });
             }
             vocab.families.push(AttributeFamily { name: fname, values: fam.values });
         }
@@ -313,8 +303,7 @@ mod tests {
     fn bad_vocabulary_names_the_field() {
         let err = Vocabulary::from_toml("schema_version = 2\nname='x'\n[[concept]]\nname='a'\n").unwrap_err();
         assert!(err.to_string().contains("schema_version"), "{err}");
-        let err = Vocabulary::from_toml("schema_version = 1\nname='x'\n[phrases]\n'a b' = 'zzz'\n[[concept]]\nname='a'\n")
-            .unwrap_err();
+        let err = Vocabulary::from_toml("schema_version = 1\nname='x'\n[phrases]\n'a b' = 'zzz'\n[[concept]]\nname='a'\n").unwrap_err();
         assert!(err.to_string().contains("zzz"), "{err}");
     }
 }

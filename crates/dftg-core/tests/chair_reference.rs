@@ -82,14 +82,10 @@ fn chair_mode_matches_reference_outputs() {
     let Some(dir) = data_dir() else { return };
     let (tagger, load_secs) = load_tagger(&dir);
     eprintln!("tagger loaded in {:.1} ms", load_secs * 1e3);
-    let vocab = ChairVocab::from_sources(
-        &read(dir.join("chair-vocab/synonyms.txt")),
-        &read(dir.join("chair-vocab/double_words.json")),
-        tagger,
-    )
-    .unwrap();
-    let truth: HashMap<String, Vec<String>> =
-        serde_json::from_str(&read(dir.join("coco2014-objects/imid_to_objects.json"))).unwrap();
+    let vocab =
+        ChairVocab::from_sources(&read(dir.join("chair-vocab/synonyms.txt")), &read(dir.join("chair-vocab/double_words.json")), tagger)
+            .unwrap();
+    let truth: HashMap<String, Vec<String>> = serde_json::from_str(&read(dir.join("coco2014-objects/imid_to_objects.json"))).unwrap();
 
     let mut failures = Vec::new();
     let mut all: Vec<Caption> = Vec::new();
@@ -120,7 +116,9 @@ fn chair_mode_matches_reference_outputs() {
             if !(h_ok && m_ok) && first_differences.len() < 5 {
                 first_differences.push(format!("{id}: {caption:?}: ours {mentioned:?}, reference {}", r["mentioned"]));
             }
-            per_caption.push_str(&serde_json::json!({"image_id": c["image_id"], "mentioned": mentioned, "hallucinated": hallucinated}).to_string());
+            per_caption.push_str(
+                &serde_json::json!({"image_id": c["image_id"], "mentioned": mentioned, "hallucinated": hallucinated}).to_string(),
+            );
             per_caption.push('\n');
             all.push(Caption { caption: caption.to_string(), gt: gt.clone() });
         }

@@ -62,7 +62,8 @@ fn official_pope_files_parse_and_our_samplers_pick_their_negatives() {
     let Some(dir) = data_dir() else { return };
     let truth_text = std::fs::read_to_string(dir.join("coco2014-objects/pope_coco500.json")).unwrap();
     let truth: HashMap<String, Vec<String>> = serde_json::from_str(&truth_text).unwrap();
-    let sets: BTreeMap<&str, Vec<PopeQuestion>> = ["random", "popular", "adversarial"].into_iter().map(|s| (s, questions(&dir, s))).collect();
+    let sets: BTreeMap<&str, Vec<PopeQuestion>> =
+        ["random", "popular", "adversarial"].into_iter().map(|s| (s, questions(&dir, s))).collect();
 
     // the files as shipped: 500 images × 3 yes + 3 no each, yes and no alternating
     let mut images: Vec<PopeImage> = Vec::new();
@@ -76,7 +77,12 @@ fn official_pope_files_parse_and_our_samplers_pick_their_negatives() {
                 assert_eq!(question_text(&object_of(&q.text)), q.text, "our question text is POPE's");
             }
             let objects = &truth[&coco_id(&q.image)];
-            assert_eq!(objects.contains(&object_of(&q.text)), q.label == "yes", "{set} question {}: label agrees with the truth", q.question_id);
+            assert_eq!(
+                objects.contains(&object_of(&q.text)),
+                q.label == "yes",
+                "{set} question {}: label agrees with the truth",
+                q.question_id
+            );
         }
     }
     for (image, _) in by_image(&sets["popular"]) {

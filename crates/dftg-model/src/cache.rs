@@ -28,16 +28,8 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    pub fn new(
-        image: impl Into<String>,
-        service: impl Into<String>,
-        item: impl Into<String>,
-    ) -> Self {
-        CacheKey {
-            image: image.into(),
-            service: service.into(),
-            item: item.into(),
-        }
+    pub fn new(image: impl Into<String>, service: impl Into<String>, item: impl Into<String>) -> Self {
+        CacheKey { image: image.into(), service: service.into(), item: item.into() }
     }
 }
 
@@ -72,10 +64,7 @@ impl<V: Clone> CallCache<V> {
     pub fn new(capacity: usize) -> Self {
         CallCache {
             capacity: capacity.max(1),
-            inner: Mutex::new(Inner {
-                map: AHashMap::new(),
-                order: VecDeque::new(),
-            }),
+            inner: Mutex::new(Inner { map: AHashMap::new(), order: VecDeque::new() }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -84,19 +73,13 @@ impl<V: Clone> CallCache<V> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<V>> {
         // a panic while holding the lock leaves a consistent map (every update is one call)
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The cached answer, counting a hit or a miss.
     pub fn get(&self, key: &CacheKey) -> Option<V> {
         let found = self.lock().map.get(key).cloned();
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -176,15 +159,7 @@ mod tests {
         assert_eq!(c.get(&key("a", "dog")), None);
         assert_eq!(c.get(&key("a", "cat")), Some(2));
         assert_eq!(c.get(&key("b", "dog")), Some(4));
-        assert_eq!(
-            c.stats(),
-            CacheStats {
-                hits: 3,
-                misses: 2,
-                evictions: 1,
-                entries: 2
-            }
-        );
+        assert_eq!(c.stats(), CacheStats { hits: 3, misses: 2, evictions: 1, entries: 2 });
         // the service is part of the key
         assert_eq!(c.get(&CacheKey::new("b", "other", "dog")), None);
         assert_eq!(CallCache::<u8>::new(0).capacity(), 1);
@@ -193,18 +168,12 @@ mod tests {
     #[tokio::test]
     async fn answers_are_cached_and_errors_are_not() {
         let c: CallCache<String> = CallCache::new(8);
-        let failed: Result<String, &str> = c
-            .get_or_try_insert_with(key("a", "q"), || async { Err("down") })
-            .await;
+        let failed: Result<String, &str> = c.get_or_try_insert_with(key("a", "q"), || async { Err("down") }).await;
         assert_eq!(failed, Err("down"));
         assert!(c.is_empty());
-        let first = c
-            .get_or_try_insert_with(key("a", "q"), || async { Ok::<_, &str>("yes".to_string()) })
-            .await;
+        let first = c.get_or_try_insert_with(key("a", "q"), || async { Ok::<_, &str>("yes".to_string()) }).await;
         assert_eq!(first.as_deref(), Ok("yes"));
-        let second = c
-            .get_or_try_insert_with(key("a", "q"), || async { Ok::<_, &str>("no".to_string()) })
-            .await;
+        let second = c.get_or_try_insert_with(key("a", "q"), || async { Ok::<_, &str>("no".to_string()) }).await;
         assert_eq!(second.as_deref(), Ok("yes"));
         assert_eq!(c.len(), 1);
     }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use error::{ModelError, ModelErrorKind};
 pub use error::MAX_MESSAGE_BYTES;
+pub use error::{ModelError, ModelErrorKind};
 pub use openai::{api_key_from, ClientConfigError, OpenAiClient, OpenAiConfig, DEFAULT_BUDGET_TIMEOUTS, DEFAULT_MAX_REPLY_BYTES};
 pub use retry::{RetryPolicy, MAX_ATTEMPTS};
 pub use scripted::{image_hash, ScriptedClient};

@@ -31,12 +31,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use dftg_core::detection::{
-    decide, iou, nms_per_label, Detection, ThresholdError, Thresholds, Verdict,
-};
-pub use http::{
-    DetectorConfig, DetectorConfigError, HttpDetector, DEFAULT_MAX_DETECTOR_REPLY_BYTES,
-};
+pub use dftg_core::detection::{decide, iou, nms_per_label, Detection, ThresholdError, Thresholds, Verdict};
+pub use http::{DetectorConfig, DetectorConfigError, HttpDetector, DEFAULT_MAX_DETECTOR_REPLY_BYTES};
 pub use scripted::ScriptedDetector;
 
 use crate::cache::{CacheKey, CallCache};
@@ -55,11 +51,7 @@ pub enum DetectorApi {
 }
 
 impl DetectorApi {
-    pub const ALL: [DetectorApi; 3] = [
-        DetectorApi::Hf,
-        DetectorApi::GroundingDino,
-        DetectorApi::YoloWorld,
-    ];
+    pub const ALL: [DetectorApi; 3] = [DetectorApi::Hf, DetectorApi::GroundingDino, DetectorApi::YoloWorld];
 
     /// The name in job specs and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -95,10 +87,7 @@ impl FromStr for DetectorApi {
     type Err = UnknownDetectorApi;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DetectorApi::ALL
-            .into_iter()
-            .find(|api| api.as_str() == s.trim())
-            .ok_or(UnknownDetectorApi)
+        DetectorApi::ALL.into_iter().find(|api| api.as_str() == s.trim()).ok_or(UnknownDetectorApi)
     }
 }
 
@@ -113,14 +102,8 @@ pub struct DetectRequest {
 }
 
 impl DetectRequest {
-    pub fn new(
-        image: impl Into<Bytes>,
-        labels: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
-        DetectRequest {
-            image: image.into(),
-            labels: labels.into_iter().map(Into::into).collect(),
-        }
+    pub fn new(image: impl Into<Bytes>, labels: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        DetectRequest { image: image.into(), labels: labels.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -141,20 +124,14 @@ pub trait Detector: Send + Sync + 'static {
     /// Boxes for the requested labels in one image; retries (if any) happen inside. An image
     /// whose labels span several requests fails as a whole when one of them fails, so no
     /// label reads as absent because its request was lost.
-    fn detect<'a>(
-        &'a self,
-        req: &'a DetectRequest,
-    ) -> BoxFuture<'a, Result<DetectReply, ModelError>>;
+    fn detect<'a>(&'a self, req: &'a DetectRequest) -> BoxFuture<'a, Result<DetectReply, ModelError>>;
     /// Names the service in cache keys and records (its contract and URL, without
     /// credentials).
     fn service(&self) -> &str;
 }
 
 impl<T: Detector + ?Sized> Detector for Arc<T> {
-    fn detect<'a>(
-        &'a self,
-        req: &'a DetectRequest,
-    ) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
+    fn detect<'a>(&'a self, req: &'a DetectRequest) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
         (**self).detect(req)
     }
     fn service(&self) -> &str {
@@ -166,12 +143,7 @@ impl<T: Detector + ?Sized> Detector for Arc<T> {
 /// dropped (the first spelling stays).
 pub(crate) fn distinct_labels(labels: &[String]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    labels
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty() && seen.insert(l.to_lowercase()))
-        .map(str::to_owned)
-        .collect()
+    labels.iter().map(|l| l.trim()).filter(|l| !l.is_empty() && seen.insert(l.to_lowercase())).map(str::to_owned).collect()
 }
 
 /// [`Detector::detect`] through a job's cache: labels answered before for this image and
@@ -199,30 +171,16 @@ pub async fn detect_cached(
         }
     }
     if missing.is_empty() {
-        return Ok(DetectReply {
-            detections,
-            ..DetectReply::default()
-        });
+        return Ok(DetectReply { detections, ..DetectReply::default() });
     }
-    let asked = DetectRequest {
-        image: req.image.clone(),
-        labels: missing,
-    };
+    let asked = DetectRequest { image: req.image.clone(), labels: missing };
     let reply = detector.detect(&asked).await?;
     for label in &asked.labels {
-        let own: Vec<Detection> = reply
-            .detections
-            .iter()
-            .filter(|d| d.label == *label)
-            .cloned()
-            .collect();
+        let own: Vec<Detection> = reply.detections.iter().filter(|d| d.label == *label).cloned().collect();
         cache.insert(CacheKey::new(image_key, service, label.as_str()), own);
     }
     detections.extend(reply.detections);
-    Ok(DetectReply {
-        detections,
-        ..reply
-    })
+    Ok(DetectReply { detections, ..reply })
 }
 
 #[cfg(test)]
@@ -235,82 +193,35 @@ mod tests {
             assert_eq!(api.as_str().parse::<DetectorApi>(), Ok(api));
             assert_eq!(api.to_string(), api.as_str());
         }
-        assert_eq!(
-            " roboflow ".parse::<DetectorApi>(),
-            Ok(DetectorApi::GroundingDino)
-        );
-        let err = "hf\u{1b}[31m-evil"
-            .parse::<DetectorApi>()
-            .unwrap_err()
-            .to_string();
+        assert_eq!(" roboflow ".parse::<DetectorApi>(), Ok(DetectorApi::GroundingDino));
+        let err = "hf\u{1b}[31m-evil".parse::<DetectorApi>().unwrap_err().to_string();
         assert!(!err.contains("evil"), "{err}");
     }
 
     #[test]
     fn labels_are_asked_once() {
-        let labels: Vec<String> = ["dog", " Dog", "", "  ", "cat", "dog"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            distinct_labels(&labels),
-            vec!["dog".to_string(), "cat".to_string()]
-        );
+        let labels: Vec<String> = ["dog", " Dog", "", "  ", "cat", "dog"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(distinct_labels(&labels), vec!["dog".to_string(), "cat".to_string()]);
     }
 
     #[tokio::test]
     async fn cached_labels_are_not_asked_again() {
         let image = Bytes::from_static(b"img-1");
-        let det = ScriptedDetector::new().with_boxes(
-            &image,
-            vec![Detection {
-                label: "dog".into(),
-                score: 0.9,
-                bbox: [0.0, 0.0, 1.0, 1.0],
-            }],
-        );
+        let det =
+            ScriptedDetector::new().with_boxes(&image, vec![Detection { label: "dog".into(), score: 0.9, bbox: [0.0, 0.0, 1.0, 1.0] }]);
         let cache = CallCache::new(16);
-        let first = detect_cached(
-            &det,
-            &cache,
-            "1",
-            &DetectRequest::new(image.clone(), ["dog", "cat"]),
-        )
-        .await
-        .unwrap();
+        let first = detect_cached(&det, &cache, "1", &DetectRequest::new(image.clone(), ["dog", "cat"])).await.unwrap();
         assert_eq!((first.requests, first.detections.len()), (1, 1));
-        assert_eq!(
-            det.asked(),
-            vec![vec!["dog".to_string(), "cat".to_string()]]
-        );
+        assert_eq!(det.asked(), vec![vec!["dog".to_string(), "cat".to_string()]]);
         // dog and cat (no boxes) are cached; only bus is asked
-        let second = detect_cached(
-            &det,
-            &cache,
-            "1",
-            &DetectRequest::new(image.clone(), ["cat", "dog", "bus"]),
-        )
-        .await
-        .unwrap();
+        let second = detect_cached(&det, &cache, "1", &DetectRequest::new(image.clone(), ["cat", "dog", "bus"])).await.unwrap();
         assert_eq!((second.requests, second.detections.len()), (1, 1));
         assert_eq!(det.asked()[1], vec!["bus".to_string()]);
-        let third = detect_cached(
-            &det,
-            &cache,
-            "1",
-            &DetectRequest::new(image.clone(), ["bus", "dog"]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (third.requests, third.attempts, third.detections.len()),
-            (0, 0, 1)
-        );
+        let third = detect_cached(&det, &cache, "1", &DetectRequest::new(image.clone(), ["bus", "dog"])).await.unwrap();
+        assert_eq!((third.requests, third.attempts, third.detections.len()), (0, 0, 1));
         assert_eq!(det.asked().len(), 2);
         // another image key is another entry
-        detect_cached(&det, &cache, "2", &DetectRequest::new(image, ["dog"]))
-            .await
-            .unwrap();
+        detect_cached(&det, &cache, "2", &DetectRequest::new(image, ["dog"])).await.unwrap();
         assert_eq!(det.asked().len(), 3);
     }
 }

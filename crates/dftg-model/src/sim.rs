@@ -59,8 +59,8 @@ pub use hash::{fnv1a64, splitmix64, StableHasher};
 pub use profile::{bundled_profile_names, profile_by_name, SimProfile, BUNDLED_PROFILES, DEFAULT_PROFILE};
 pub use server::{start, start_on, vision_log_path, Faults, Latency, ReplayCaptions, SimConfig, SimHandle, SimStats};
 pub use vision::{
-    image_size, BoxKind, DetectorLabelLog, DetectorLogEntry, InstanceLog, JudgeDecision, JudgeLogEntry, JudgeTruth,
-    SimBox, SimVision, SimVisionConfig, SizeClass, CROWD, DEFAULT_IMAGE_SIZE, MAX_INSTANCES,
+    image_size, BoxKind, DetectorLabelLog, DetectorLogEntry, InstanceLog, JudgeDecision, JudgeLogEntry, JudgeTruth, SimBox, SimVision,
+    SimVisionConfig, SizeClass, CROWD, DEFAULT_IMAGE_SIZE, MAX_INSTANCES,
 };
 pub use vision_server::{VisionService, VisionStats, HF_DETECT_PATH, JUDGE_BASE_PATH, JUDGE_MODEL, MAX_LABELS};
 

@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use dftg_model::client::{
-    image_hash, ModelClient, ModelError, ModelErrorKind, ModelRequest, OpenAiClient, OpenAiConfig, RetryPolicy,
-    ScriptedClient, MAX_ATTEMPTS, MAX_MESSAGE_BYTES,
+    image_hash, ModelClient, ModelError, ModelErrorKind, ModelRequest, OpenAiClient, OpenAiConfig, RetryPolicy, ScriptedClient,
+    MAX_ATTEMPTS, MAX_MESSAGE_BYTES,
 };
 use serde_json::{json, Value};
 use tokio::sync::{Barrier, Notify};
@@ -96,10 +96,8 @@ impl Script {
         self.seen.lock().expect("lock").clone()
     }
     async fn serve(&self) -> String {
-        let router = Router::new()
-            .route("/v1/chat/completions", post(scripted))
-            .route("/v1/models", get(scripted))
-            .with_state(self.clone());
+        let router =
+            Router::new().route("/v1/chat/completions", post(scripted)).route("/v1/models", get(scripted)).with_state(self.clone());
         serve(router).await
     }
 }
@@ -126,12 +124,7 @@ async fn fail(client: &OpenAiClient) -> ModelError {
 async fn sends_the_openai_request_and_returns_the_text() {
     let script = Script::new(vec![ok("A dog on a red sofa.")]);
     let base = script.serve().await;
-    let client = client(OpenAiConfig {
-        api_key: Some("sk-test".into()),
-        max_tokens: Some(77),
-        temperature: Some(0.5),
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { api_key: Some("sk-test".into()), max_tokens: Some(77), temperature: Some(0.5), ..config(&base) });
     assert_eq!(client.name(), "test-model");
 
     let reply = client.complete(&request()).await.expect("completion");
@@ -191,10 +184,7 @@ async fn retries_500_503_429_then_succeeds() {
 async fn gives_up_after_max_attempts_with_http_5xx() {
     let script = Script::new(vec![canned(502, "upstream\n   down")]);
     let base = script.serve().await;
-    let client = client(OpenAiConfig {
-        retry: RetryPolicy { max_attempts: 3, ..config(&base).retry },
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { retry: RetryPolicy { max_attempts: 3, ..config(&base).retry }, ..config(&base) });
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_http_5xx");
     assert_eq!(e.kind(), ModelErrorKind::Http5xx);
@@ -207,13 +197,9 @@ async fn gives_up_after_max_attempts_with_http_5xx() {
 
 #[tokio::test]
 async fn rate_limit_exhausted_is_reported_with_retry_after() {
-    let script =
-        Script::new(vec![Canned { status: 429, headers: vec![("retry-after", "0")], body: "quota".into() }]);
+    let script = Script::new(vec![Canned { status: 429, headers: vec![("retry-after", "0")], body: "quota".into() }]);
     let base = script.serve().await;
-    let client = client(OpenAiConfig {
-        retry: RetryPolicy { max_attempts: 2, ..config(&base).retry },
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { retry: RetryPolicy { max_attempts: 2, ..config(&base).retry }, ..config(&base) });
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_rate_limited");
     assert_eq!((e.attempts(), script.hits()), (2, 2));
@@ -237,10 +223,7 @@ async fn bad_request_is_not_retried() {
 async fn malformed_body_is_retried_then_reported() {
     let script = Script::new(vec![canned(200, "<html>not json</html>")]);
     let base = script.serve().await;
-    let client = client(OpenAiConfig {
-        retry: RetryPolicy { max_attempts: 3, ..config(&base).retry },
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { retry: RetryPolicy { max_attempts: 3, ..config(&base).retry }, ..config(&base) });
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_malformed_response");
     assert_eq!((e.attempts(), script.hits()), (3, 3));
@@ -252,10 +235,7 @@ async fn malformed_body_is_retried_then_reported() {
 async fn no_choices_is_malformed() {
     let script = Script::new(vec![canned(200, r#"{"error":{"message":"oops"}}"#), canned(200, r#"{"choices":[]}"#)]);
     let base = script.serve().await;
-    let client = client(OpenAiConfig {
-        retry: RetryPolicy { max_attempts: 2, ..config(&base).retry },
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { retry: RetryPolicy { max_attempts: 2, ..config(&base).retry }, ..config(&base) });
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_malformed_response");
     assert!(e.message().contains("has no choices"), "{e}");
@@ -318,10 +298,7 @@ async fn a_closed_port_is_unreachable() {
         listener.local_addr().expect("addr").port()
     };
     let base = format!("http://127.0.0.1:{port}/v1");
-    let client = client(OpenAiConfig {
-        retry: RetryPolicy { max_attempts: 2, ..config(&base).retry },
-        ..config(&base)
-    });
+    let client = client(OpenAiConfig { retry: RetryPolicy { max_attempts: 2, ..config(&base).retry }, ..config(&base) });
     let e = fail(&client).await;
     assert_eq!(e.reason(), "model_unreachable");
     assert_eq!(e.attempts(), 2);
@@ -400,9 +377,7 @@ async fn backoff_does_not_hold_an_in_flight_slot() {
     });
 
     let slow_client = client.clone();
-    let slow = tokio::spawn(async move {
-        slow_client.complete(&ModelRequest::new(Bytes::from_static(IMAGE), "image/png", "slow")).await
-    });
+    let slow = tokio::spawn(async move { slow_client.complete(&ModelRequest::new(Bytes::from_static(IMAGE), "image/png", "slow")).await });
     state.first_failed.notified().await;
     let fast = ModelRequest::new(Bytes::from_static(IMAGE), "image/png", "fast");
     let reply = tokio::time::timeout(Duration::from_secs(10), client.complete(&fast))
@@ -452,10 +427,7 @@ async fn scripted_client_answers_from_a_closure_or_a_map() {
     let e = model.complete(&ModelRequest::new(Bytes::new(), "image/png", "fail")).await.expect_err("scripted error");
     assert_eq!((e.reason(), e.attempts(), e.status()), ("model_http_5xx", 1, Some(503)));
 
-    let by_map = ScriptedClient::from_map(
-        "sim-b",
-        [(image_hash(IMAGE), "a cat".to_owned()), (image_hash(b"blank"), " ".to_owned())],
-    );
+    let by_map = ScriptedClient::from_map("sim-b", [(image_hash(IMAGE), "a cat".to_owned()), (image_hash(b"blank"), " ".to_owned())]);
     assert_eq!(by_map.complete(&request()).await.expect("known image").text, "a cat");
     let blank = ModelRequest::new(Bytes::from_static(b"blank"), "image/png", PROMPT);
     assert_eq!(by_map.complete(&blank).await.expect_err("blank").reason(), "model_empty_response");
@@ -514,11 +486,13 @@ async fn a_huge_streamed_body_is_refused_while_reading() {
             async move {
                 let head = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":""#;
                 let chunk = Bytes::from(vec![b'w'; 64 << 10]);
-                let chunks = futures::stream::iter(std::iter::once(Bytes::from_static(head.as_bytes())).chain(std::iter::repeat_n(chunk, 127)))
-                    .map(move |c| {
-                        counter.fetch_add(c.len(), Ordering::SeqCst);
-                        Ok::<_, std::convert::Infallible>(c)
-                    });
+                let chunks = futures::stream::iter(
+                    std::iter::once(Bytes::from_static(head.as_bytes())).chain(std::iter::repeat_n(chunk, 127)),
+                )
+                .map(move |c| {
+                    counter.fetch_add(c.len(), Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(c)
+                });
                 axum::body::Body::from_stream(chunks)
             }
         }),

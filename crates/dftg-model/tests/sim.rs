@@ -11,8 +11,7 @@ use dftg_core::record::HallucinationKind;
 use dftg_core::truth::{ImageTruth, ObjectTruth};
 use dftg_model::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent};
 use dftg_model::sim::{
-    self, profile_by_name, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimHandle, SimTask,
-    StableHasher, TruthLogEntry,
+    self, profile_by_name, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimHandle, SimTask, StableHasher, TruthLogEntry,
 };
 
 const DETAIL: &str = "Describe this image in detail.";
@@ -208,9 +207,7 @@ async fn profiles_have_clearly_different_hallucination_distributions() {
     };
     const PEOPLE: &[&str] = &["person", "chair", "dining table", "couch", "bench", "handbag", "car"];
     const KITCHEN: &[&str] = &["cup", "bowl", "fork", "knife", "spoon", "bottle", "wine glass"];
-    let top = |d: &BTreeMap<String, usize>| {
-        d.iter().max_by_key(|(k, v)| (**v, std::cmp::Reverse((*k).clone()))).map(|(k, _)| k.clone())
-    };
+    let top = |d: &BTreeMap<String, usize>| d.iter().max_by_key(|(k, v)| (**v, std::cmp::Reverse((*k).clone()))).map(|(k, _)| k.clone());
     assert!(people.values().sum::<usize>() >= 30, "{people:?}");
     assert!(kitchen.values().sum::<usize>() >= 30, "{kitchen:?}");
     assert!(share(people, PEOPLE) > 0.8, "people-everywhere: {people:?}");
@@ -224,8 +221,7 @@ async fn profiles_have_clearly_different_hallucination_distributions() {
         keys.iter().map(|k| d.get(*k).copied().unwrap_or(0) as f64 / t).collect::<Vec<f64>>()
     };
     let (p, q) = (norm(people), norm(kitchen));
-    let kl =
-        |a: &[f64], m: &[f64]| a.iter().zip(m).filter(|(x, _)| **x > 0.0).map(|(x, y)| x * (x / y).log2()).sum::<f64>();
+    let kl = |a: &[f64], m: &[f64]| a.iter().zip(m).filter(|(x, _)| **x > 0.0).map(|(x, y)| x * (x / y).log2()).sum::<f64>();
     let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
     let js = 0.5 * kl(&p, &m) + 0.5 * kl(&q, &m);
     eprintln!("people-everywhere: {people:?}\nkitchenware: {kitchen:?}\nJS divergence: {js:.3} bits");
@@ -332,15 +328,13 @@ async fn bad_requests_get_openai_style_400s() {
     check(r.status(), r.json().await.unwrap(), "unknown image");
     // Not a data URL.
     let mut req = request(b"x", DETAIL);
-    req.messages[0].content = MessageContent::Parts(vec![ContentPart::ImageUrl {
-        image_url: ImageUrl { url: "https://example.com/a.png".into() },
-    }]);
+    req.messages[0].content =
+        MessageContent::Parts(vec![ContentPart::ImageUrl { image_url: ImageUrl { url: "https://example.com/a.png".into() } }]);
     let r = post(&client, &h, &req).await;
     check(r.status(), r.json().await.unwrap(), "data: URL");
     // Not base64.
-    req.messages[0].content = MessageContent::Parts(vec![ContentPart::ImageUrl {
-        image_url: ImageUrl { url: "data:image/png;base64,@@@@".into() },
-    }]);
+    req.messages[0].content =
+        MessageContent::Parts(vec![ContentPart::ImageUrl { image_url: ImageUrl { url: "data:image/png;base64,@@@@".into() } }]);
     let r = post(&client, &h, &req).await;
     check(r.status(), r.json().await.unwrap(), "base64");
     // No image at all.
@@ -377,12 +371,8 @@ async fn yes_no_answers_agree_with_the_truth_log() {
         let key = format!("img{i}");
         ask(&client, &h, &bytes_of(i), DETAIL).await;
         let entry = h.truth_log_entries().into_iter().find(|e| e.image == key && e.prompt == DETAIL).unwrap();
-        let described: BTreeSet<&str> = entry
-            .hallucinated
-            .iter()
-            .filter(|x| x.kind == HallucinationKind::Object)
-            .map(|x| x.concept.as_str())
-            .collect();
+        let described: BTreeSet<&str> =
+            entry.hallucinated.iter().filter(|x| x.kind == HallucinationKind::Object).map(|x| x.concept.as_str()).collect();
         let truth = corpus.truth(&key).unwrap();
         for concept in probe {
             let q = format!("Is there a {concept} in the image?");
@@ -412,9 +402,7 @@ async fn replay_serves_the_recorded_caption() {
     let ids: Vec<String> = lines.iter().map(|l| l["image_id"].to_string()).collect();
     let replay = ReplayCaptions::from_jsonl_file(&path).unwrap();
     assert!(replay.len() >= 1000);
-    let items = ids.iter().map(|id| {
-        (ImageTruth { image: id.clone(), file: None, objects: Vec::new() }, format!("coco-{id}").into_bytes())
-    });
+    let items = ids.iter().map(|id| (ImageTruth { image: id.clone(), file: None, objects: Vec::new() }, format!("coco-{id}").into_bytes()));
     let corpus = Arc::new(SimCorpus::new(items).unwrap());
     let h = start(corpus, config("mild").with_replay(replay)).await;
     let client = reqwest::Client::new();
@@ -425,8 +413,7 @@ async fn replay_serves_the_recorded_caption() {
     assert_eq!(h.stats().replayed, 3);
     h.shutdown().await.unwrap();
     // A bad line is refused with its number.
-    let err = ReplayCaptions::from_reader("{\"image_id\": 1, \"caption\": \"x\"}\n{broken\n".as_bytes(), "t.jsonl")
-        .unwrap_err();
+    let err = ReplayCaptions::from_reader("{\"image_id\": 1, \"caption\": \"x\"}\n{broken\n".as_bytes(), "t.jsonl").unwrap_err();
     assert!(err.to_string().contains("t.jsonl line 2"), "{err}");
 }
 
@@ -453,8 +440,7 @@ async fn outcome(client: &reqwest::Client, h: &SimHandle, i: usize) -> String {
 #[tokio::test]
 async fn fault_rates_match_the_configuration_and_are_deterministic() {
     let corpus = corpus(20);
-    let faults =
-        Faults { http_500: 0.1, http_503: 0.1, malformed_json: 0.1, missing_choices: 0.1, ..Faults::default() };
+    let faults = Faults { http_500: 0.1, http_503: 0.1, malformed_json: 0.1, missing_choices: 0.1, ..Faults::default() };
     let client = reqwest::Client::new();
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -526,12 +512,7 @@ async fn timeout_fault_holds_the_request_past_the_client_timeout() {
     let h = start(corpus(7), config("mild").with_faults(faults)).await;
     let client = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
     let started = Instant::now();
-    let err = client
-        .post(format!("{}/chat/completions", h.base_url()))
-        .json(&request(&bytes_of(1), DETAIL))
-        .send()
-        .await
-        .unwrap_err();
+    let err = client.post(format!("{}/chat/completions", h.base_url())).json(&request(&bytes_of(1), DETAIL)).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(h.stats().timeouts, 1);
@@ -580,8 +561,7 @@ async fn zero_latency_never_sleeps_and_configured_latency_does() {
 async fn models_and_healthz() {
     let h = start(corpus(7), config("kitchenware").with_model_name("sim-kitchen")).await;
     let client = reqwest::Client::new();
-    let models: serde_json::Value =
-        client.get(format!("{}/models", h.base_url())).send().await.unwrap().json().await.unwrap();
+    let models: serde_json::Value = client.get(format!("{}/models", h.base_url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "sim-kitchen");
     let r = client.get(format!("http://{}/healthz", h.addr)).send().await.unwrap();
@@ -630,19 +610,11 @@ async fn corpus_directories_load_from_coco_or_manifest() {
     assert_eq!(corpus.key_for_bytes(b"manifest a"), Some("a"));
 
     // Errors name what is wrong.
-    std::fs::write(
-        dir.path().join("manifest.jsonl"),
-        "{\"image\": \"b\", \"file\": \"missing.png\", \"objects\": []}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("manifest.jsonl"), "{\"image\": \"b\", \"file\": \"missing.png\", \"objects\": []}\n").unwrap();
     // a missing image is skipped (the pipeline reports it per image); the simulator cannot see it
     let corpus = sim::load_corpus_dir(dir.path()).unwrap();
     assert_eq!(corpus.len(), 0);
-    std::fs::write(
-        dir.path().join("manifest.jsonl"),
-        "{\"image\": \"b\", \"file\": \"a.png\", \"objects\": [\"unicorn\"]}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("manifest.jsonl"), "{\"image\": \"b\", \"file\": \"a.png\", \"objects\": [\"unicorn\"]}\n").unwrap();
     let err = sim::load_corpus_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("unicorn") && err.contains("\"b\""), "{err}");
     let empty = tempfile::tempdir().unwrap();
@@ -700,16 +672,11 @@ fn the_project_extractor_recovers_injected_hallucinations() {
                     let reply = sim.respond(key, prompt).unwrap();
                     let record = diagnose(&extractor, &mut scratch, truth, prompt, &reply.text);
                     let id = |kind: HallucinationKind, concept: &str, claimed: Option<&str>| {
-                        (
-                            kind,
-                            concept.to_string(),
-                            if kind == HallucinationKind::Attribute { claimed.map(str::to_string) } else { None },
-                        )
+                        (kind, concept.to_string(), if kind == HallucinationKind::Attribute { claimed.map(str::to_string) } else { None })
                     };
                     let injected: BTreeSet<_> =
                         reply.entry.hallucinated.iter().map(|h| id(h.kind, &h.concept, h.claimed.as_deref())).collect();
-                    let found: BTreeSet<_> =
-                        record.hallucinations.iter().map(|h| id(h.kind, &h.concept, h.claimed.as_deref())).collect();
+                    let found: BTreeSet<_> = record.hallucinations.iter().map(|h| id(h.kind, &h.concept, h.claimed.as_deref())).collect();
                     for kind in HallucinationKind::ALL {
                         let i: BTreeSet<_> = injected.iter().filter(|x| x.0 == kind).collect();
                         let f: BTreeSet<_> = found.iter().filter(|x| x.0 == kind).collect();
@@ -738,10 +705,6 @@ fn the_project_extractor_recovers_injected_hallucinations() {
         eprintln!("{kind:?}: injected {injected}, found {found}, precision {precision:.3}, recall {recall:.3}");
         let bar = if *kind == HallucinationKind::Object { 0.95 } else { 0.90 };
         assert!(*injected >= 50, "too few {kind:?} injected: {injected}");
-        assert!(
-            precision >= bar && recall >= bar,
-            "{kind:?}: precision {precision:.3} recall {recall:.3}\n{}",
-            misses.join("\n")
-        );
+        assert!(precision >= bar && recall >= bar, "{kind:?}: precision {precision:.3} recall {recall:.3}\n{}", misses.join("\n"));
     }
 }

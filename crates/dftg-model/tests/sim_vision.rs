@@ -10,14 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use dftg_core::truth::{ImageTruth, ObjectTruth};
 use dftg_model::client::{OpenAiClient, RetryPolicy};
-use dftg_model::detect::{
-    decide, DetectRequest, Detection, Detector, DetectorApi, DetectorConfig, HttpDetector,
-    Thresholds, Verdict,
-};
+use dftg_model::detect::{decide, DetectRequest, Detection, Detector, DetectorApi, DetectorConfig, HttpDetector, Thresholds, Verdict};
 use dftg_model::judge::{judge_config, Judge};
 use dftg_model::sim::{
-    self, profile_by_name, DetectorLabelLog, DetectorLogEntry, JudgeLogEntry, JudgeTruth,
-    SimConfig, SimCorpus, SimHandle, SimVisionConfig, SizeClass, StableHasher,
+    self, profile_by_name, DetectorLabelLog, DetectorLogEntry, JudgeLogEntry, JudgeTruth, SimConfig, SimCorpus, SimHandle, SimVisionConfig,
+    SizeClass, StableHasher,
 };
 
 /// Scenes that share objects, so co-occurrence makes some absent concepts tempting.
@@ -57,13 +54,7 @@ const SCENES: &[&[(&str, &[&str])]] = &[
         ("potted plant", &["green"]),
         ("remote", &["black"]),
     ],
-    &[
-        ("dog", &["brown", "black"]),
-        ("person", &[]),
-        ("bench", &["brown"]),
-        ("frisbee", &["red"]),
-        ("bird", &["gray"]),
-    ],
+    &[("dog", &["brown", "black"]), ("person", &[]), ("bench", &["brown"]), ("frisbee", &["red"]), ("bird", &["gray"])],
     &[("zebra", &[]), ("giraffe", &[]), ("elephant", &["gray"])],
 ];
 
@@ -74,54 +65,29 @@ fn synthetic(n: usize) -> Vec<(ImageTruth, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let scene = SCENES[i % SCENES.len()];
-            let u = |what: &str, j: usize| {
-                StableHasher::new("vision-corpus")
-                    .u64(i as u64)
-                    .str(what)
-                    .u64(j as u64)
-                    .unit()
-            };
+            let u = |what: &str, j: usize| StableHasher::new("vision-corpus").u64(i as u64).str(what).u64(j as u64).unit();
             let mut objects = Vec::new();
             for (j, (name, colours)) in scene.iter().enumerate() {
                 if j > 1 && u("keep", j) < 0.4 {
                     continue;
                 }
                 // mostly one to three, sometimes a crowd
-                let count =
-                    (u("count-known", j) < 0.85).then(|| 1 + (u("count", j).powi(2) * 9.0) as u32);
+                let count = (u("count-known", j) < 0.85).then(|| 1 + (u("count", j).powi(2) * 9.0) as u32);
                 let mut attributes = BTreeMap::new();
                 if !colours.is_empty() && u("colour-known", j) < 0.7 {
                     let c = colours[(u("colour", j) * colours.len() as f64) as usize];
                     attributes.insert("color".to_string(), vec![c.to_string()]);
                 }
-                objects.push(ObjectTruth {
-                    name: name.to_string(),
-                    count,
-                    attributes,
-                });
+                objects.push(ObjectTruth { name: name.to_string(), count, attributes });
             }
-            (
-                ImageTruth {
-                    image: format!("img{i}"),
-                    file: None,
-                    objects,
-                },
-                format!("vision-img-{i}").into_bytes(),
-            )
+            (ImageTruth { image: format!("img{i}"), file: None, objects }, format!("vision-img-{i}").into_bytes())
         })
         .collect()
 }
 
-async fn start(
-    corpus: Arc<SimCorpus>,
-    vision: SimVisionConfig,
-    log: &std::path::Path,
-) -> SimHandle {
+async fn start(corpus: Arc<SimCorpus>, vision: SimVisionConfig, log: &std::path::Path) -> SimHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig::new(profile_by_name("mild").unwrap())
-        .with_seed(7)
-        .with_vision(vision)
-        .with_truth_log(log);
+    let config = SimConfig::new(profile_by_name("mild").unwrap()).with_seed(7).with_vision(vision).with_truth_log(log);
     sim::start(corpus, config, listener).await.unwrap()
 }
 
@@ -174,10 +140,7 @@ fn read_log(path: &std::path::Path) -> (Vec<DetectorLogEntry>, Vec<JudgeLogEntry
         } else if v.get("judge").is_some() {
             judge.push(serde_json::from_value(v).unwrap());
         } else {
-            assert!(
-                v.get("hallucinated").is_some(),
-                "unknown truth-log line {line}"
-            );
+            assert!(v.get("hallucinated").is_some(), "unknown truth-log line {line}");
         }
     }
     (det, judge)
@@ -196,49 +159,26 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("truth.jsonl");
     let (miss, false_rate) = (0.2, 0.3);
-    let h = start(
-        corpus.clone(),
-        SimVisionConfig {
-            detector_miss_rate: miss,
-            detector_false_rate: false_rate,
-            judge_error_rate: 0.0,
-        },
-        &path,
-    )
-    .await;
+    let h =
+        start(corpus.clone(), SimVisionConfig { detector_miss_rate: miss, detector_false_rate: false_rate, judge_error_rate: 0.0 }, &path)
+            .await;
     // Grounding DINO: phrases for labels, so snapping is on the path; small chunks, so chunking too
     let det = detector(&h, DetectorApi::GroundingDino, 0.0, 4);
     let mut replies: HashMap<String, (Vec<String>, Vec<Detection>)> = HashMap::new();
     let mut requests = 0;
     for (i, (truth, image)) in truths.iter().zip(&images).enumerate() {
         let labels = labels_for(&corpus, truth, i);
-        let reply = det
-            .detect(&DetectRequest::new(image.clone(), labels.clone()))
-            .await
-            .unwrap();
+        let reply = det.detect(&DetectRequest::new(image.clone(), labels.clone())).await.unwrap();
         assert_eq!(reply.requests as usize, labels.len().div_ceil(4));
-        assert_eq!(
-            reply.unmatched, 0,
-            "every phrase the simulator sends names a requested label"
-        );
+        assert_eq!(reply.unmatched, 0, "every phrase the simulator sends names a requested label");
         requests += reply.requests;
         replies.insert(truth.image.clone(), (labels, reply.detections));
     }
     let (logged, _) = read_log(&path);
-    assert_eq!(
-        logged,
-        h.vision().detector_log(),
-        "the file and the in-memory log agree"
-    );
+    assert_eq!(logged, h.vision().detector_log(), "the file and the in-memory log agree");
     assert_eq!(h.vision().stats().detector_requests, u64::from(requests));
-    let by_label: HashMap<(String, String), DetectorLabelLog> = logged
-        .iter()
-        .flat_map(|e| {
-            e.detector
-                .iter()
-                .map(move |l| ((e.image.clone(), l.label.clone()), l.clone()))
-        })
-        .collect();
+    let by_label: HashMap<(String, String), DetectorLabelLog> =
+        logged.iter().flat_map(|e| e.detector.iter().map(move |l| ((e.image.clone(), l.label.clone()), l.clone()))).collect();
 
     // what the client received is what the simulator decided, box for box
     let t = Thresholds::default();
@@ -249,35 +189,16 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
             let log = &by_label[&(image.clone(), label.clone())];
             let mine: Vec<&Detection> = dets.iter().filter(|d| d.label == *label).collect();
             let seen = log.instances.iter().filter(|i| i.score.is_some()).count();
-            let dups = log
-                .instances
-                .iter()
-                .filter(|i| i.duplicate.is_some())
-                .count();
-            assert_eq!(
-                mine.len(),
-                seen + dups + log.false_boxes.len(),
-                "{image} {label}"
-            );
-            assert_eq!(
-                mine.iter().map(|d| d.score).reduce(f32::max),
-                log.score,
-                "{image} {label}"
-            );
+            let dups = log.instances.iter().filter(|i| i.duplicate.is_some()).count();
+            assert_eq!(mine.len(), seen + dups + log.false_boxes.len(), "{image} {label}");
+            assert_eq!(mine.iter().map(|d| d.score).reduce(f32::max), log.score, "{image} {label}");
             let verdict = decide(dets, label, &t);
             if let (true, Verdict::Present { count: Some(n), .. }) = (log.present, &verdict) {
                 // instances never overlap and duplicates are suppressed: the count is exact
-                let confident = log
-                    .instances
-                    .iter()
-                    .filter(|i| i.score.is_some_and(|s| s >= 0.35))
-                    .count();
+                let confident = log.instances.iter().filter(|i| i.score.is_some_and(|s| s >= 0.35)).count();
                 assert_eq!(*n as usize, confident, "{image} {label}");
                 counts_checked += 1;
-                assert!(log
-                    .instances
-                    .iter()
-                    .all(|i| i.score.is_none_or(|s| !(0.15..0.35).contains(&s))));
+                assert!(log.instances.iter().all(|i| i.score.is_none_or(|s| !(0.15..0.35).contains(&s))));
             }
             if log.present {
                 present_total += 1;
@@ -292,10 +213,7 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
     let instances: Vec<_> = by_label.values().flat_map(|l| l.instances.iter()).collect();
     let missed = |f: &dyn Fn(&&dftg_model::sim::InstanceLog) -> bool| {
         let of: Vec<_> = instances.iter().filter(|i| f(i)).collect();
-        (
-            share(of.iter().filter(|i| i.score.is_none()).count(), of.len()),
-            of.len(),
-        )
+        (share(of.iter().filter(|i| i.score.is_none()).count(), of.len()), of.len())
     };
     let (all, n) = missed(&|_| true);
     let (small, _) = missed(&|i| i.size == SizeClass::Small);
@@ -303,22 +221,9 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
     let (large, _) = missed(&|i| i.size == SizeClass::Large);
     let (crowd, n_crowd) = missed(&|i| i.crowd);
     let (alone, _) = missed(&|i| !i.crowd);
-    let tempting: Vec<_> = by_label
-        .values()
-        .filter(|l| !l.present && l.tempting)
-        .collect();
-    let false_share = share(
-        tempting
-            .iter()
-            .filter(|l| !l.false_boxes.is_empty())
-            .count(),
-        tempting.len(),
-    );
-    let untempting_false: usize = by_label
-        .values()
-        .filter(|l| !l.present && !l.tempting)
-        .map(|l| l.false_boxes.len())
-        .sum();
+    let tempting: Vec<_> = by_label.values().filter(|l| !l.present && l.tempting).collect();
+    let false_share = share(tempting.iter().filter(|l| !l.false_boxes.is_empty()).count(), tempting.len());
+    let untempting_false: usize = by_label.values().filter(|l| !l.present && !l.tempting).map(|l| l.false_boxes.len()).sum();
     eprintln!(
         "instances {n} (crowd {n_crowd}): missed {all:.3} (small {small:.3}, medium {medium:.3}, large {large:.3}; crowd {crowd:.3}, alone {alone:.3}); \
          tempting absent labels {}: false boxes {false_share:.3}; labels present {present_total}: detected {:.3}, counted {counts_checked}; absent {absent_total}: called present {:.3}",
@@ -326,25 +231,16 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
         share(present_found, present_total),
         share(absent_called, absent_total),
     );
-    assert!(
-        n > 2000 && n_crowd > 300 && tempting.len() > 800,
-        "the corpus is too small to measure"
-    );
+    assert!(n > 2000 && n_crowd > 300 && tempting.len() > 800, "the corpus is too small to measure");
     assert!((all - miss).abs() < 0.03, "missed {all}, configured {miss}");
     assert!(small > medium && medium > large, "{small} {medium} {large}");
     assert!(crowd > alone, "{crowd} {alone}");
-    assert!(
-        (false_share - false_rate).abs() < 0.05,
-        "false boxes on {false_share}, configured {false_rate}"
-    );
+    assert!((false_share - false_rate).abs() < 0.05, "false boxes on {false_share}, configured {false_rate}");
     assert_eq!(untempting_false, 0);
     // at the verdict level: most present labels are seen (a label is lost only when all its
     // instances are), and a false box is called present only when it scores high
     assert!(share(present_found, present_total) > 0.88);
-    assert!(
-        counts_checked > present_total / 2,
-        "{counts_checked} of {present_total}"
-    );
+    assert!(counts_checked > present_total / 2, "{counts_checked} of {present_total}");
     assert!(share(absent_called, absent_total) < false_rate * 0.4);
 }
 
@@ -355,53 +251,26 @@ async fn the_three_contracts_see_the_same_boxes() {
     let images: Vec<Bytes> = items.iter().map(|(_, b)| Bytes::from(b.clone())).collect();
     let corpus = Arc::new(SimCorpus::new(items).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        corpus.clone(),
-        SimVisionConfig {
-            detector_false_rate: 0.5,
-            ..SimVisionConfig::default()
-        },
-        &dir.path().join("t.jsonl"),
-    )
-    .await;
-    let detectors: Vec<HttpDetector> = DetectorApi::ALL
-        .iter()
-        .map(|api| detector(&h, *api, 0.1, 32))
-        .collect();
+    let h = start(corpus.clone(), SimVisionConfig { detector_false_rate: 0.5, ..SimVisionConfig::default() }, &dir.path().join("t.jsonl"))
+        .await;
+    let detectors: Vec<HttpDetector> = DetectorApi::ALL.iter().map(|api| detector(&h, *api, 0.1, 32)).collect();
     let mut boxes_seen = 0;
     for (i, (truth, image)) in truths.iter().zip(&images).enumerate() {
         let req = DetectRequest::new(image.clone(), labels_for(&corpus, truth, i));
         let mut per_api = Vec::new();
         for det in &detectors {
             let reply = det.detect(&req).await.unwrap();
-            let mut summary: Vec<(String, u32)> = reply
-                .detections
-                .iter()
-                .map(|d| (d.label.clone(), (d.score * 1000.0).round() as u32))
-                .collect();
+            let mut summary: Vec<(String, u32)> =
+                reply.detections.iter().map(|d| (d.label.clone(), (d.score * 1000.0).round() as u32)).collect();
             summary.sort();
             assert!(reply.detections.iter().all(|d| d.score >= 0.1));
             per_api.push((summary, reply.detections));
         }
-        assert_eq!(
-            per_api[0].0, per_api[1].0,
-            "hf and grounding dino differ on {}",
-            truth.image
-        );
-        assert_eq!(
-            per_api[1].0, per_api[2].0,
-            "grounding dino and yolo-world differ on {}",
-            truth.image
-        );
+        assert_eq!(per_api[0].0, per_api[1].0, "hf and grounding dino differ on {}", truth.image);
+        assert_eq!(per_api[1].0, per_api[2].0, "grounding dino and yolo-world differ on {}", truth.image);
         // hf sends whole pixels, roboflow centres: the same boxes within rounding
         for (a, b) in per_api[0].1.iter().zip(&per_api[2].1) {
-            assert!(
-                a.bbox
-                    .iter()
-                    .zip(&b.bbox)
-                    .all(|(x, y)| (x - y).abs() <= 0.6),
-                "{a:?} {b:?}"
-            );
+            assert!(a.bbox.iter().zip(&b.bbox).all(|(x, y)| (x - y).abs() <= 0.6), "{a:?} {b:?}");
         }
         boxes_seen += per_api[0].1.len();
     }
@@ -409,11 +278,7 @@ async fn the_three_contracts_see_the_same_boxes() {
     // each (image, label) is logged once, whichever contract asked first
     let logged = h.vision().detector_log();
     let labels: usize = logged.iter().map(|e| e.detector.len()).sum();
-    let asked: usize = truths
-        .iter()
-        .enumerate()
-        .map(|(i, t)| labels_for(&corpus, t, i).len())
-        .sum();
+    let asked: usize = truths.iter().enumerate().map(|(i, t)| labels_for(&corpus, t, i).len()).sum();
     assert_eq!(labels, asked);
     assert!(logged.iter().all(|e| e.api == "hf"));
 }
@@ -427,15 +292,7 @@ async fn judge_errors_match_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("truth.jsonl");
     let error_rate = 0.1;
-    let h = start(
-        corpus.clone(),
-        SimVisionConfig {
-            judge_error_rate: error_rate,
-            ..SimVisionConfig::default()
-        },
-        &path,
-    )
-    .await;
+    let h = start(corpus.clone(), SimVisionConfig { judge_error_rate: error_rate, ..SimVisionConfig::default() }, &path).await;
     let client = OpenAiClient::new(judge_config(h.judge_base_url(), "judge")).unwrap();
     let judge = Judge::new(Arc::new(client));
     let vocab = corpus.vocabulary();
@@ -446,15 +303,8 @@ async fn judge_errors_match_the_configuration() {
             asked += 1;
             wrong += usize::from(a.answer != truth.has(&label));
         }
-        for o in truth
-            .objects
-            .iter()
-            .filter(|o| o.attributes.contains_key("color"))
-        {
-            let a = judge
-                .attribute(image, "image/png", &o.name, "color", vocab)
-                .await
-                .unwrap();
+        for o in truth.objects.iter().filter(|o| o.attributes.contains_key("color")) {
+            let a = judge.attribute(image, "image/png", &o.name, "color", vocab).await.unwrap();
             let known = &o.attributes["color"];
             colours += 1;
             wrong_colours += usize::from(!a.answer.as_ref().is_some_and(|v| known.contains(v)));
@@ -467,10 +317,7 @@ async fn judge_errors_match_the_configuration() {
     assert_eq!(erred, wrong + wrong_colours);
     for e in &logged {
         match &e.judge.truth {
-            JudgeTruth::Exists { truth } => assert_eq!(
-                dftg_core::pope::parse_answer(&e.judge.answer),
-                *truth != e.judge.erred
-            ),
+            JudgeTruth::Exists { truth } => assert_eq!(dftg_core::pope::parse_answer(&e.judge.answer), *truth != e.judge.erred),
             JudgeTruth::Attribute { truth, .. } => assert!(!truth.is_empty()),
             JudgeTruth::Unparsed => {
                 panic!("the simulator did not understand {:?}", e.judge.question)
@@ -488,12 +335,7 @@ async fn judge_errors_match_the_configuration() {
 async fn detector_and_judge_routes_refuse_bad_requests_without_quoting_them() {
     let corpus = Arc::new(SimCorpus::new(synthetic(3)).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        corpus,
-        SimVisionConfig::default(),
-        &dir.path().join("t.jsonl"),
-    )
-    .await;
+    let h = start(corpus, SimVisionConfig::default(), &dir.path().join("t.jsonl")).await;
     let http = reqwest::Client::new();
     let post = |url: String, body: serde_json::Value| {
         let http = http.clone();
@@ -502,40 +344,19 @@ async fn detector_and_judge_routes_refuse_bad_requests_without_quoting_them() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let gd = format!(
-        "{}/grounding_dino/infer",
-        h.detector_url(DetectorApi::GroundingDino)
-    );
+    let gd = format!("{}/grounding_dino/infer", h.detector_url(DetectorApi::GroundingDino));
     let unknown = "U0VDUkVULWltYWdl"; // "SECRET-image"
     for (url, body) in [
-        (
-            gd.clone(),
-            serde_json::json!({"image": {"type": "url", "value": "http://SECRET"}, "text": ["dog"]}),
-        ),
-        (
-            gd.clone(),
-            serde_json::json!({"image": {"type": "base64", "value": unknown}, "text": ["dog"]}),
-        ),
-        (
-            gd.clone(),
-            serde_json::json!({"image": {"type": "base64", "value": "!!SECRET!!"}, "text": ["dog"]}),
-        ),
-        (
-            gd.clone(),
-            serde_json::json!({"image": {"type": "base64", "value": unknown}, "text": vec!["SECRET dog"; 300]}),
-        ),
-        (
-            h.detector_url(DetectorApi::Hf),
-            serde_json::json!({"inputs": unknown, "parameters": {}}),
-        ),
+        (gd.clone(), serde_json::json!({"image": {"type": "url", "value": "http://SECRET"}, "text": ["dog"]})),
+        (gd.clone(), serde_json::json!({"image": {"type": "base64", "value": unknown}, "text": ["dog"]})),
+        (gd.clone(), serde_json::json!({"image": {"type": "base64", "value": "!!SECRET!!"}, "text": ["dog"]})),
+        (gd.clone(), serde_json::json!({"image": {"type": "base64", "value": unknown}, "text": vec!["SECRET dog"; 300]})),
+        (h.detector_url(DetectorApi::Hf), serde_json::json!({"inputs": unknown, "parameters": {}})),
         (
             h.detector_url(DetectorApi::Hf),
             serde_json::json!({"inputs": unknown, "parameters": {"candidate_labels": ["dog"], "threshold": 7}}),
         ),
-        (
-            format!("{}/chat/completions", h.judge_base_url()),
-            serde_json::json!({"SECRET": 1}),
-        ),
+        (format!("{}/chat/completions", h.judge_base_url()), serde_json::json!({"SECRET": 1})),
     ] {
         let (status, text) = post(url.clone(), body).await;
         assert_eq!(status, 400, "{url}: {text}");

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 async fn once(corpus: &std::path::Path, latency_ms: u64, in_flight: usize, images: usize) -> (Duration, Duration) {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut spec = JobSpec::new(corpus.to_str().expect("utf-8 path"), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec =
+        JobSpec::new(corpus.to_str().expect("utf-8 path"), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
     spec.model.sim_latency_ms = latency_ms;
     spec.model.max_in_flight = in_flight;
     spec.shard_size = 250.min(images);

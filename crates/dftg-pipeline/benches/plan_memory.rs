@@ -128,7 +128,9 @@ impl BlobStore for CountingSink {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -138,7 +140,13 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let corpus = SyntheticCorpus { images };
     let sink = CountingSink::default();
-    let spec = CorpusSpec { path: "synthetic://".into(), annotations: Some("manifest/".into()), format: None, image_pattern: None, image_dir: None };
+    let spec = CorpusSpec {
+        path: "synthetic://".into(),
+        annotations: Some("manifest/".into()),
+        format: None,
+        image_pattern: None,
+        image_dir: None,
+    };
     let before = peak_rss_mib();
     let t0 = Instant::now();
     let done = rt.block_on(plan_corpus(&corpus, &spec, &sink, shard_size)).expect("plan");

@@ -48,7 +48,11 @@ fn invalid(reason: impl std::fmt::Display) -> PipelineError {
 /// Splits the COCO document arriving on `stream` into `parts` parts under a fresh directory in
 /// `scratch` (blocking work runs off the async threads).
 pub async fn split(stream: ByteStream, file: &str, scratch: &Path, parts: usize) -> Result<CocoParts, PipelineError> {
-    let dir = scratch.join(format!("dftg-coco-{}-{:x}", std::process::id(), dftg_core::seed::stable_hash(0, &[file, &format!("{:?}", std::time::SystemTime::now())])));
+    let dir = scratch.join(format!(
+        "dftg-coco-{}-{:x}",
+        std::process::id(),
+        dftg_core::seed::stable_hash(0, &[file, &format!("{:?}", std::time::SystemTime::now())])
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| invalid(format!("cannot create scratch directory {}: {e}", dir.display())))?;
     let mut out = CocoParts { dir, parts: parts.max(1), categories: Vec::new(), images: 0, annotations: 0 };
     // the body flows to the parser through a small bounded channel: back-pressure, flat memory
@@ -146,7 +150,8 @@ fn split_blocking(reader: ChannelReader, dir: &Path, parts: usize, file: &str) -
         let path = part_path(dir, kind, p);
         File::create(&path).map(BufWriter::new).map_err(|e| invalid(format!("cannot create scratch file {}: {e}", path.display())))
     };
-    let mut w = PartWriter { images: Vec::with_capacity(parts), annotations: Vec::with_capacity(parts), categories: Vec::new(), counts: (0, 0) };
+    let mut w =
+        PartWriter { images: Vec::with_capacity(parts), annotations: Vec::with_capacity(parts), categories: Vec::new(), counts: (0, 0) };
     for p in 0..parts {
         w.images.push(open("images", p)?);
         w.annotations.push(open("annotations", p)?);
@@ -272,7 +277,13 @@ mod tests {
     fn coco_text(images: u64) -> String {
         let imgs: Vec<String> = (1..=images).map(|i| format!(r#"{{"id":{i},"file_name":"{i}.jpg","width":9}}"#)).collect();
         let anns: Vec<String> = (1..=images * 2)
-            .map(|k| format!(r#"{{"id":{k},"image_id":{},"category_id":{},"iscrowd":0,"segmentation":[[1,2,3]]}}"#, (k * 7) % images + 1, 1 + k % 3))
+            .map(|k| {
+                format!(
+                    r#"{{"id":{k},"image_id":{},"category_id":{},"iscrowd":0,"segmentation":[[1,2,3]]}}"#,
+                    (k * 7) % images + 1,
+                    1 + k % 3
+                )
+            })
             .collect();
         // annotations before images, and an unknown key: order inside the object is free
         format!(
@@ -284,7 +295,8 @@ mod tests {
 
     fn chunked(text: String, size: usize) -> ByteStream {
         let bytes = Bytes::from(text);
-        let chunks: Vec<Result<Bytes, StoreError>> = (0..bytes.len()).step_by(size).map(|i| Ok(bytes.slice(i..(i + size).min(bytes.len())))).collect();
+        let chunks: Vec<Result<Bytes, StoreError>> =
+            (0..bytes.len()).step_by(size).map(|i| Ok(bytes.slice(i..(i + size).min(bytes.len())))).collect();
         futures::stream::iter(chunks).boxed()
     }
 
@@ -313,7 +325,10 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         for (text, why) in [
             (r#"{"images":[{"id":1}],"categories":[]}"#.to_string(), "annotations"),
-            (r#"{"images":[{"id":1}],"annotations":[{"image_id":2,"category_id":1}],"categories":[{"id":1,"name":"dog"}]}"#.to_string(), "image 2"),
+            (
+                r#"{"images":[{"id":1}],"annotations":[{"image_id":2,"category_id":1}],"categories":[{"id":1,"name":"dog"}]}"#.to_string(),
+                "image 2",
+            ),
             ("[1,2]".to_string(), "not COCO"),
         ] {
             let err = match split(chunked(text, 5), "a.json", scratch.path(), 2).await {

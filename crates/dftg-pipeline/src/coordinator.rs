@@ -59,7 +59,16 @@ pub struct JobState {
 impl JobState {
     /// A job about to be planned.
     pub fn new(job_id: &str, spec: &JobSpec) -> Self {
-        JobState { schema_version: 1, job_id: job_id.to_string(), spec: spec.clone(), phase: Phase::Planning, shards: 0, images: 0, error: None, finished_at: None }
+        JobState {
+            schema_version: 1,
+            job_id: job_id.to_string(),
+            spec: spec.clone(),
+            phase: Phase::Planning,
+            shards: 0,
+            images: 0,
+            error: None,
+            finished_at: None,
+        }
     }
 }
 
@@ -103,12 +112,17 @@ pub async fn merged_summaries(store: &dyn BlobStore, shards: u32, skip: &BTreeSe
 
 /// The barrier: profile and generation plan from the diagnosis summaries. Also returns the
 /// merged summary, which the dataset manifest reuses.
-pub async fn build_profile_and_plan(ctx: &JobInfo, shards: u32, given_up: &BTreeSet<u32>) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
+pub async fn build_profile_and_plan(
+    ctx: &JobInfo,
+    shards: u32,
+    given_up: &BTreeSet<u32>,
+) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
     let (total, each) = merged_summaries(ctx.store.as_ref(), shards, given_up).await?;
     let profile = Profile::build(&ctx.spec.model_name(), &total);
     ctx.store.put(layout::PROFILE, to_json(layout::PROFILE, &profile, true)?).await?;
     let plan = plan_generation(&profile, &total, &ctx.spec.generation);
-    let stored = StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
+    let stored =
+        StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
     ctx.store.put(layout::GENERATION_PLAN, to_json(layout::GENERATION_PLAN, &stored, true)?).await?;
     Ok((profile, plan, total))
 }
@@ -171,7 +185,9 @@ pub async fn write_dataset(
         .map(|shard| async move {
             let key = layout::instruction_shard(shard);
             let records: Vec<LlavaRecord> = match store.get(&key).await? {
-                Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?,
+                Some(b) => {
+                    serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?
+                }
                 None => Vec::new(),
             };
             Ok::<_, PipelineError>((shard, key, records))

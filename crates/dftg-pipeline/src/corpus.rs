@@ -115,7 +115,14 @@ pub fn document_entries(file: &str, format: TruthFormat, text: &[u8]) -> Result<
     let truths = match format {
         TruthFormat::Coco => parse_coco_instances(text),
         TruthFormat::ObjectMap => parse_object_map(text),
-        TruthFormat::Jsonl => return Ok(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| manifest_entry(l, i + 1, None)).collect()),
+        TruthFormat::Jsonl => {
+            return Ok(text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| manifest_entry(l, i + 1, None))
+                .collect())
+        }
     }
     .map_err(|e| PipelineError::invalid("corpus.annotations", format!("{file}: {e}")))?;
     Ok(truths.into_iter().map(|truth| PlanEntry { truth, error: None }).collect())
@@ -218,7 +225,8 @@ mod tests {
 
     #[test]
     fn manifest_keeps_going_past_bad_lines() {
-        let e = document_entries("m.jsonl", TruthFormat::Jsonl, b"{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n").unwrap();
+        let e = document_entries("m.jsonl", TruthFormat::Jsonl, b"{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n")
+            .unwrap();
         assert_eq!(e.len(), 3);
         assert_eq!(e[1].truth.image, "manifest-line-2");
         assert_eq!(e[1].error.as_ref().unwrap().reason, "bad_annotation");
@@ -261,7 +269,10 @@ mod tests {
         fn head<'a>(&'a self, _key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<u64>, dftg_runtime::StoreError>> {
             Box::pin(async { Ok(Some(10)) })
         }
-        fn get_stream<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
+        fn get_stream<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
             Box::pin(async move {
                 // the object in 100-byte chunks, as a network store would send it
                 Ok(self.0.get(key).await?.map(|b| {
@@ -270,7 +281,11 @@ mod tests {
                 }))
             })
         }
-        fn put_create<'a>(&'a self, key: &'a str, data: Bytes) -> futures::future::BoxFuture<'a, Result<dftg_runtime::PutOutcome, dftg_runtime::StoreError>> {
+        fn put_create<'a>(
+            &'a self,
+            key: &'a str,
+            data: Bytes,
+        ) -> futures::future::BoxFuture<'a, Result<dftg_runtime::PutOutcome, dftg_runtime::StoreError>> {
             self.0.put_create(key, data)
         }
         fn put<'a>(&'a self, key: &'a str, data: Bytes) -> futures::future::BoxFuture<'a, Result<(), dftg_runtime::StoreError>> {

@@ -111,7 +111,8 @@ pub fn load_chair_vocab(dir: &Path, tagger_dir: &Path) -> Result<ChairVocab, Pip
         std::fs::read_to_string(&path).map_err(|e| PipelineError::invalid("chair_vocab", format!("cannot read {}: {e}", path.display())))
     };
     let (synonyms, double_words) = (read("synonyms.txt")?, read("double_words.json")?);
-    ChairVocab::from_sources(&synonyms, &double_words, load_tagger(tagger_dir)?).map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
+    ChairVocab::from_sources(&synonyms, &double_words, load_tagger(tagger_dir)?)
+        .map_err(|e| PipelineError::invalid("chair_vocab", e.to_string()))
 }
 
 /// The files of nltk's English tagger in its directory.
@@ -134,8 +135,12 @@ pub fn load_tagger(dir: &Path) -> Result<Arc<PerceptronTagger>, PipelineError> {
     }
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read_to_string(&path)
-            .map_err(|e| PipelineError::invalid("nltk_tagger", format!("cannot read {} (nltk's averaged-perceptron tagger; set --nltk-tagger): {e}", path.display())))
+        std::fs::read_to_string(&path).map_err(|e| {
+            PipelineError::invalid(
+                "nltk_tagger",
+                format!("cannot read {} (nltk's averaged-perceptron tagger; set --nltk-tagger): {e}", path.display()),
+            )
+        })
     };
     let [weights, tagdict, classes] = TAGGER_FILES;
     let tagger = PerceptronTagger::from_json(&read(weights)?, &read(tagdict)?, &read(classes)?)
@@ -206,10 +211,7 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
     let entries: Vec<PlanEntry> = read_jsonl(ctx.info.store.as_ref(), &layout::plan_shard(shard)).await?;
     // futures collected first: a closure inside the stream type trips Send inference
     let pending: Vec<_> = entries.iter().map(|e| diagnose_entry(ctx, e).boxed()).collect();
-    let per_image = futures::stream::iter(pending)
-        .buffered(ctx.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+    let per_image = futures::stream::iter(pending).buffered(ctx.concurrency.max(1)).collect::<Vec<_>>().await;
     let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
     let summary = summarize(ctx, &records);
     let outcome = ctx.info.store.put_create(&out_key, encode_jsonl(&out_key, &records)?).await?;
@@ -243,10 +245,12 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
         let mut out = Vec::with_capacity(replies.len());
         for (prompt, reply) in replies {
             out.push(match reply {
-                Ok(text) => match crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await {
-                    Ok(record) => record,
-                    Err(err) => failed(entry, prompt, err),
-                },
+                Ok(text) => {
+                    match crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await {
+                        Ok(record) => record,
+                        Err(err) => failed(entry, prompt, err),
+                    }
+                }
                 Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
             });
         }

@@ -16,9 +16,9 @@ use dftg_runtime::codec::encode;
 use dftg_runtime::queue::TaskQueue;
 
 use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, JobInfo, JobState, Phase};
-use crate::plan::{plan_corpus, plan_image_listing};
 use crate::error::PipelineError;
 use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
+use crate::plan::{plan_corpus, plan_image_listing};
 use crate::report::write_report;
 
 /// Progress callbacks (progress bars in the CLI, metrics in the coordinator).
@@ -152,7 +152,9 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         }
         .await;
         match planned {
-            Ok(p) if p.images == 0 => return fail(&info, &mut state, &io.status, PipelineError::invalid("corpus", "the corpus has no images")).await,
+            Ok(p) if p.images == 0 => {
+                return fail(&info, &mut state, &io.status, PipelineError::invalid("corpus", "the corpus has no images")).await
+            }
             Ok(p) => {
                 state.shards = p.shards;
                 state.images = p.images;
@@ -167,7 +169,12 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
                 s.images = state.images;
                 s.dataset = Some(manifest.clone());
             });
-            return Ok(DriveReport { manifest, diagnose_time: Duration::ZERO, generate_time: Duration::ZERO, resumed_shards: 2 * state.shards as u64 });
+            return Ok(DriveReport {
+                manifest,
+                diagnose_time: Duration::ZERO,
+                generate_time: Duration::ZERO,
+                resumed_shards: 2 * state.shards as u64,
+            });
         }
     }
     let images = state.images;
@@ -268,7 +275,16 @@ async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, 
         s.phase = phase;
         s.finished_at = state.finished_at;
     });
-    for p in [Phase::Planning, Phase::Diagnosing, Phase::Profiling, Phase::Generating, Phase::Finishing, Phase::Done, Phase::Failed, Phase::Cancelled] {
+    for p in [
+        Phase::Planning,
+        Phase::Diagnosing,
+        Phase::Profiling,
+        Phase::Generating,
+        Phase::Finishing,
+        Phase::Done,
+        Phase::Failed,
+        Phase::Cancelled,
+    ] {
         let name = serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         crate::metrics::metrics().job_phase.with_label_values(&[&info.job_id, &name]).set(i64::from(p == phase));
     }
@@ -329,7 +345,8 @@ async fn run_stage(
         let elapsed = started.elapsed().as_secs_f64().max(1e-6);
         update(&io.status, |s| {
             if let Some(err) = &ev.error {
-                s.failed_shards.insert(format!("{}/{}", stage.as_str(), ev.shard), crate::error::bounded(err, crate::error::MAX_ERROR_TEXT));
+                s.failed_shards
+                    .insert(format!("{}/{}", stage.as_str(), ev.shard), crate::error::bounded(err, crate::error::MAX_ERROR_TEXT));
             }
             // reasons are short codes; anything else in a queue message is not trusted as a key
             for (reason, n) in &ev.errors_by_reason {

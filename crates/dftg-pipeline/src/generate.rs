@@ -50,7 +50,10 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
     let diagnoses_key = layout::diagnosis_shard(shard);
     let (inputs, diagnoses) = futures::try_join!(
         ctx.generation_inputs.get_or_try_init(|| async {
-            let (profile, plan) = futures::try_join!(read_json::<Profile>(store, layout::PROFILE), read_json::<StoredGenerationPlan>(store, layout::GENERATION_PLAN))?;
+            let (profile, plan) = futures::try_join!(
+                read_json::<Profile>(store, layout::PROFILE),
+                read_json::<StoredGenerationPlan>(store, layout::GENERATION_PLAN)
+            )?;
             Ok::<_, PipelineError>(Arc::new(GenerationInputs { profile, plan }))
         }),
         read_jsonl::<DiagnosisRecord>(store, &diagnoses_key),

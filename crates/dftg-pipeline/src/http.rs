@@ -49,7 +49,10 @@ impl Tokens {
                 continue;
             }
             if t.len() < MIN_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(PipelineError::invalid("token-file", format!("line {}: a token is at least {MIN_TOKEN_LEN} printable characters", i + 1)));
+                return Err(PipelineError::invalid(
+                    "token-file",
+                    format!("line {}: a token is at least {MIN_TOKEN_LEN} printable characters", i + 1),
+                ));
             }
             digests.push(digest(t));
         }
@@ -171,7 +174,8 @@ async fn cancel(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Re
     match c.cancel(&id) {
         CancelOutcome::Cancelled => Json(json!({"job_id": id, "cancelled": true})).into_response(),
         CancelOutcome::AlreadyEnded(phase) => {
-            (StatusCode::CONFLICT, Json(json!({"job_id": id, "cancelled": false, "error": "the job has already ended", "phase": phase}))).into_response()
+            (StatusCode::CONFLICT, Json(json!({"job_id": id, "cancelled": false, "error": "the job has already ended", "phase": phase})))
+                .into_response()
         }
         CancelOutcome::NotFound => not_found(),
     }

@@ -411,12 +411,19 @@ impl JobSpec {
         for (field, value) in text_fields {
             if let Some(v) = value {
                 if v.len() > MAX_TEXT_FIELD_LEN || v.chars().any(char::is_control) {
-                    return Err(PipelineError::invalid(field, format!("must be at most {MAX_TEXT_FIELD_LEN} bytes without control characters")));
+                    return Err(PipelineError::invalid(
+                        field,
+                        format!("must be at most {MAX_TEXT_FIELD_LEN} bytes without control characters"),
+                    ));
                 }
             }
         }
         // relative to the corpus root: never absolute, never climbing out of it
-        for (field, value) in [("corpus.annotations", &self.corpus.annotations), ("corpus.image_pattern", &self.corpus.image_pattern), ("corpus.image_dir", &self.corpus.image_dir)] {
+        for (field, value) in [
+            ("corpus.annotations", &self.corpus.annotations),
+            ("corpus.image_pattern", &self.corpus.image_pattern),
+            ("corpus.image_dir", &self.corpus.image_dir),
+        ] {
             if let Some(v) = value {
                 if v.starts_with('/') || v.contains("://") || v.split('/').any(|s| s == "..") {
                     return Err(PipelineError::invalid(field, "must be a path relative to the corpus, without '..'"));
@@ -435,7 +442,9 @@ impl JobSpec {
         match self.extractor.as_str() {
             "dftg" => {}
             "chair-compat" if self.chair_vocab.is_some() => {}
-            "chair-compat" => return Err(PipelineError::invalid("chair_vocab", "chair-compat needs the directory of CHAIR's synonyms.txt")),
+            "chair-compat" => {
+                return Err(PipelineError::invalid("chair_vocab", "chair-compat needs the directory of CHAIR's synonyms.txt"))
+            }
             other => return Err(PipelineError::invalid("extractor", format!("unknown extractor {other:?} (dftg, chair-compat)"))),
         }
         let kind = self.model.kind.as_str();
@@ -514,7 +523,10 @@ impl JobSpec {
                 return Err(PipelineError::invalid(format!("{prefix}.max_in_flight"), "must be between 1 and 4096"));
             }
             if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
-                return Err(PipelineError::invalid(format!("{prefix}.timeout_secs"), format!("must be a number of seconds in (0, {MAX_TIMEOUT_SECS}]")));
+                return Err(PipelineError::invalid(
+                    format!("{prefix}.timeout_secs"),
+                    format!("must be a number of seconds in (0, {MAX_TIMEOUT_SECS}]"),
+                ));
             }
             if attempts == 0 || attempts > MAX_ATTEMPTS {
                 return Err(PipelineError::invalid(format!("{prefix}.max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS}")));
@@ -544,7 +556,10 @@ impl JobSpec {
             }
             let ok = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
             if !ok(d.present_threshold) || !ok(d.absent_threshold) || d.absent_threshold > d.present_threshold {
-                return Err(PipelineError::invalid("truth.detector.present_threshold", "thresholds within [0, 1], absent_threshold <= present_threshold"));
+                return Err(PipelineError::invalid(
+                    "truth.detector.present_threshold",
+                    "thresholds within [0, 1], absent_threshold <= present_threshold",
+                ));
             }
             if d.always_check.len() > 256 || d.always_check.iter().any(|c| c.is_empty() || c.len() > 128) {
                 return Err(PipelineError::invalid("truth.detector.always_check", "at most 256 concept names"));

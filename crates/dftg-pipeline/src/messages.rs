@@ -76,10 +76,28 @@ mod tests {
     fn events_round_trip_and_older_events_still_decode() {
         let mut reasons = BTreeMap::new();
         reasons.insert("missing_image".to_string(), 2);
-        let ev = ShardEvent { schema_version: MESSAGE_SCHEMA_VERSION, job_id: "j".into(), stage: Stage::Diagnose, shard: 3, items: 10, failed: 2, already_done: false, error: None, errors_by_reason: reasons };
+        let ev = ShardEvent {
+            schema_version: MESSAGE_SCHEMA_VERSION,
+            job_id: "j".into(),
+            stage: Stage::Diagnose,
+            shard: 3,
+            items: 10,
+            failed: 2,
+            already_done: false,
+            error: None,
+            errors_by_reason: reasons,
+        };
         let back: ShardEvent = dftg_runtime::codec::decode(&dftg_runtime::codec::encode(&ev).unwrap()).unwrap();
         assert_eq!(back, ev);
-        let old = EventWithoutReasons { schema_version: 1, job_id: "j".into(), stage: Stage::Generate, shard: 1, items: 5, failed: 0, already_done: true };
+        let old = EventWithoutReasons {
+            schema_version: 1,
+            job_id: "j".into(),
+            stage: Stage::Generate,
+            shard: 1,
+            items: 5,
+            failed: 0,
+            already_done: true,
+        };
         let back: ShardEvent = dftg_runtime::codec::decode(&dftg_runtime::codec::encode(&old).unwrap()).unwrap();
         assert!(back.errors_by_reason.is_empty() && back.error.is_none() && back.already_done);
     }

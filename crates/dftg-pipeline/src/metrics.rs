@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -65,15 +67,28 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register(Box::new(in_flight.clone())).expect("metric registered once");
     let retries = IntCounter::new("dftg_model_retries_total", "Extra attempts made by the model client.").expect("valid metric definition");
     r.register(Box::new(retries.clone())).expect("metric registered once");
-    let panics = IntCounter::new("dftg_task_panics_total", "Shard tasks that panicked (dead-lettered; the worker went on).").expect("valid metric definition");
+    let panics = IntCounter::new("dftg_task_panics_total", "Shard tasks that panicked (dead-lettered; the worker went on).")
+        .expect("valid metric definition");
     r.register(Box::new(panics.clone())).expect("metric registered once");
-    let unauthorized = IntCounter::new("dftg_api_unauthorized_total", "API requests refused for a missing or wrong token.").expect("valid metric definition");
+    let unauthorized = IntCounter::new("dftg_api_unauthorized_total", "API requests refused for a missing or wrong token.")
+        .expect("valid metric definition");
     r.register(Box::new(unauthorized.clone())).expect("metric registered once");
     Metrics {
-        images_processed: counter(&r, "dftg_images_processed_total", "Diagnosis records written (one per image and prompt).", &["stage", "outcome"]),
+        images_processed: counter(
+            &r,
+            "dftg_images_processed_total",
+            "Diagnosis records written (one per image and prompt).",
+            &["stage", "outcome"],
+        ),
         image_errors: counter(&r, "dftg_image_errors_total", "Per-image failures by reason.", &["reason"]),
         shards_processed: counter(&r, "dftg_shards_processed_total", "Shard tasks settled by workers.", &["stage", "outcome"]),
-        model_request_duration: histogram(&r, "dftg_model_request_duration_seconds", "One model call including its retries.", &["outcome"], latency.clone()),
+        model_request_duration: histogram(
+            &r,
+            "dftg_model_request_duration_seconds",
+            "One model call including its retries.",
+            &["outcome"],
+            latency.clone(),
+        ),
         model_request_errors: counter(&r, "dftg_model_request_errors_total", "Model calls that failed after their retries.", &["reason"]),
         model_requests_in_flight: in_flight,
         model_retries: retries,
@@ -92,7 +107,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_consumers: gauge(&r, "dftg_queue_consumers", "Consumers attached to a queue.", &["queue"]),
         build_info: gauge(&r, "dftg_build_info", "Always 1.", &["version", "role"]),
         task_panics: panics,
-        service_requests: counter(&r, "dftg_service_requests_total", "Requests to the truth services (detector, judge), by outcome.", &["service", "outcome"]),
+        service_requests: counter(
+            &r,
+            "dftg_service_requests_total",
+            "Requests to the truth services (detector, judge), by outcome.",
+            &["service", "outcome"],
+        ),
         api_unauthorized: unauthorized,
         registry: r,
     }
@@ -171,18 +191,18 @@ pub fn render() -> String {
 
 /// An axum route serving `/metrics`.
 pub fn route<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()) }),
-    )
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()) }))
 }
-
 
 /// A store that records request latency and errors (`dftg_store_*`).
 pub struct MeteredStore<S>(pub S);
 
 impl<S: dftg_runtime::BlobStore> MeteredStore<S> {
-    async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = Result<T, dftg_runtime::StoreError>>) -> Result<T, dftg_runtime::StoreError> {
+    async fn timed<T>(
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, dftg_runtime::StoreError>>,
+    ) -> Result<T, dftg_runtime::StoreError> {
         let started = std::time::Instant::now();
         let r = f.await;
         let m = metrics();
@@ -198,7 +218,11 @@ impl<S: dftg_runtime::BlobStore> dftg_runtime::BlobStore for MeteredStore<S> {
     fn get<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<bytes::Bytes>, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("get", self.0.get(key)))
     }
-    fn put_create<'a>(&'a self, key: &'a str, data: bytes::Bytes) -> futures::future::BoxFuture<'a, Result<dftg_runtime::PutOutcome, dftg_runtime::StoreError>> {
+    fn put_create<'a>(
+        &'a self,
+        key: &'a str,
+        data: bytes::Bytes,
+    ) -> futures::future::BoxFuture<'a, Result<dftg_runtime::PutOutcome, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("put", self.0.put_create(key, data)))
     }
     fn put<'a>(&'a self, key: &'a str, data: bytes::Bytes) -> futures::future::BoxFuture<'a, Result<(), dftg_runtime::StoreError>> {
@@ -214,7 +238,10 @@ impl<S: dftg_runtime::BlobStore> dftg_runtime::BlobStore for MeteredStore<S> {
     fn head<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<u64>, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("head", self.0.head(key)))
     }
-    fn get_stream<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
+    fn get_stream<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<dftg_runtime::ByteStream>, dftg_runtime::StoreError>> {
         Box::pin(Self::timed("get", self.0.get_stream(key)))
     }
     fn delete<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<(), dftg_runtime::StoreError>> {

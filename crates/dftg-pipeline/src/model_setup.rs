@@ -15,8 +15,8 @@ use dftg_model::judge::{judge_config, Judge};
 use dftg_model::sim::{SimVisionConfig, JUDGE_MODEL};
 
 use crate::error::PipelineError;
-use crate::verify::TruthModels;
 use crate::job::JobSpec;
+use crate::verify::TruthModels;
 
 pub struct ModelSetup {
     pub client: Arc<dyn ModelClient>,
@@ -63,7 +63,8 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     if spec.truth.source == crate::job::TruthSource::Annotations {
         return Ok(None);
     }
-    let api: DetectorApi = d.api.parse().map_err(|_| PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"))?;
+    let api: DetectorApi =
+        d.api.parse().map_err(|_| PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"))?;
     let base_url = match (d.kind.as_str(), sim) {
         ("sim", Some(sim)) => sim.detector_url(api),
         ("sim", None) => return Err(PipelineError::Model("the simulated detector needs the simulator".into())),
@@ -72,7 +73,8 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     let mut config = DetectorConfig::new(base_url, api);
     config.api_key = std::env::var("DFTG_DETECTOR_API_KEY").ok().filter(|k| !k.trim().is_empty());
     config.max_in_flight = d.max_in_flight;
-    config.request_timeout = Duration::try_from_secs_f64(d.timeout_secs).map_err(|_| PipelineError::invalid("truth.detector.timeout_secs", "must be a positive, finite number of seconds"))?;
+    config.request_timeout = Duration::try_from_secs_f64(d.timeout_secs)
+        .map_err(|_| PipelineError::invalid("truth.detector.timeout_secs", "must be a positive, finite number of seconds"))?;
     config.retry = RetryPolicy { max_attempts: d.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
     config.jitter_seed = Some(spec.seed ^ 0xde7e_c708);
     config.max_labels_per_request = d.max_labels_per_request;
@@ -92,8 +94,10 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
             };
             let mut config = judge_config(url, model);
             config.max_in_flight = j.max_in_flight;
-            config.request_timeout = Duration::try_from_secs_f64(j.timeout_secs).map_err(|_| PipelineError::invalid("truth.judge.timeout_secs", "must be a positive, finite number of seconds"))?;
-            config.retry = RetryPolicy { max_attempts: j.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+            config.request_timeout = Duration::try_from_secs_f64(j.timeout_secs)
+                .map_err(|_| PipelineError::invalid("truth.judge.timeout_secs", "must be a positive, finite number of seconds"))?;
+            config.retry =
+                RetryPolicy { max_attempts: j.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
             config.jitter_seed = Some(spec.seed ^ 0x0001_d6e5);
             let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("truth.judge", e.to_string()))?;
             Some(Judge::new(Arc::new(client)))

@@ -52,7 +52,12 @@ impl Default for PlanLimits {
 /// Streams the corpus's ground truth into plan shards under `out` (`plan/shard-NNNNN.jsonl`).
 /// Shards are overwritten, not create-only: a plan becomes real only when `job.json` records
 /// its shard count, and no task exists before that, so a restarted plan simply starts over.
-pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
+pub async fn plan_corpus(
+    corpus: &dyn BlobStore,
+    spec: &CorpusSpec,
+    out: &dyn BlobStore,
+    shard_size: usize,
+) -> Result<PlanSummary, PipelineError> {
     plan_corpus_with(corpus, spec, out, shard_size, &PlanLimits::default()).await
 }
 
@@ -60,7 +65,12 @@ pub async fn plan_corpus(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn Bl
 /// extension), in key order, each with an empty truth for the detector to fill. The listing
 /// is sorted so that every store and every shape plans the same shards; it holds the keys
 /// (not the images) in memory.
-pub async fn plan_image_listing(corpus: &dyn BlobStore, spec: &CorpusSpec, out: &dyn BlobStore, shard_size: usize) -> Result<PlanSummary, PipelineError> {
+pub async fn plan_image_listing(
+    corpus: &dyn BlobStore,
+    spec: &CorpusSpec,
+    out: &dyn BlobStore,
+    shard_size: usize,
+) -> Result<PlanSummary, PipelineError> {
     let prefix = spec.image_dir.as_deref().map(|d| format!("{}/", d.trim_end_matches('/'))).unwrap_or_default();
     let mut keys: Vec<String> = corpus.list(&prefix).await?.into_iter().filter(|k| is_image_file(k)).collect();
     keys.sort();
@@ -68,12 +78,25 @@ pub async fn plan_image_listing(corpus: &dyn BlobStore, spec: &CorpusSpec, out: 
     if keys.is_empty() {
         return Err(PipelineError::invalid("corpus.path", "the corpus holds no image files (png, jpg, jpeg, gif, webp)"));
     }
-    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 }, writes: FuturesUnordered::new() };
+    let mut shards = ShardWriter {
+        out,
+        shard_size: shard_size.max(1),
+        buf: Vec::new(),
+        done: PlanSummary { shards: 0, images: 0 },
+        writes: FuturesUnordered::new(),
+    };
     for file in keys {
         let entry = if file.len() > crate::corpus::MAX_KEY_BYTES {
             PlanEntry {
-                truth: ImageTruth { image: format!("listing-{}", shards.done.images + shards.buf.len() as u64), file: None, objects: Vec::new() },
-                error: Some(dftg_core::record::ImageError { reason: "bad_annotation".into(), message: "an image file name is over the key limit".into() }),
+                truth: ImageTruth {
+                    image: format!("listing-{}", shards.done.images + shards.buf.len() as u64),
+                    file: None,
+                    objects: Vec::new(),
+                },
+                error: Some(dftg_core::record::ImageError {
+                    reason: "bad_annotation".into(),
+                    message: "an image file name is over the key limit".into(),
+                }),
             }
         } else {
             PlanEntry { truth: ImageTruth { image: listed_image_key(&file), file: Some(file), objects: Vec::new() }, error: None }
@@ -104,7 +127,13 @@ pub async fn plan_corpus_with(
     limits: &PlanLimits,
 ) -> Result<PlanSummary, PipelineError> {
     let (file, format) = locate_truth(corpus, spec).await?;
-    let mut shards = ShardWriter { out, shard_size: shard_size.max(1), buf: Vec::new(), done: PlanSummary { shards: 0, images: 0 }, writes: FuturesUnordered::new() };
+    let mut shards = ShardWriter {
+        out,
+        shard_size: shard_size.max(1),
+        buf: Vec::new(),
+        done: PlanSummary { shards: 0, images: 0 },
+        writes: FuturesUnordered::new(),
+    };
     let mut files = ImageFiles::new(spec);
     match format {
         TruthFormat::Jsonl if file.ends_with('/') => {
@@ -119,7 +148,10 @@ pub async fn plan_corpus_with(
             }
             parts.sort();
             if parts.is_empty() {
-                return Err(PipelineError::invalid("corpus.annotations", format!("no manifest parts under {file} in {}", corpus.describe())));
+                return Err(PipelineError::invalid(
+                    "corpus.annotations",
+                    format!("no manifest parts under {file} in {}", corpus.describe()),
+                ));
             }
             for part in &parts {
                 let stream = corpus.get_stream(part).await?.ok_or_else(|| missing(corpus, part))?;
@@ -237,7 +269,11 @@ impl ImageFiles {
     fn new(spec: &CorpusSpec) -> Self {
         let dir = spec.image_dir.as_ref().map(|d| {
             let d = d.trim_matches('/');
-            if d.is_empty() { String::new() } else { format!("{d}/") }
+            if d.is_empty() {
+                String::new()
+            } else {
+                format!("{d}/")
+            }
         });
         ImageFiles { pattern: spec.image_pattern.clone(), dir }
     }
@@ -454,7 +490,13 @@ mod tests {
     }
 
     fn spec(annotations: Option<&str>) -> CorpusSpec {
-        CorpusSpec { path: "memory://".into(), annotations: annotations.map(str::to_string), format: None, image_pattern: None, image_dir: None }
+        CorpusSpec {
+            path: "memory://".into(),
+            annotations: annotations.map(str::to_string),
+            format: None,
+            image_pattern: None,
+            image_dir: None,
+        }
     }
 
     async fn shard_lines(out: &ObjectBlobStore, shard: u32) -> Vec<PlanEntry> {
@@ -467,7 +509,13 @@ mod tests {
         let corpus = ObjectBlobStore::in_memory();
         corpus.put("images/a.png", Bytes::from_static(b"x")).await.unwrap();
         corpus.put("manifest/part-1.jsonl", Bytes::from_static(b"{\"image\":\"c\",\"file\":\"c.png\"}\n{broken\n")).await.unwrap();
-        corpus.put("manifest/part-0.jsonl", Bytes::from_static(b"{\"image\":\"a\",\"file\":\"a.png\",\"objects\":[\"dog\"]}\n\n{\"image\":\"b\",\"file\":\"b.png\"}")).await.unwrap();
+        corpus
+            .put(
+                "manifest/part-0.jsonl",
+                Bytes::from_static(b"{\"image\":\"a\",\"file\":\"a.png\",\"objects\":[\"dog\"]}\n\n{\"image\":\"b\",\"file\":\"b.png\"}"),
+            )
+            .await
+            .unwrap();
         let out = ObjectBlobStore::in_memory();
         let done = plan_corpus(&corpus, &spec(Some("manifest/")), &out, 2).await.unwrap();
         assert_eq!(done, PlanSummary { shards: 2, images: 4 });
@@ -502,7 +550,11 @@ mod tests {
         let corpus = ObjectBlobStore::in_memory();
         let images: Vec<String> = (1..=60).map(|i| format!(r#"{{"id":{i},"file_name":"{i}.jpg"}}"#)).collect();
         let anns: Vec<String> = (1..=60).map(|i| format!(r#"{{"image_id":{i},"category_id":{}}}"#, 1 + i % 2)).collect();
-        let coco = format!(r#"{{"images":[{}],"annotations":[{}],"categories":[{{"id":1,"name":"dog"}},{{"id":2,"name":"cat"}}]}}"#, images.join(","), anns.join(","));
+        let coco = format!(
+            r#"{{"images":[{}],"annotations":[{}],"categories":[{{"id":1,"name":"dog"}},{{"id":2,"name":"cat"}}]}}"#,
+            images.join(","),
+            anns.join(",")
+        );
         corpus.put("annotations.json", Bytes::from(coco.clone())).await.unwrap();
         for i in 1..=60 {
             corpus.put(&format!("images/{i}.jpg"), Bytes::from_static(b"x")).await.unwrap();
@@ -530,7 +582,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_part_prefix_is_refused_naming_the_field() {
-        let err = plan_corpus(&ObjectBlobStore::in_memory(), &spec(Some("parts/")), &ObjectBlobStore::in_memory(), 5).await.unwrap_err().to_string();
+        let err = plan_corpus(&ObjectBlobStore::in_memory(), &spec(Some("parts/")), &ObjectBlobStore::in_memory(), 5)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("corpus.annotations") && err.contains("parts/"), "{err}");
     }
 }

@@ -180,24 +180,40 @@ impl Policy {
         if spec.model.kind == "openai" {
             self.check_endpoint("model.endpoint", spec.model.endpoint.as_deref().unwrap_or(""))?;
         } else if !self.open {
-            return Err(PipelineError::invalid("model.kind", "this deployment serves only models behind an allowed endpoint (kind = \"openai\")"));
+            return Err(PipelineError::invalid(
+                "model.kind",
+                "this deployment serves only models behind an allowed endpoint (kind = \"openai\")",
+            ));
         }
         if let Some(d) = &spec.truth.detector {
             match d.endpoint.as_deref() {
                 Some(e) if d.kind != "sim" => self.check_endpoint("truth.detector.endpoint", e)?,
-                _ if !self.open => return Err(PipelineError::invalid("truth.detector.kind", "this deployment serves only detectors behind an allowed endpoint (kind = \"http\")")),
+                _ if !self.open => {
+                    return Err(PipelineError::invalid(
+                        "truth.detector.kind",
+                        "this deployment serves only detectors behind an allowed endpoint (kind = \"http\")",
+                    ))
+                }
                 _ => {}
             }
         }
         if let Some(j) = &spec.truth.judge {
             match j.endpoint.as_deref() {
                 Some(e) if j.kind != "sim" => self.check_endpoint("truth.judge.endpoint", e)?,
-                _ if !self.open => return Err(PipelineError::invalid("truth.judge.kind", "this deployment serves only judges behind an allowed endpoint (kind = \"openai\")")),
+                _ if !self.open => {
+                    return Err(PipelineError::invalid(
+                        "truth.judge.kind",
+                        "this deployment serves only judges behind an allowed endpoint (kind = \"openai\")",
+                    ))
+                }
                 _ => {}
             }
         }
         if spec.nltk_tagger.is_some() && !self.open {
-            return Err(PipelineError::invalid("nltk_tagger", "the tagger is the operator's: it sits beside the CHAIR vocabulary in --vocab-dir"));
+            return Err(PipelineError::invalid(
+                "nltk_tagger",
+                "the tagger is the operator's: it sits beside the CHAIR vocabulary in --vocab-dir",
+            ));
         }
         // names are checked against the directory now, so a job naming a missing one is
         // refused at submit instead of failing on every worker
@@ -208,7 +224,10 @@ impl Policy {
         }
         if let Some(dir) = &spec.chair_vocab {
             if !self.chair_vocab(dir)?.join("synonyms.txt").is_file() {
-                return Err(PipelineError::invalid("chair_vocab", "no such CHAIR vocabulary (a directory with synonyms.txt, see --vocab-dir)"));
+                return Err(PipelineError::invalid(
+                    "chair_vocab",
+                    "no such CHAIR vocabulary (a directory with synonyms.txt, see --vocab-dir)",
+                ));
             }
         }
         Ok(())
@@ -271,10 +290,7 @@ impl Policy {
 
 /// A name, not a path: 1–64 of letters, digits, `-`, `_`, not starting with `-`.
 pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME_LEN
-        && !s.starts_with('-')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.starts_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -288,7 +304,12 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy::confined(&["s3://data/corpora".into(), "file:///srv/dftg".into()], &["http://model.internal:8000/v1".into()], Some("/etc/dftg/vocab".into())).unwrap()
+        Policy::confined(
+            &["s3://data/corpora".into(), "file:///srv/dftg".into()],
+            &["http://model.internal:8000/v1".into()],
+            Some("/etc/dftg/vocab".into()),
+        )
+        .unwrap()
     }
 
     fn field(r: Result<(), PipelineError>) -> String {
@@ -358,7 +379,8 @@ mod tests {
         assert_eq!(p.vocabulary("lvis").unwrap(), VocabSource::File("/etc/dftg/vocab/lvis.toml".into()));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("lvis.toml"), "").unwrap();
-        let with_dir = Policy::confined(&["s3://data/corpora".into()], &["http://model.internal:8000/v1".into()], Some(dir.path().into())).unwrap();
+        let with_dir =
+            Policy::confined(&["s3://data/corpora".into()], &["http://model.internal:8000/v1".into()], Some(dir.path().into())).unwrap();
         with_dir.check(&vocab).unwrap();
         let mut chair = ok.clone();
         chair.chair_vocab = Some("/etc".into());

@@ -181,7 +181,8 @@ h1{{font-size:1.6em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{borde
     let _ = write!(h, "<h2>Generated instructions ({})</h2>", dataset.instructions);
     let mix: Vec<(String, f64, String)> = dataset.by_type.iter().map(|(k, v)| (k.clone(), *v as f64, v.to_string())).collect();
     h.push_str(&bars(&mix, "#5b8def"));
-    let mut per_concept: Vec<(&String, &u64)> = dataset.by_type_and_concept.get("negative_existence").map(|m| m.iter().collect()).unwrap_or_default();
+    let mut per_concept: Vec<(&String, &u64)> =
+        dataset.by_type_and_concept.get("negative_existence").map(|m| m.iter().collect()).unwrap_or_default();
     per_concept.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     h.push_str("<h3>Negative questions by concept</h3>");
     let rows: Vec<(String, f64, String)> = per_concept.iter().take(TOP).map(|(k, v)| ((*k).clone(), **v as f64, v.to_string())).collect();

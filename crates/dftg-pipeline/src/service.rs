@@ -19,9 +19,9 @@ use crate::diagnose::JobContext;
 use crate::driver::{drive_job, DriverIo, JobStatus, NoProgress, SharedStatus};
 use crate::error::{to_json, PipelineError};
 use crate::job::{is_job_id, JobSpec};
-use crate::policy::Policy;
 use crate::messages::{ShardEvent, EVENTS_QUEUE};
 use crate::metrics::MeteredStore;
+use crate::policy::Policy;
 use crate::worker::ContextProvider;
 
 /// Where the list of jobs lives under the root store.
@@ -50,9 +50,11 @@ pub fn job_store(root: &ObjectBlobStore, job_id: &str, out: Option<&str>) -> Res
 pub async fn locate_job(root: &ObjectBlobStore, job_id: &str) -> Result<ObjectBlobStore, PipelineError> {
     let key = format!("{JOB_INDEX}{job_id}.json");
     let out = match root.get(&key).await? {
-        Some(b) => serde_json::from_slice::<JobIndexEntry>(&b)
-            .map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?
-            .out,
+        Some(b) => {
+            serde_json::from_slice::<JobIndexEntry>(&b)
+                .map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?
+                .out
+        }
         None => None,
     };
     job_store(root, job_id, out.as_deref())
@@ -120,7 +122,12 @@ fn unix_now() -> u64 {
 
 impl Coordinator {
     /// Starts routing events and resumes every unfinished job found in the store.
-    pub async fn start(root: ObjectBlobStore, queue: Arc<dyn TaskQueue>, shutdown: CancellationToken, config: CoordinatorConfig) -> Result<Arc<Self>, PipelineError> {
+    pub async fn start(
+        root: ObjectBlobStore,
+        queue: Arc<dyn TaskQueue>,
+        shutdown: CancellationToken,
+        config: CoordinatorConfig,
+    ) -> Result<Arc<Self>, PipelineError> {
         let me = Arc::new(Coordinator { root, queue, jobs: Mutex::new(BTreeMap::new()), shutdown, config });
         // queue gauges for /metrics, refreshed in the background
         let poller = me.clone();
@@ -253,7 +260,8 @@ impl Coordinator {
         tokio::spawn(async move {
             let opened = store.and_then(|store| {
                 policy.check(&spec)?;
-                let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+                let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path)
+                    .map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
                 Ok((store, corpus))
             });
             let (store, corpus) = match opened {
@@ -270,7 +278,12 @@ impl Coordinator {
                     return;
                 }
             };
-            let info = Arc::new(JobInfo { job_id: job_id.clone(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
+            let info = Arc::new(JobInfo {
+                job_id: job_id.clone(),
+                spec,
+                store: Arc::new(MeteredStore(store)),
+                corpus: Arc::new(MeteredStore(corpus)),
+            });
             tracing::info!(job = %job_id, "job started");
             let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status, shutdown: cancel };
             match drive_job(info, io).await {
@@ -472,16 +485,23 @@ impl ContextProvider for StoreJobs {
                 return Ok(ctx.clone());
             }
             let store = locate_job(&self.root, job_id).await?;
-            let state = read_state(&store).await?.ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json")))?;
+            let state =
+                read_state(&store).await?.ok_or_else(|| PipelineError::invalid("task.job_id", format!("job {job_id} has no job.json")))?;
             let mut spec = state.spec;
             spec.validate()?;
             self.policy.check(&spec)?;
             if self.max_in_flight > 0 {
                 spec.model.max_in_flight = self.max_in_flight;
             }
-            let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+            let corpus =
+                ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
             let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
-            let info = Arc::new(JobInfo { job_id: job_id.to_string(), spec, store: Arc::new(MeteredStore(store)), corpus: Arc::new(MeteredStore(corpus)) });
+            let info = Arc::new(JobInfo {
+                job_id: job_id.to_string(),
+                spec,
+                store: Arc::new(MeteredStore(store)),
+                corpus: Arc::new(MeteredStore(corpus)),
+            });
             let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {

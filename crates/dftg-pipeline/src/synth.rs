@@ -22,21 +22,197 @@ const THING: &[&str] = &["red", "blue", "green", "yellow", "white", "black", "pi
 const NONE: &[&str] = &[];
 
 const SCENES: &[(&str, &[Slot])] = &[
-    ("street", &[("person", 0.9, 4, NONE), ("car", 0.85, 3, VEHICLE), ("bus", 0.3, 1, VEHICLE), ("truck", 0.3, 2, VEHICLE), ("traffic light", 0.55, 2, NONE), ("bicycle", 0.3, 2, VEHICLE), ("motorcycle", 0.2, 2, VEHICLE), ("stop sign", 0.2, 1, NONE), ("fire hydrant", 0.2, 1, &["red", "yellow"]), ("handbag", 0.2, 1, THING), ("backpack", 0.2, 1, THING), ("umbrella", 0.15, 2, THING)]),
-    ("kitchen", &[("oven", 0.6, 1, &["white", "black", "silver"]), ("sink", 0.7, 1, NONE), ("refrigerator", 0.6, 1, &["white", "silver"]), ("microwave", 0.45, 1, &["white", "black"]), ("bowl", 0.5, 3, THING), ("cup", 0.4, 3, THING), ("bottle", 0.4, 3, NONE), ("knife", 0.25, 2, NONE), ("spoon", 0.2, 2, NONE), ("person", 0.3, 2, NONE), ("potted plant", 0.2, 1, NONE), ("clock", 0.2, 1, NONE)]),
-    ("dinner", &[("dining table", 0.95, 1, &["brown", "white"]), ("pizza", 0.4, 2, NONE), ("sandwich", 0.3, 2, NONE), ("cake", 0.2, 1, &["white", "brown", "pink"]), ("cup", 0.5, 3, THING), ("fork", 0.5, 3, NONE), ("knife", 0.4, 2, NONE), ("wine glass", 0.4, 3, NONE), ("bottle", 0.3, 2, NONE), ("bowl", 0.4, 3, THING), ("person", 0.6, 4, NONE), ("chair", 0.6, 4, &["brown", "black", "white"]), ("spoon", 0.2, 2, NONE), ("donut", 0.1, 6, NONE), ("hot dog", 0.1, 3, NONE)]),
-    ("living room", &[("couch", 0.9, 1, &["brown", "gray", "red", "blue", "white"]), ("tv", 0.7, 1, &["black"]), ("chair", 0.5, 2, &["brown", "black"]), ("potted plant", 0.5, 2, NONE), ("book", 0.5, 5, NONE), ("clock", 0.3, 1, NONE), ("remote", 0.4, 2, &["black", "white"]), ("vase", 0.3, 1, THING), ("person", 0.4, 3, NONE), ("dog", 0.2, 1, ANIMAL), ("cat", 0.2, 1, ANIMAL), ("laptop", 0.2, 1, &["silver", "black"]), ("teddy bear", 0.1, 1, &["brown", "white"])]),
-    ("office", &[("laptop", 0.8, 2, &["silver", "black"]), ("keyboard", 0.6, 2, &["black", "white"]), ("mouse", 0.6, 1, &["black", "white"]), ("tv", 0.5, 2, &["black"]), ("cell phone", 0.4, 1, &["black", "white"]), ("chair", 0.6, 2, &["black"]), ("book", 0.4, 4, NONE), ("cup", 0.4, 2, THING), ("person", 0.5, 2, NONE)]),
-    ("beach", &[("person", 0.9, 5, NONE), ("surfboard", 0.6, 3, THING), ("boat", 0.4, 2, VEHICLE), ("umbrella", 0.4, 3, THING), ("kite", 0.4, 2, THING), ("bird", 0.3, 4, &["white", "gray"]), ("dog", 0.1, 1, ANIMAL)]),
+    (
+        "street",
+        &[
+            ("person", 0.9, 4, NONE),
+            ("car", 0.85, 3, VEHICLE),
+            ("bus", 0.3, 1, VEHICLE),
+            ("truck", 0.3, 2, VEHICLE),
+            ("traffic light", 0.55, 2, NONE),
+            ("bicycle", 0.3, 2, VEHICLE),
+            ("motorcycle", 0.2, 2, VEHICLE),
+            ("stop sign", 0.2, 1, NONE),
+            ("fire hydrant", 0.2, 1, &["red", "yellow"]),
+            ("handbag", 0.2, 1, THING),
+            ("backpack", 0.2, 1, THING),
+            ("umbrella", 0.15, 2, THING),
+        ],
+    ),
+    (
+        "kitchen",
+        &[
+            ("oven", 0.6, 1, &["white", "black", "silver"]),
+            ("sink", 0.7, 1, NONE),
+            ("refrigerator", 0.6, 1, &["white", "silver"]),
+            ("microwave", 0.45, 1, &["white", "black"]),
+            ("bowl", 0.5, 3, THING),
+            ("cup", 0.4, 3, THING),
+            ("bottle", 0.4, 3, NONE),
+            ("knife", 0.25, 2, NONE),
+            ("spoon", 0.2, 2, NONE),
+            ("person", 0.3, 2, NONE),
+            ("potted plant", 0.2, 1, NONE),
+            ("clock", 0.2, 1, NONE),
+        ],
+    ),
+    (
+        "dinner",
+        &[
+            ("dining table", 0.95, 1, &["brown", "white"]),
+            ("pizza", 0.4, 2, NONE),
+            ("sandwich", 0.3, 2, NONE),
+            ("cake", 0.2, 1, &["white", "brown", "pink"]),
+            ("cup", 0.5, 3, THING),
+            ("fork", 0.5, 3, NONE),
+            ("knife", 0.4, 2, NONE),
+            ("wine glass", 0.4, 3, NONE),
+            ("bottle", 0.3, 2, NONE),
+            ("bowl", 0.4, 3, THING),
+            ("person", 0.6, 4, NONE),
+            ("chair", 0.6, 4, &["brown", "black", "white"]),
+            ("spoon", 0.2, 2, NONE),
+            ("donut", 0.1, 6, NONE),
+            ("hot dog", 0.1, 3, NONE),
+        ],
+    ),
+    (
+        "living room",
+        &[
+            ("couch", 0.9, 1, &["brown", "gray", "red", "blue", "white"]),
+            ("tv", 0.7, 1, &["black"]),
+            ("chair", 0.5, 2, &["brown", "black"]),
+            ("potted plant", 0.5, 2, NONE),
+            ("book", 0.5, 5, NONE),
+            ("clock", 0.3, 1, NONE),
+            ("remote", 0.4, 2, &["black", "white"]),
+            ("vase", 0.3, 1, THING),
+            ("person", 0.4, 3, NONE),
+            ("dog", 0.2, 1, ANIMAL),
+            ("cat", 0.2, 1, ANIMAL),
+            ("laptop", 0.2, 1, &["silver", "black"]),
+            ("teddy bear", 0.1, 1, &["brown", "white"]),
+        ],
+    ),
+    (
+        "office",
+        &[
+            ("laptop", 0.8, 2, &["silver", "black"]),
+            ("keyboard", 0.6, 2, &["black", "white"]),
+            ("mouse", 0.6, 1, &["black", "white"]),
+            ("tv", 0.5, 2, &["black"]),
+            ("cell phone", 0.4, 1, &["black", "white"]),
+            ("chair", 0.6, 2, &["black"]),
+            ("book", 0.4, 4, NONE),
+            ("cup", 0.4, 2, THING),
+            ("person", 0.5, 2, NONE),
+        ],
+    ),
+    (
+        "beach",
+        &[
+            ("person", 0.9, 5, NONE),
+            ("surfboard", 0.6, 3, THING),
+            ("boat", 0.4, 2, VEHICLE),
+            ("umbrella", 0.4, 3, THING),
+            ("kite", 0.4, 2, THING),
+            ("bird", 0.3, 4, &["white", "gray"]),
+            ("dog", 0.1, 1, ANIMAL),
+        ],
+    ),
     ("snow", &[("person", 0.95, 4, NONE), ("skis", 0.7, 3, NONE), ("snowboard", 0.3, 2, THING), ("backpack", 0.2, 1, THING)]),
-    ("farm", &[("cow", 0.5, 6, ANIMAL), ("sheep", 0.5, 8, &["white", "black"]), ("horse", 0.4, 3, ANIMAL), ("person", 0.4, 2, NONE), ("dog", 0.3, 1, ANIMAL), ("bird", 0.2, 3, NONE), ("truck", 0.15, 1, VEHICLE)]),
-    ("safari", &[("elephant", 0.5, 5, &["gray"]), ("giraffe", 0.5, 4, NONE), ("zebra", 0.5, 6, NONE), ("bird", 0.2, 3, NONE), ("car", 0.1, 1, &["white", "green"])]),
-    ("park", &[("person", 0.8, 4, NONE), ("dog", 0.5, 2, ANIMAL), ("frisbee", 0.4, 1, THING), ("bench", 0.5, 2, &["brown", "green", "black"]), ("sports ball", 0.3, 1, THING), ("bicycle", 0.2, 1, VEHICLE), ("kite", 0.2, 1, THING), ("bird", 0.2, 3, NONE)]),
-    ("ballgame", &[("person", 1.0, 6, NONE), ("baseball bat", 0.5, 1, NONE), ("baseball glove", 0.5, 2, &["brown", "black"]), ("sports ball", 0.6, 1, &["white"]), ("tennis racket", 0.3, 2, NONE)]),
-    ("bathroom", &[("toilet", 0.8, 1, &["white"]), ("sink", 0.9, 2, &["white"]), ("toothbrush", 0.3, 2, THING), ("hair drier", 0.1, 1, NONE), ("bottle", 0.3, 3, NONE), ("cup", 0.2, 1, NONE)]),
-    ("bedroom", &[("bed", 0.95, 1, &["white", "blue", "brown"]), ("teddy bear", 0.2, 2, &["brown", "white"]), ("book", 0.4, 4, NONE), ("clock", 0.3, 1, NONE), ("laptop", 0.2, 1, &["silver"]), ("cat", 0.2, 1, ANIMAL), ("person", 0.2, 1, NONE)]),
-    ("station", &[("train", 0.6, 1, VEHICLE), ("airplane", 0.4, 2, &["white", "blue"]), ("person", 0.5, 5, NONE), ("truck", 0.2, 1, VEHICLE), ("car", 0.3, 2, VEHICLE), ("bus", 0.2, 1, VEHICLE), ("suitcase", 0.3, 2, THING)]),
-    ("market", &[("banana", 0.5, 6, &["yellow", "green"]), ("apple", 0.5, 8, &["red", "green"]), ("orange", 0.5, 8, NONE), ("broccoli", 0.3, 3, NONE), ("carrot", 0.3, 6, NONE), ("person", 0.5, 3, NONE), ("bowl", 0.3, 2, THING)]),
+    (
+        "farm",
+        &[
+            ("cow", 0.5, 6, ANIMAL),
+            ("sheep", 0.5, 8, &["white", "black"]),
+            ("horse", 0.4, 3, ANIMAL),
+            ("person", 0.4, 2, NONE),
+            ("dog", 0.3, 1, ANIMAL),
+            ("bird", 0.2, 3, NONE),
+            ("truck", 0.15, 1, VEHICLE),
+        ],
+    ),
+    (
+        "safari",
+        &[
+            ("elephant", 0.5, 5, &["gray"]),
+            ("giraffe", 0.5, 4, NONE),
+            ("zebra", 0.5, 6, NONE),
+            ("bird", 0.2, 3, NONE),
+            ("car", 0.1, 1, &["white", "green"]),
+        ],
+    ),
+    (
+        "park",
+        &[
+            ("person", 0.8, 4, NONE),
+            ("dog", 0.5, 2, ANIMAL),
+            ("frisbee", 0.4, 1, THING),
+            ("bench", 0.5, 2, &["brown", "green", "black"]),
+            ("sports ball", 0.3, 1, THING),
+            ("bicycle", 0.2, 1, VEHICLE),
+            ("kite", 0.2, 1, THING),
+            ("bird", 0.2, 3, NONE),
+        ],
+    ),
+    (
+        "ballgame",
+        &[
+            ("person", 1.0, 6, NONE),
+            ("baseball bat", 0.5, 1, NONE),
+            ("baseball glove", 0.5, 2, &["brown", "black"]),
+            ("sports ball", 0.6, 1, &["white"]),
+            ("tennis racket", 0.3, 2, NONE),
+        ],
+    ),
+    (
+        "bathroom",
+        &[
+            ("toilet", 0.8, 1, &["white"]),
+            ("sink", 0.9, 2, &["white"]),
+            ("toothbrush", 0.3, 2, THING),
+            ("hair drier", 0.1, 1, NONE),
+            ("bottle", 0.3, 3, NONE),
+            ("cup", 0.2, 1, NONE),
+        ],
+    ),
+    (
+        "bedroom",
+        &[
+            ("bed", 0.95, 1, &["white", "blue", "brown"]),
+            ("teddy bear", 0.2, 2, &["brown", "white"]),
+            ("book", 0.4, 4, NONE),
+            ("clock", 0.3, 1, NONE),
+            ("laptop", 0.2, 1, &["silver"]),
+            ("cat", 0.2, 1, ANIMAL),
+            ("person", 0.2, 1, NONE),
+        ],
+    ),
+    (
+        "station",
+        &[
+            ("train", 0.6, 1, VEHICLE),
+            ("airplane", 0.4, 2, &["white", "blue"]),
+            ("person", 0.5, 5, NONE),
+            ("truck", 0.2, 1, VEHICLE),
+            ("car", 0.3, 2, VEHICLE),
+            ("bus", 0.2, 1, VEHICLE),
+            ("suitcase", 0.3, 2, THING),
+        ],
+    ),
+    (
+        "market",
+        &[
+            ("banana", 0.5, 6, &["yellow", "green"]),
+            ("apple", 0.5, 8, &["red", "green"]),
+            ("orange", 0.5, 8, NONE),
+            ("broccoli", 0.3, 3, NONE),
+            ("carrot", 0.3, 6, NONE),
+            ("person", 0.5, 3, NONE),
+            ("bowl", 0.3, 2, THING),
+        ],
+    ),
 ];
 
 pub struct SynthImage {
@@ -79,9 +255,11 @@ pub fn synthesize(n: usize, seed: u64) -> Result<SynthCorpus, PipelineError> {
         let file = format!("images/{key}.png");
         let mut boxes = Vec::new();
         for (concept, instances) in &objects {
-            let id = cat_id(concept).ok_or_else(|| PipelineError::invalid("synth", format!("scene concept {concept} not in the vocabulary")))?;
+            let id =
+                cat_id(concept).ok_or_else(|| PipelineError::invalid("synth", format!("scene concept {concept} not in the vocabulary")))?;
             for colour in instances {
-                let bbox = [rng.gen_range(0..80) as f64, rng.gen_range(0..48) as f64, rng.gen_range(8..40) as f64, rng.gen_range(8..24) as f64];
+                let bbox =
+                    [rng.gen_range(0..80) as f64, rng.gen_range(0..48) as f64, rng.gen_range(8..40) as f64, rng.gen_range(8..24) as f64];
                 let mut ann = json!({"id": annotations.len() + 1, "image_id": i + 1, "category_id": id, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0});
                 if let Some(c) = colour {
                     ann["attributes"] = json!({"color": c});
@@ -100,7 +278,8 @@ pub fn synthesize(n: usize, seed: u64) -> Result<SynthCorpus, PipelineError> {
         "annotations": annotations,
         "categories": categories,
     });
-    let annotations = serde_json::to_string(&doc).map_err(|e| PipelineError::Encode { what: "synthetic annotations".into(), reason: e.to_string() })?;
+    let annotations =
+        serde_json::to_string(&doc).map_err(|e| PipelineError::Encode { what: "synthetic annotations".into(), reason: e.to_string() })?;
     Ok(SynthCorpus { images, annotations })
 }
 
@@ -182,7 +361,8 @@ pub fn write_object_map_corpus(dir: &std::path::Path, objects_json: &str, ids: O
     let truths: Vec<dftg_core::truth::ImageTruth> = match ids {
         None => all,
         Some(ids) => {
-            let mut by_id: std::collections::HashMap<String, dftg_core::truth::ImageTruth> = all.into_iter().map(|t| (t.image.clone(), t)).collect();
+            let mut by_id: std::collections::HashMap<String, dftg_core::truth::ImageTruth> =
+                all.into_iter().map(|t| (t.image.clone(), t)).collect();
             ids.iter().filter_map(|id| by_id.remove(id)).collect()
         }
     };
@@ -194,7 +374,9 @@ pub fn write_object_map_corpus(dir: &std::path::Path, objects_json: &str, ids: O
         let names: Vec<&str> = t.objects.iter().map(|o| o.name.as_str()).collect();
         std::fs::write(dir.join(&file), placeholder_png(&t.image, &names)?).map_err(io)?;
         t.file = Some(file);
-        manifest.push_str(&serde_json::to_string(&t).map_err(|e| PipelineError::Encode { what: "manifest line".into(), reason: e.to_string() })?);
+        manifest.push_str(
+            &serde_json::to_string(&t).map_err(|e| PipelineError::Encode { what: "manifest line".into(), reason: e.to_string() })?,
+        );
         manifest.push('\n');
     }
     std::fs::write(dir.join("manifest.jsonl"), manifest).map_err(io)?;
@@ -206,8 +388,10 @@ pub fn image_ids_of_jsonl(text: &str) -> Result<Vec<String>, PipelineError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| PipelineError::invalid(format!("line {}", i + 1), e.to_string()))?;
-        let id = dftg_core::truth::image_key(&v["image_id"]).ok_or_else(|| PipelineError::invalid(format!("line {}", i + 1), "no image_id"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| PipelineError::invalid(format!("line {}", i + 1), e.to_string()))?;
+        let id =
+            dftg_core::truth::image_key(&v["image_id"]).ok_or_else(|| PipelineError::invalid(format!("line {}", i + 1), "no image_id"))?;
         if seen.insert(id.clone()) {
             out.push(id);
         }

@@ -43,8 +43,24 @@ pub struct TruthModels {
 }
 
 impl TruthModels {
-    pub fn new(source: TruthSource, detector: Arc<dyn Detector>, judge: Option<Judge>, thresholds: Thresholds, always_check: Vec<String>, covered: BTreeSet<String>) -> Self {
-        TruthModels { source, detector, judge, thresholds, always_check, covered, detections: CallCache::new(CACHE_ENTRIES), judged: CallCache::new(CACHE_ENTRIES) }
+    pub fn new(
+        source: TruthSource,
+        detector: Arc<dyn Detector>,
+        judge: Option<Judge>,
+        thresholds: Thresholds,
+        always_check: Vec<String>,
+        covered: BTreeSet<String>,
+    ) -> Self {
+        TruthModels {
+            source,
+            detector,
+            judge,
+            thresholds,
+            always_check,
+            covered,
+            detections: CallCache::new(CACHE_ENTRIES),
+            judged: CallCache::new(CACHE_ENTRIES),
+        }
     }
 }
 
@@ -119,7 +135,8 @@ pub async fn diagnose_with_models(
         let m = &crate::metrics::metrics().service_requests;
         let reply = match detect_cached(models.detector.as_ref(), &models.detections, &annotated.image, &req).await {
             Ok(reply) => {
-                m.with_label_values(&["detector", if reply.requests == 0 { "cached" } else { "ok" }]).inc_by(u64::from(reply.requests.max(1)));
+                m.with_label_values(&["detector", if reply.requests == 0 { "cached" } else { "ok" }])
+                    .inc_by(u64::from(reply.requests.max(1)));
                 reply
             }
             Err(e) => {
@@ -129,7 +146,16 @@ pub async fn diagnose_with_models(
         };
         for (concept, label) in to_detect.iter().zip(&labels) {
             let verdict = decide(&reply.detections, label, &models.thresholds);
-            let mut ev = ClaimEvidence { concept: concept.clone(), verdict: String::new(), source: EvidenceSource::Detector, score: None, bbox: None, count: None, question: None, answer: None };
+            let mut ev = ClaimEvidence {
+                concept: concept.clone(),
+                verdict: String::new(),
+                source: EvidenceSource::Detector,
+                score: None,
+                bbox: None,
+                count: None,
+                question: None,
+                answer: None,
+            };
             match verdict {
                 Verdict::Present { count, score, boxes } => {
                     ev.verdict = "present".into();
@@ -228,7 +254,14 @@ pub async fn diagnose_with_models(
     Ok(record)
 }
 
-async fn ask_exists(models: &TruthModels, judge: &Judge, image_key: &str, image: &Bytes, mime: &str, label: &str) -> Result<JudgeAnswer<bool>, ImageError> {
+async fn ask_exists(
+    models: &TruthModels,
+    judge: &Judge,
+    image_key: &str,
+    image: &Bytes,
+    mime: &str,
+    label: &str,
+) -> Result<JudgeAnswer<bool>, ImageError> {
     let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), label);
     let m = &crate::metrics::metrics().service_requests;
     if let Some(a) = models.judged.get(&key) {

@@ -77,7 +77,10 @@ pub async fn run_worker(
             }
         };
         let result = if delivery.redeliveries > MAX_REDELIVERIES {
-            Err(PipelineError::Failed(format!("the task was delivered {} times without being settled (it stops its workers)", delivery.redeliveries)))
+            Err(PipelineError::Failed(format!(
+                "the task was delivered {} times without being settled (it stops its workers)",
+                delivery.redeliveries
+            )))
         } else {
             match jobs.job_ended(&task.job_id).await {
                 Ok(true) => {
@@ -93,7 +96,12 @@ pub async fn run_worker(
             Ok(event) => {
                 let outcome = if event.already_done { "already_done" } else { "done" };
                 crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), outcome]).inc();
-                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?).await?;
+                queue
+                    .publish(
+                        EVENTS_QUEUE,
+                        encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?,
+                    )
+                    .await?;
                 delivery.ack().await?;
             }
             Err(e) if e.retryable() && delivery.redeliveries < MAX_REDELIVERIES => {
@@ -115,7 +123,12 @@ pub async fn run_worker(
                     error: Some(reason.clone()),
                     errors_by_reason: Default::default(),
                 };
-                queue.publish(EVENTS_QUEUE, encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?).await?;
+                queue
+                    .publish(
+                        EVENTS_QUEUE,
+                        encode(&event).map_err(|e| PipelineError::Encode { what: "shard event".into(), reason: e.to_string() })?,
+                    )
+                    .await?;
                 let m = crate::metrics::metrics();
                 m.shards_processed.with_label_values(&[task.stage.as_str(), "dead_lettered"]).inc();
                 m.dead_letters.with_label_values(&[queue_name]).inc();
@@ -142,7 +155,8 @@ async fn process_caught(jobs: &dyn ContextProvider, task: &ShardTask) -> Result<
     match std::panic::AssertUnwindSafe(process(jobs, task)).catch_unwind().await {
         Ok(r) => r,
         Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let what =
+                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
             crate::metrics::metrics().task_panics.inc();
             Err(PipelineError::Failed(format!("the task panicked: {}", bounded(&what, MAX_ERROR_TEXT / 2))))
         }

@@ -35,7 +35,12 @@ fn injected(job: &Path, files: &BTreeMap<String, String>) -> BTreeSet<(String, S
         .iter()
         .flat_map(|r| {
             let file = files[r["image"].as_str().unwrap()].clone();
-            r["hallucinated"].as_array().unwrap().iter().filter(|h| h["kind"] == "object").map(move |h| (file.clone(), h["concept"].as_str().unwrap().to_string()))
+            r["hallucinated"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["kind"] == "object")
+                .map(move |h| (file.clone(), h["concept"].as_str().unwrap().to_string()))
         })
         .collect()
 }
@@ -43,7 +48,9 @@ fn injected(job: &Path, files: &BTreeMap<String, String>) -> BTreeSet<(String, S
 fn found(records: &[DiagnosisRecord]) -> BTreeSet<(String, String)> {
     records
         .iter()
-        .flat_map(|d| d.hallucinations.iter().filter(|h| h.kind.as_str() == "object").map(move |h| (d.file.clone().unwrap(), h.concept.clone())))
+        .flat_map(|d| {
+            d.hallucinations.iter().filter(|h| h.kind.as_str() == "object").map(move |h| (d.file.clone().unwrap(), h.concept.clone()))
+        })
         .collect()
 }
 
@@ -108,7 +115,12 @@ async fn a_simulated_detector_and_judge_find_the_injected_hallucinations() {
     assert!(unverified > 0);
     for d in &records {
         for v in &d.unverified {
-            assert!(!d.hallucinations.iter().any(|h| h.concept == v.concept), "{}: {} both unverified and hallucinated", d.image, v.concept);
+            assert!(
+                !d.hallucinations.iter().any(|h| h.concept == v.concept),
+                "{}: {} both unverified and hallucinated",
+                d.image,
+                v.concept
+            );
         }
     }
     let summary_unverified: u64 = {

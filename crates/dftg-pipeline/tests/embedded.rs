@@ -49,14 +49,20 @@ fn injected(job: &Path) -> BTreeSet<(String, String, String)> {
     rows.iter()
         .flat_map(|r| {
             let image = r["image"].as_str().unwrap().to_string();
-            r["hallucinated"].as_array().unwrap().iter().map(move |h| {
-                (image.clone(), h["kind"].as_str().unwrap().to_string(), h["concept"].as_str().unwrap().to_string())
-            })
+            r["hallucinated"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |h| (image.clone(), h["kind"].as_str().unwrap().to_string(), h["concept"].as_str().unwrap().to_string()))
         })
         .collect()
 }
 
-fn precision_recall(found: &BTreeSet<(String, String, String)>, truth: &BTreeSet<(String, String, String)>, kind: &str) -> (f64, f64, usize) {
+fn precision_recall(
+    found: &BTreeSet<(String, String, String)>,
+    truth: &BTreeSet<(String, String, String)>,
+    kind: &str,
+) -> (f64, f64, usize) {
     let f: BTreeSet<_> = found.iter().filter(|t| t.1 == kind).collect();
     let t: BTreeSet<_> = truth.iter().filter(|t| t.1 == kind).collect();
     let tp = f.intersection(&t).count();
@@ -171,7 +177,10 @@ async fn bad_inputs_become_per_image_errors_and_the_job_completes() {
     // a corrupt image and a missing one
     std::fs::write(corpus.join("images/000003.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     std::fs::remove_file(corpus.join("images/000007.png")).unwrap();
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:people-everywhere".into(), sim_fault_rate: 0.1, ..ModelSpec::default() });
+    let mut spec = JobSpec::new(
+        corpus.to_str().unwrap(),
+        ModelSpec { kind: "sim:people-everywhere".into(), sim_fault_rate: 0.1, ..ModelSpec::default() },
+    );
     spec.shard_size = 20;
     let out = dir.path().join("out");
     let report = run(&corpus, &out, &spec).await;
@@ -213,14 +222,25 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut spec = JobSpec::new(
         corpus.to_str().unwrap(),
-        ModelSpec { kind: "openai".into(), endpoint: Some(format!("http://127.0.0.1:{port}/v1")), name: Some("m".into()), max_attempts: 2, ..ModelSpec::default() },
+        ModelSpec {
+            kind: "openai".into(),
+            endpoint: Some(format!("http://127.0.0.1:{port}/v1")),
+            name: Some("m".into()),
+            max_attempts: 2,
+            ..ModelSpec::default()
+        },
     );
     spec.shard_size = 7;
     let out = dir.path().join("out2");
     let job = LocalJob::prepare(&spec, &out).await.unwrap();
-    let err = job.run(RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap_err().to_string();
+    let err = job
+        .run(RunOptions { workers: 3, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() })
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("22 of 22 images failed") && err.contains("model_unreachable: 20"), "{err}");
-    let records: Vec<DiagnosisRecord> = (0..4).flat_map(|s| read_jsonl::<DiagnosisRecord>(&out.join(spec.id()).join(format!("diagnoses/shard-{s:05}.jsonl")))).collect();
+    let records: Vec<DiagnosisRecord> =
+        (0..4).flat_map(|s| read_jsonl::<DiagnosisRecord>(&out.join(spec.id()).join(format!("diagnoses/shard-{s:05}.jsonl")))).collect();
     assert_eq!(records.len(), 22);
     assert_eq!(records.iter().filter(|r| r.error.as_ref().is_some_and(|e| e.reason == "model_unreachable")).count(), 20);
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(spec.id()).join("job.json")).unwrap()).unwrap();

@@ -13,7 +13,9 @@ use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var("DFTG_DATA").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let dir = std::env::var("DFTG_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
     if dir.join("pope/captions").is_dir() && dir.join("nltk-tagger").is_dir() {
         return Some(dir);
     }
@@ -63,7 +65,8 @@ async fn replayed_real_captions_give_the_reference_profile() {
         assert_eq!(report.manifest.diagnosed_images, 2000);
         let profile: Profile = serde_json::from_str(&std::fs::read_to_string(out.join(spec.id()).join("profile.json")).unwrap()).unwrap();
         let reference = reference_counts(&data.join(format!("chair-reference/{model}.instruction1.jsonl")));
-        let ours: BTreeMap<String, u64> = profile.concepts.iter().filter(|c| c.hallucinations > 0).map(|c| (c.concept.clone(), c.hallucinations)).collect();
+        let ours: BTreeMap<String, u64> =
+            profile.concepts.iter().filter(|c| c.hallucinations > 0).map(|c| (c.concept.clone(), c.hallucinations)).collect();
         let concepts: std::collections::BTreeSet<&String> = reference.keys().chain(ours.keys()).collect();
         let differ: Vec<(&String, u64, u64)> = concepts
             .iter()
@@ -84,6 +87,11 @@ async fn replayed_real_captions_give_the_reference_profile() {
         profiles.push(profile);
     }
     let c = dftg_core::compare::compare(&profiles[0], &profiles[1], 10);
-    eprintln!("minigpt-4 vs mplug: jensen-shannon {:.3}, top-10 overlap {:.2}, most different {:?}", c.jensen_shannon, c.top_k_overlap, c.most_different.iter().take(4).map(|d| &d.concept).collect::<Vec<_>>());
+    eprintln!(
+        "minigpt-4 vs mplug: jensen-shannon {:.3}, top-10 overlap {:.2}, most different {:?}",
+        c.jensen_shannon,
+        c.top_k_overlap,
+        c.most_different.iter().take(4).map(|d| &d.concept).collect::<Vec<_>>()
+    );
     assert!(c.jensen_shannon > 0.01, "two real models hallucinate differently");
 }

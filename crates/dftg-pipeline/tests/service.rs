@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dftg_model::sim::{self, SimConfig, SimCorpus};
+use dftg_pipeline::coordinator::Phase;
 use dftg_pipeline::driver::JobStatus;
+use dftg_pipeline::http::Tokens;
 use dftg_pipeline::job::{JobSpec, ModelSpec};
 use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
-use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
-use dftg_pipeline::coordinator::Phase;
-use dftg_pipeline::http::Tokens;
 use dftg_pipeline::policy::Policy;
+use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use dftg_pipeline::service::{Coordinator, CoordinatorConfig, StoreJobs};
 use dftg_pipeline::worker::run_worker;
 use dftg_runtime::queue::{InProcessQueue, TaskQueue};
@@ -185,11 +185,22 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
     .unwrap();
     let root = ObjectBlobStore::local_dir(&dir.path().join("store")).unwrap();
     let d = dir.path().display();
-    let policy = Policy::confined(&[format!("file://{d}/store"), format!("file://{d}/corpus"), format!("file://{d}/empty")], &[simulator.base_url()], None).unwrap();
+    let policy = Policy::confined(
+        &[format!("file://{d}/store"), format!("file://{d}/corpus"), format!("file://{d}/empty")],
+        &[simulator.base_url()],
+        None,
+    )
+    .unwrap();
     let shutdown = CancellationToken::new();
     let api = service(&root, policy, Tokens::default(), &shutdown).await;
     let http = reqwest::Client::new();
-    let model = ModelSpec { kind: "openai".into(), endpoint: Some(simulator.base_url()), name: Some("sim".into()), max_in_flight: 2, ..ModelSpec::default() };
+    let model = ModelSpec {
+        kind: "openai".into(),
+        endpoint: Some(simulator.base_url()),
+        name: Some("sim".into()),
+        max_in_flight: 2,
+        ..ModelSpec::default()
+    };
 
     // a corpus with no annotations: the job ends failed with the reason, not stuck in planning
     let (id, s) = submit_and_wait(&http, &api, &JobSpec::new(&format!("file://{}", empty.display()), model.clone())).await;
@@ -221,7 +232,8 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
     assert_eq!(r.status(), 200);
     let s = wait_phase(&http, &api, &slow_id, |p| p == Phase::Cancelled).await;
     assert!(s.diagnose.shards_done < 12, "cancelled before the end: {s:?}");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("store").join(&slow_id).join("job.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("store").join(&slow_id).join("job.json")).unwrap()).unwrap();
     assert_eq!(state["phase"], "cancelled");
     let r = http.post(format!("{api}/v1/jobs/{slow_id}/cancel")).send().await.unwrap();
     assert_eq!(r.status(), 409);
@@ -246,7 +258,9 @@ async fn the_api_needs_a_token_except_for_health_and_metrics() {
     let tokens = Tokens::parse("first-token-0123456789\nsecond-token-0123456789\n").unwrap();
     let api = service(&root, Policy::confined(&[], &[], None).unwrap(), tokens, &shutdown).await;
     let http = reqwest::Client::new();
-    for (method, path) in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("DELETE", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel")] {
+    for (method, path) in
+        [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("DELETE", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel")]
+    {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let r = http.request(m.clone(), format!("{api}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 401, "{method} {path} without a token");

@@ -117,10 +117,7 @@ impl ObjectBlobStore {
             return Self::s3(object_store::aws::AmazonS3Builder::from_env(), url);
         }
         if url.contains("://") {
-            return Err(StoreError::InvalidUrl {
-                url: url.to_string(),
-                reason: "supported schemes: file://, memory://, s3://".into(),
-            });
+            return Err(StoreError::InvalidUrl { url: url.to_string(), reason: "supported schemes: file://, memory://, s3://".into() });
         }
         Self::local_dir(std::path::Path::new(url))
     }
@@ -181,7 +178,8 @@ impl ObjectBlobStore {
 
     /// The same backend under a deeper prefix.
     pub fn scoped(&self, sub: &str) -> Self {
-        let prefix = if self.prefix.is_empty() { sub.trim_matches('/').to_string() } else { format!("{}/{}", self.prefix, sub.trim_matches('/')) };
+        let prefix =
+            if self.prefix.is_empty() { sub.trim_matches('/').to_string() } else { format!("{}/{}", self.prefix, sub.trim_matches('/')) };
         ObjectBlobStore { inner: self.inner.clone(), prefix, label: format!("{}/{}", self.label.trim_end_matches('/'), sub) }
     }
 
@@ -250,10 +248,7 @@ impl BlobStore for ObjectBlobStore {
     fn list_stream<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<String, StoreError>> {
         let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
         let base = self.path(prefix);
-        self.inner
-            .list(Some(&base))
-            .map(move |r| r.map(|m| m.location.as_ref()[strip..].to_string()).map_err(Self::err(prefix)))
-            .boxed()
+        self.inner.list(Some(&base)).map(move |r| r.map(|m| m.location.as_ref()[strip..].to_string()).map_err(Self::err(prefix))).boxed()
     }
 
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
@@ -310,7 +305,8 @@ pub async fn conformance_suite(store: &dyn BlobStore) {
     let mut streamed: Vec<String> = store.list_stream("a/").try_collect().await.expect("list_stream");
     streamed.sort();
     assert_eq!(streamed, vec!["a/state.json".to_string(), "a/x.json".to_string()]);
-    let chunks: Vec<Bytes> = store.get_stream("a/state.json").await.expect("get_stream").expect("present").try_collect().await.expect("chunks");
+    let chunks: Vec<Bytes> =
+        store.get_stream("a/state.json").await.expect("get_stream").expect("present").try_collect().await.expect("chunks");
     assert_eq!(chunks.concat(), b"s2");
     assert!(store.get_stream("a/missing").await.expect("get_stream").is_none());
     assert_eq!(store.head("a/state.json").await.expect("head"), Some(2));

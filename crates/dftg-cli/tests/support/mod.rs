@@ -222,7 +222,10 @@ impl Vhost {
     pub async fn messages(&self, queue: &str) -> Option<u64> {
         let (vhost, queue) = (self.0.clone(), queue.to_string());
         tokio::task::spawn_blocking(move || {
-            let out = Command::new("rabbitmqctl").args(["list_queues", "-p", &vhost, "-q", "--no-table-headers", "name", "messages"]).output().ok()?;
+            let out = Command::new("rabbitmqctl")
+                .args(["list_queues", "-p", &vhost, "-q", "--no-table-headers", "name", "messages"])
+                .output()
+                .ok()?;
             String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
                 let mut it = l.split_whitespace();
                 (it.next() == Some(queue.as_str())).then(|| it.next().and_then(|n| n.parse().ok())).flatten()
@@ -478,7 +481,8 @@ impl Api {
             Err(e) => return Reply { status: 0, headers: String::new(), body: format!("no answer to {method} {url}: {e}") },
         };
         let status = r.status().as_u16();
-        let headers = r.headers().iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes()))).collect::<Vec<_>>().join("\n");
+        let headers =
+            r.headers().iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes()))).collect::<Vec<_>>().join("\n");
         let body = r.text().await.unwrap_or_default();
         self.evidence.add(format!("the answer to {method} {path} ({status})"), format!("{headers}\n\n{body}"));
         Reply { status, headers, body }
@@ -508,7 +512,13 @@ impl Api {
     }
 
     /// Polls the job's status until `f` holds; at the deadline, `Err` with the last answer.
-    pub async fn poll_job(&self, job: &str, token: &str, deadline: Duration, f: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value, String> {
+    pub async fn poll_job(
+        &self,
+        job: &str,
+        token: &str,
+        deadline: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, String> {
         let start = Instant::now();
         loop {
             let r = self.job(job, token).await;
@@ -527,7 +537,14 @@ impl Api {
     }
 
     /// Polls the job's status until `f` holds; panics at the deadline with the last status.
-    pub async fn wait_job(&self, job: &str, token: &str, what: &str, deadline: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_job(
+        &self,
+        job: &str,
+        token: &str,
+        what: &str,
+        deadline: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         match self.poll_job(job, token, deadline, f).await {
             Ok(v) => v,
             Err(last) => panic!("timed out after {deadline:?} waiting for {what} of job {}; last answer: {last}", short_id(job)),
@@ -622,11 +639,17 @@ impl InternalService {
                         }
                     };
                     let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-                    let text = if head.is_empty() { format!("(a connection from {peer}, nothing sent)") } else { String::from_utf8_lossy(&head).into_owned() };
+                    let text = if head.is_empty() {
+                        format!("(a connection from {peer}, nothing sent)")
+                    } else {
+                        String::from_utf8_lossy(&head).into_owned()
+                    };
                     seen.lock().unwrap_or_else(|p| p.into_inner()).push(text);
                     let body = "{\"internal\":\"reached\"}";
-                    let reply =
-                        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = socket.write_all(reply.as_bytes()).await;
                     let _ = socket.shutdown().await;
                 });
@@ -720,7 +743,17 @@ impl Cluster {
         dftg_pipeline::synth::write_corpus_dir(&corpus, images, seed).expect("corpus");
         copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
         std::fs::create_dir_all(work.path().join("logs")).expect("logs dir");
-        Cluster { secrets, evidence: Evidence::default(), problems: Problems::default(), logs: Mutex::new(Vec::new()), s3, corpus, work, user, vhost }
+        Cluster {
+            secrets,
+            evidence: Evidence::default(),
+            problems: Problems::default(),
+            logs: Mutex::new(Vec::new()),
+            s3,
+            corpus,
+            work,
+            user,
+            vhost,
+        }
     }
 
     pub fn dir(&self) -> PathBuf {

@@ -26,27 +26,8 @@ const POS_CHAR: [u8; MORPHY_POS] = [b'n', b'v', b'a'];
 
 /// WordNet's morphological substitutions (old suffix, new suffix), in NLTK's order.
 const RULES: [&[(&str, &str)]; MORPHY_POS] = [
-    &[
-        ("s", ""),
-        ("ses", "s"),
-        ("ves", "f"),
-        ("xes", "x"),
-        ("zes", "z"),
-        ("ches", "ch"),
-        ("shes", "sh"),
-        ("men", "man"),
-        ("ies", "y"),
-    ],
-    &[
-        ("s", ""),
-        ("ies", "y"),
-        ("es", "e"),
-        ("es", ""),
-        ("ed", "e"),
-        ("ed", ""),
-        ("ing", "e"),
-        ("ing", ""),
-    ],
+    &[("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"), ("ies", "y")],
+    &[("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")],
     &[("er", ""), ("est", ""), ("er", "e"), ("est", "e")],
 ];
 

@@ -109,10 +109,7 @@ pub(crate) fn normalize(word: &str) -> Cow<'_, str> {
     if first.is_some_and(is_py_digit) {
         return Cow::Borrowed("!DIGITS");
     }
-    if word
-        .bytes()
-        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-    {
+    if word.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         Cow::Owned(word.to_lowercase())
     } else {
         Cow::Borrowed(word)
@@ -239,10 +236,7 @@ struct Json<'a> {
 
 impl<'a> Json<'a> {
     fn err(&self, what: &str) -> CoreError {
-        CoreError::invalid(
-            "tagger weights",
-            format!("byte {}: expected {what}", self.i),
-        )
+        CoreError::invalid("tagger weights", format!("byte {}: expected {what}", self.i))
     }
 
     fn ws(&mut self) {
@@ -350,9 +344,7 @@ impl<'a> Json<'a> {
             let v = mantissa as f64 / POW10[fraction];
             return Ok(if b[start] == b'-' { -v } else { v });
         }
-        while self.i < b.len()
-            && matches!(b[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-        {
+        while self.i < b.len() && matches!(b[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
             self.i += 1;
         }
         self.s[start..self.i].parse().map_err(|_| {
@@ -375,9 +367,7 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
 }
 
 /// Powers of ten exact in f64 (a fraction of at most 15 digits indexes it).
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
+const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
 
 /// Class ids by name, for the 271,000 labels of the weights: a name of at most 7 bytes packed
 /// into an integer, in a small open-addressing table (cheaper than hashing each label).
@@ -390,10 +380,7 @@ impl ClassIds {
     const EMPTY: u8 = u8::MAX;
 
     fn new(classes: &[String]) -> Self {
-        let mut ids = ClassIds {
-            slots: vec![(0, Self::EMPTY); 256].into(),
-            long: AHashMap::new(),
-        };
+        let mut ids = ClassIds { slots: vec![(0, Self::EMPTY); 256].into(), long: AHashMap::new() };
         for (i, c) in classes.iter().enumerate() {
             match Self::pack(c) {
                 Some(k) => {
@@ -466,19 +453,10 @@ impl<'k> Feature<'k> {
             return Some(Feature::Bias);
         }
         // longer templates first: "i-1 tag+i word" before "i-1 tag"
-        const AFFIX: [(&str, usize); 4] = [
-            ("i suffix ", I_SUFFIX),
-            ("i pref1 ", I_PREF1),
-            ("i-1 suffix ", I_M1_SUFFIX),
-            ("i+1 suffix ", I_P1_SUFFIX),
-        ];
-        const WORD: [(&str, usize); 5] = [
-            ("i word ", I_WORD),
-            ("i-1 word ", I_M1_WORD),
-            ("i-2 word ", I_M2_WORD),
-            ("i+1 word ", I_P1_WORD),
-            ("i+2 word ", I_P2_WORD),
-        ];
+        const AFFIX: [(&str, usize); 4] =
+            [("i suffix ", I_SUFFIX), ("i pref1 ", I_PREF1), ("i-1 suffix ", I_M1_SUFFIX), ("i+1 suffix ", I_P1_SUFFIX)];
+        const WORD: [(&str, usize); 5] =
+            [("i word ", I_WORD), ("i-1 word ", I_M1_WORD), ("i-2 word ", I_M2_WORD), ("i+1 word ", I_P1_WORD), ("i+2 word ", I_P2_WORD)];
         if let Some(rest) = key.strip_prefix("i-1 tag+i word ") {
             let (tag, word) = rest.split_once(' ')?;
             return Some(Feature::PrevTagWord(tag, word));
@@ -510,21 +488,13 @@ impl<'k> Feature<'k> {
 impl PerceptronTagger {
     /// From the three JSON files nltk ships (`averaged_perceptron_tagger_eng.weights.json`,
     /// `.tagdict.json`, `.classes.json`).
-    pub fn from_json(
-        weights_json: &str,
-        tagdict_json: &str,
-        classes_json: &str,
-    ) -> Result<Self, CoreError> {
-        let mut classes: Vec<String> = serde_json::from_str(classes_json).map_err(|e| {
-            CoreError::invalid("tagger classes", format!("expected a list of tags: {e}"))
-        })?;
+    pub fn from_json(weights_json: &str, tagdict_json: &str, classes_json: &str) -> Result<Self, CoreError> {
+        let mut classes: Vec<String> = serde_json::from_str(classes_json)
+            .map_err(|e| CoreError::invalid("tagger classes", format!("expected a list of tags: {e}")))?;
         classes.sort_unstable();
         classes.dedup();
         if classes.is_empty() || classes.len() > 250 {
-            return Err(CoreError::invalid(
-                "tagger classes",
-                format!("{} tags (need 1 to 250)", classes.len()),
-            ));
+            return Err(CoreError::invalid("tagger classes", format!("{} tags (need 1 to 250)", classes.len())));
         }
         let n_tags = classes.len() + 2;
         let class_id = ClassIds::new(&classes);
@@ -549,18 +519,12 @@ impl PerceptronTagger {
             affixes: AHashMap::new(),
             affix_rows: Vec::new(),
             ascii_pref1: [NONE; 128],
-            symbols: [Ctx {
-                word: NONE,
-                suffix: NONE,
-            }; 4],
+            symbols: [Ctx { word: NONE, suffix: NONE }; 4],
         };
         // (word entry, tag, row) of `i-1 tag+i word`, grouped per word at the end
         let mut prev_tag_word: Vec<(u32, u8, u32)> = Vec::new();
 
-        let mut p = Json {
-            s: weights_json,
-            i: 0,
-        };
+        let mut p = Json { s: weights_json, i: 0 };
         if !p.eat(b'{') {
             return Err(p.err("'{' (weights: {feature: {tag: weight}})"));
         }
@@ -595,11 +559,7 @@ impl PerceptronTagger {
                 }
             }
             // an empty object still replaces an earlier one of the same key
-            let row = if t.entries.len() > start {
-                (t.row_start.len() - 1) as u32
-            } else {
-                NONE
-            };
+            let row = if t.entries.len() > start { (t.row_start.len() - 1) as u32 } else { NONE };
             let slot = match Feature::parse(&key) {
                 None => None,
                 Some(Feature::Bias) => Some(&mut t.bias),
@@ -654,16 +614,10 @@ impl PerceptronTagger {
         }
 
         let tagdict: AHashMap<String, String> =
-            serde_json::from_str(tagdict_json).map_err(|e| {
-                CoreError::invalid("tagger tagdict", format!("expected {{word: tag}}: {e}"))
-            })?;
+            serde_json::from_str(tagdict_json).map_err(|e| CoreError::invalid("tagger tagdict", format!("expected {{word: tag}}: {e}")))?;
         for (word, tag) in &tagdict {
-            let tag = class_id.get(tag).ok_or_else(|| {
-                CoreError::invalid(
-                    "tagger tagdict",
-                    format!("tag {tag:?} of {word:?} is not a class"),
-                )
-            })?;
+            let tag =
+                class_id.get(tag).ok_or_else(|| CoreError::invalid("tagger tagdict", format!("tag {tag:?} of {word:?} is not a class")))?;
             let e = intern(&mut t.words, &mut t.word_rows, word, WordRows::EMPTY);
             t.word_rows[e as usize].tagdict = tag;
         }
@@ -694,18 +648,12 @@ impl PerceptronTagger {
     fn context_of(&self, normalized: &str) -> Ctx {
         Ctx {
             word: self.words.get(normalized).copied().unwrap_or(NONE),
-            suffix: self
-                .affixes
-                .get(suffix3(normalized))
-                .copied()
-                .unwrap_or(NONE),
+            suffix: self.affixes.get(suffix3(normalized)).copied().unwrap_or(NONE),
         }
     }
 
     fn affix_row(&self, affix: &str, slot: usize) -> u32 {
-        self.affixes
-            .get(affix)
-            .map_or(NONE, |&e| self.affix_rows[e as usize][slot])
+        self.affixes.get(affix).map_or(NONE, |&e| self.affix_rows[e as usize][slot])
     }
 
     /// Tags every word as `nltk.pos_tag(words)` does; the tag ids are in `scratch.tags()`.
@@ -719,39 +667,15 @@ impl PerceptronTagger {
     /// A tag depends on the words around it and on the two tags before it, and a tag-dictionary
     /// word's tag on nothing: tagging a needed word starts right after the last two known tags
     /// before it (usually a few words back), not at the start of the caption.
-    pub fn tag_needed<W: Words + ?Sized>(
-        &self,
-        words: &W,
-        needed: impl IntoIterator<Item = usize>,
-        scratch: &mut TaggerScratch,
-    ) {
+    pub fn tag_needed<W: Words + ?Sized>(&self, words: &W, needed: impl IntoIterator<Item = usize>, scratch: &mut TaggerScratch) {
         let n = words.count();
-        let TaggerScratch {
-            ctx,
-            raw,
-            done,
-            tags,
-            scores,
-        } = scratch;
+        let TaggerScratch { ctx, raw, done, tags, scores } = scratch;
         ctx.clear();
-        ctx.resize(
-            n + 4,
-            Ctx {
-                word: NONE,
-                suffix: NONE,
-            },
-        );
+        ctx.resize(n + 4, Ctx { word: NONE, suffix: NONE });
         ctx[..2].copy_from_slice(&self.symbols[..2]);
         ctx[n + 2..].copy_from_slice(&self.symbols[2..]);
         raw.clear();
-        raw.resize(
-            n,
-            Raw {
-                suffix_row: NONE,
-                pref1_row: NONE,
-                tagdict: NO_TAG,
-            },
-        );
+        raw.resize(n, Raw { suffix_row: NONE, pref1_row: NONE, tagdict: NO_TAG });
         done.clear();
         done.resize(n, false);
         tags.clear();
@@ -776,9 +700,7 @@ impl PerceptronTagger {
                 tags[k] != UNTAGGED
             };
             let mut s = p;
-            while s > 0
-                && !(known(s - 1, ctx, raw, tags) && (s == 1 || known(s - 2, ctx, raw, tags)))
-            {
+            while s > 0 && !(known(s - 1, ctx, raw, tags) && (s == 1 || known(s - 2, ctx, raw, tags))) {
                 s -= 1;
             }
             for i in s..=p {
@@ -811,16 +733,8 @@ impl PerceptronTagger {
         let c = self.context_of(&norm);
         // usually the token is its own normalized form: one lookup serves both
         let same = norm == w;
-        let entry = if same {
-            c.word
-        } else {
-            self.words.get(w).copied().unwrap_or(NONE)
-        };
-        let tagdict = if entry == NONE {
-            NO_TAG
-        } else {
-            self.word_rows[entry as usize].tagdict
-        };
+        let entry = if same { c.word } else { self.words.get(w).copied().unwrap_or(NONE) };
+        let tagdict = if entry == NONE { NO_TAG } else { self.word_rows[entry as usize].tagdict };
         let suffix_row = match (same, c.suffix) {
             (true, NONE) => NONE,
             (true, e) => self.affix_rows[e as usize][I_SUFFIX],
@@ -830,26 +744,11 @@ impl PerceptronTagger {
             Some(&b) if b < 128 => self.ascii_pref1[b as usize],
             _ => self.affix_row(first_char(w), I_PREF1),
         };
-        (
-            c,
-            Raw {
-                suffix_row,
-                pref1_row,
-                tagdict,
-            },
-        )
+        (c, Raw { suffix_row, pref1_row, tagdict })
     }
 
     /// The perceptron's tag for token `i` (context entries `ctx[i..i + 5]`).
-    fn predict_at(
-        &self,
-        ctx: &[Ctx],
-        r: Raw,
-        i: usize,
-        prev: usize,
-        prev2: usize,
-        scores: &mut [f64],
-    ) -> u8 {
+    fn predict_at(&self, ctx: &[Ctx], r: Raw, i: usize, prev: usize, prev2: usize, scores: &mut [f64]) -> u8 {
         let n_tags = self.classes.len() + 2;
         let k = i + 2;
         let word = |c: Ctx, slot: usize| {
@@ -892,10 +791,7 @@ impl PerceptronTagger {
         let (start, len) = self.word_rows[word as usize].prev_tags;
         let rows = &self.prev_tag_rows[start as usize..(start + len) as usize];
         // the last of a repeated key wins, as in Python's json
-        rows.iter()
-            .rev()
-            .find(|r| r.0 == prev)
-            .map_or(NONE, |r| r.1)
+        rows.iter().rev().find(|r| r.0 == prev).map_or(NONE, |r| r.1)
     }
 
     /// `AveragedPerceptron.predict`: per class, the sum of the features' weights (in feature
@@ -926,29 +822,16 @@ impl PerceptronTagger {
     pub fn tag<S: AsRef<str>>(&self, words: &[S]) -> Vec<&str> {
         let mut scratch = TaggerScratch::default();
         self.tag_into(words, &mut scratch);
-        scratch
-            .tags
-            .iter()
-            .map(|&t| &*self.classes[t as usize])
-            .collect()
+        scratch.tags.iter().map(|&t| &*self.classes[t as usize]).collect()
     }
 }
 
 impl WordRows {
-    const EMPTY: WordRows = WordRows {
-        rows: [NONE; 5],
-        tagdict: NO_TAG,
-        prev_tags: (0, 0),
-    };
+    const EMPTY: WordRows = WordRows { rows: [NONE; 5], tagdict: NO_TAG, prev_tags: (0, 0) };
 }
 
 /// The entry index of `key`, adding `empty` when new.
-fn intern<T: Clone>(
-    map: &mut AHashMap<Box<str>, u32>,
-    items: &mut Vec<T>,
-    key: &str,
-    empty: T,
-) -> u32 {
+fn intern<T: Clone>(map: &mut AHashMap<Box<str>, u32>, items: &mut Vec<T>, key: &str, empty: T) -> u32 {
     if let Some(&e) = map.get(key) {
         return e;
     }
@@ -1008,10 +891,7 @@ mod tests {
         // expectations from nltk 3.10.4 with these weights
         assert_eq!(t.tag(&["skiing"]), ["JJ"]);
         assert_eq!(t.tag(&["a", "skiing"]), ["DT", "NN"]);
-        assert_eq!(
-            t.tag(&["a", "man", "skiing", "x"]),
-            ["DT", "NN", "NN", "NN"]
-        );
+        assert_eq!(t.tag(&["a", "man", "skiing", "x"]), ["DT", "NN", "NN", "NN"]);
         assert_eq!(t.tag(&["skiing", "skiing"]), ["JJ", "NN"]);
     }
 
@@ -1023,10 +903,7 @@ mod tests {
         let t = tagger(r#"{"bias": {"DT": 0.5, "JJ": 0.5, "IN": 0.25}}"#, "{}");
         assert_eq!(t.tag(&["x"]), ["JJ"]);
         // negative weights lose to the implicit zero of the other classes
-        let t = tagger(
-            r#"{"bias": {"NN": -0.5, "VBG": -0.1, "DT": -1, "JJ": -1, "IN": -1}}"#,
-            "{}",
-        );
+        let t = tagger(r#"{"bias": {"NN": -0.5, "VBG": -0.1, "DT": -1, "JJ": -1, "IN": -1}}"#, "{}");
         assert_eq!(t.tag(&["x"]), ["VBG"]);
     }
 
@@ -1037,18 +914,8 @@ mod tests {
                  \"i word c\": {\"NN\": 1}, \"i word c\": {\"IN\": 1}}";
         let t = tagger(w, "{}");
         assert_eq!(t.tag(&["a/b", "c"]), ["JJ", "IN"]);
-        for bad in [
-            "",
-            "[]",
-            "{\"bias\": 1}",
-            "{\"bias\": {\"NN\": x}}",
-            "{\"bias\": {}} x",
-            "{\"bias\": {\"NN\": 1}",
-        ] {
-            assert!(
-                PerceptronTagger::from_json(bad, "{}", CLASSES).is_err(),
-                "{bad}"
-            );
+        for bad in ["", "[]", "{\"bias\": 1}", "{\"bias\": {\"NN\": x}}", "{\"bias\": {}} x", "{\"bias\": {\"NN\": 1}"] {
+            assert!(PerceptronTagger::from_json(bad, "{}", CLASSES).is_err(), "{bad}");
         }
         assert!(PerceptronTagger::from_json("{}", r#"{"a": "ZZ"}"#, CLASSES).is_err());
         assert!(PerceptronTagger::from_json("{}", "{}", "[]").is_err());
@@ -1071,10 +938,7 @@ mod tests {
         let words = ["b", "the", "b", "c", "d", "of", "the", "e", "f", "g"];
         let all = t.tag(&words);
         // from nltk 3.10.4; "e f g" is tagged from "of the" on, not from the start
-        assert_eq!(
-            all,
-            ["NN", "DT", "JJ", "DT", "JJ", "IN", "DT", "JJ", "DT", "JJ"]
-        );
+        assert_eq!(all, ["NN", "DT", "JJ", "DT", "JJ", "IN", "DT", "JJ", "DT", "JJ"]);
         let mut s = TaggerScratch::default();
         for needed in [vec![4], vec![9], vec![2, 8], vec![0, 3, 7]] {
             t.tag_needed(&words[..], needed.iter().copied(), &mut s);

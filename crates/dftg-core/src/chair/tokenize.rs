@@ -104,8 +104,25 @@ fn is_d(c: char) -> bool {
 fn is_punkt_nonword(c: char) -> bool {
     matches!(
         c,
-        ')' | '"' | ';' | '}' | ']' | '*' | ':' | '@' | '\'' | '(' | '{' | '[' | '?' | '!'
-            | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}' | '\u{ab}' | '\u{bb}'
+        ')' | '"'
+            | ';'
+            | '}'
+            | ']'
+            | '*'
+            | ':'
+            | '@'
+            | '\''
+            | '('
+            | '{'
+            | '['
+            | '?'
+            | '!'
+            | '\u{2018}'
+            | '\u{2019}'
+            | '\u{201c}'
+            | '\u{201d}'
+            | '\u{ab}'
+            | '\u{bb}'
     )
 }
 
@@ -127,17 +144,15 @@ fn is_realign_closer(c: char) -> bool {
 /// Abbreviations of the English Punkt model (NLTK `punkt_tab/english/abbrev_types.txt`):
 /// a period after one of these never ends a sentence in lower-cased text.
 static PUNKT_ABBREVIATIONS: &[&str] = &[
-    ". .", "a.a", "a.c", "a.d", "a.g", "a.h", "a.m", "a.m.e", "a.s", "a.t", "adm", "ala", "ariz", "aug", "ave",
-    "b.f", "b.v", "bros", "c", "c.i.t", "c.o.m.b", "c.v", "calif", "chg", "cie", "co", "col", "colo", "conn",
-    "corp", "cos", "ct", "d", "d.c", "d.h", "d.w", "dec", "dr", "e", "e.f", "e.h", "e.l", "e.m", "f", "f.g",
-    "f.j", "feb", "fla", "fri", "ft", "g", "g.d", "g.f", "g.k", "ga", "gen", "h", "h.c", "h.f", "h.m", "i.m.s",
-    "ill", "inc", "j.b", "j.c", "j.j", "j.k", "j.p", "j.r", "jan", "jr", "k", "kan", "ky", "l", "l.a", "l.f",
-    "l.p", "lt", "ltd", "m", "m.b.a", "m.d.c", "m.j", "maj", "messrs", "mg", "mich", "minn", "mr", "mrs", "ms",
-    "n", "n.c", "n.d", "n.h", "n.j", "n.m", "n.v", "n.y", "nev", "nov", "oct", "ok", "okla", "ore", "p",
-    "p.a.m", "p.m", "pa", "ph.d", "prof", "r", "r.a", "r.h", "r.i", "r.j", "r.k", "r.t", "rep", "reps", "s",
-    "s.a", "s.a.y", "s.c", "s.g", "s.p.a", "s.s", "sen", "sep", "sept", "sr", "st", "sw", "t", "t.j", "tenn",
-    "tues", "u.k", "u.n", "u.s", "u.s.a", "u.s.s.r", "v", "va", "vs", "vt", "w", "w.c", "w.r", "w.va", "w.w",
-    "wash", "wed", "wis", "yr",
+    ". .", "a.a", "a.c", "a.d", "a.g", "a.h", "a.m", "a.m.e", "a.s", "a.t", "adm", "ala", "ariz", "aug", "ave", "b.f", "b.v", "bros", "c",
+    "c.i.t", "c.o.m.b", "c.v", "calif", "chg", "cie", "co", "col", "colo", "conn", "corp", "cos", "ct", "d", "d.c", "d.h", "d.w", "dec",
+    "dr", "e", "e.f", "e.h", "e.l", "e.m", "f", "f.g", "f.j", "feb", "fla", "fri", "ft", "g", "g.d", "g.f", "g.k", "ga", "gen", "h", "h.c",
+    "h.f", "h.m", "i.m.s", "ill", "inc", "j.b", "j.c", "j.j", "j.k", "j.p", "j.r", "jan", "jr", "k", "kan", "ky", "l", "l.a", "l.f", "l.p",
+    "lt", "ltd", "m", "m.b.a", "m.d.c", "m.j", "maj", "messrs", "mg", "mich", "minn", "mr", "mrs", "ms", "n", "n.c", "n.d", "n.h", "n.j",
+    "n.m", "n.v", "n.y", "nev", "nov", "oct", "ok", "okla", "ore", "p", "p.a.m", "p.m", "pa", "ph.d", "prof", "r", "r.a", "r.h", "r.i",
+    "r.j", "r.k", "r.t", "rep", "reps", "s", "s.a", "s.a.y", "s.c", "s.g", "s.p.a", "s.s", "sen", "sep", "sept", "sr", "st", "sw", "t",
+    "t.j", "tenn", "tues", "u.k", "u.n", "u.s", "u.s.a", "u.s.s.r", "v", "va", "vs", "vt", "w", "w.c", "w.r", "w.va", "w.w", "wash", "wed",
+    "wis", "yr",
 ];
 
 fn is_abbreviation(body: &str) -> bool {
@@ -416,8 +431,8 @@ fn final_period_survives(text: &str, dot: usize, end: usize) -> bool {
     let mut closers_done = false;
     let mut it = tail.chars().peekable();
     while let Some(c) = it.next() {
-        let opens_quote = (c == '"' || (c == '\'' && it.peek() == Some(&'\'')))
-            && (is_space(prev) || matches!(prev, '(' | '[' | '{' | '<'));
+        let opens_quote =
+            (c == '"' || (c == '\'' && it.peek() == Some(&'\''))) && (is_space(prev) || matches!(prev, '(' | '[' | '{' | '<'));
         if opens_quote || matches!(c, '\u{2018}' | '\u{201c}' | '\u{ab}' | '`') {
             return false;
         }
@@ -546,10 +561,7 @@ pub(crate) fn tokenize(caption: &str, out: &mut Tokens) {
             odd += 2;
         }
         let len = i - start;
-        if odd == 0
-            && !(len >= 5
-                && (hyphen || (len <= 6 && matches!(b0, b'c' | b'g' | b'l' | b'w')))
-                && has_contraction(&text[start..i]))
+        if odd == 0 && !(len >= 5 && (hyphen || (len <= 6 && matches!(b0, b'c' | b'g' | b'l' | b'w'))) && has_contraction(&text[start..i]))
         {
             // A plain word: no period, quote or sentence boundary inside.
             out.spans.push((start, i, false));
@@ -602,8 +614,7 @@ pub(crate) fn tokenize(caption: &str, out: &mut Tokens) {
         // Two rules need a literal space next to the chunk, in the same sentence.
         let lead_space = !sent_start && text[..start].ends_with(' ');
         let next_chunk = i + text[i..].len() - text[i..].trim_start_matches(is_space).len();
-        let trail_space =
-            bytes.get(i) == Some(&b' ') && next_chunk < bytes.len() && starts.binary_search(&next_chunk).is_err();
+        let trail_space = bytes.get(i) == Some(&b' ') && next_chunk < bytes.len() && starts.binary_search(&next_chunk).is_err();
         let chunk_info = ChunkInfo {
             sent_start,
             lead_space,
@@ -838,9 +849,7 @@ fn opening_single_quote(src: &[char], dst: &mut Vec<char>) {
         let rest = &src[i + 1..];
         let clitic = ["re", "ve", "ll", "m", "t", "s", "d", "n"].iter().any(|cl| {
             let n = cl.chars().count();
-            rest.len() >= n
-                && rest.iter().zip(cl.chars()).all(|(&a, b)| a == b)
-                && !rest.get(n).is_some_and(|&x| is_w(x))
+            rest.len() >= n && rest.iter().zip(cl.chars()).all(|(&a, b)| a == b) && !rest.get(n).is_some_and(|&x| is_w(x))
         });
         if !clitic {
             dst.push(' ');
@@ -971,8 +980,8 @@ mod tests {
         assert_eq!(
             toks("a man's dog. the dogs' toys, skiing (cannot) \"hot dog\" e.g. dr. smith st. cat... ok"),
             [
-                "a", "man", "'s", "dog", ".", "the", "dogs", "'", "toys", ",", "skiing", "(", "can", "not", ")", "``",
-                "hot", "dog", "''", "e.g", ".", "dr.", "smith", "st.", "cat", "...", "ok"
+                "a", "man", "'s", "dog", ".", "the", "dogs", "'", "toys", ",", "skiing", "(", "can", "not", ")", "``", "hot", "dog", "''",
+                "e.g", ".", "dr.", "smith", "st.", "cat", "...", "ok"
             ]
         );
         assert_eq!(

@@ -33,30 +33,18 @@ impl Caller {
         request_timeout: Duration,
         budget: Option<Duration>,
     ) -> Self {
-        Caller {
-            slots: Semaphore::new(max_in_flight),
-            max_in_flight,
-            retry,
-            jitter: Jitter::new(jitter_seed),
-            request_timeout,
-            budget,
-        }
+        Caller { slots: Semaphore::new(max_in_flight), max_in_flight, retry, jitter: Jitter::new(jitter_seed), request_timeout, budget }
     }
 
     /// Attempts in flight right now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.max_in_flight
-            .saturating_sub(self.slots.available_permits())
+        self.max_in_flight.saturating_sub(self.slots.available_permits())
     }
 
     /// Runs `attempt(timeout)` while holding a slot, until it succeeds, fails for good, or
     /// the policy's attempts or the budget run out. Returns the value and the attempts used;
     /// an error carries the attempts too. `what` names the service in messages.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        what: &str,
-        mut attempt: F,
-    ) -> Result<(T, u32), ModelError>
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<(T, u32), ModelError>
     where
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Result<T, ModelError>>,
@@ -67,9 +55,11 @@ impl Caller {
         loop {
             n += 1;
             let result = {
-                let _slot = self.slots.acquire().await.map_err(|_| {
-                    ModelError::unreachable(format!("client for {what} is closed")).with_attempts(n)
-                })?;
+                let _slot = self
+                    .slots
+                    .acquire()
+                    .await
+                    .map_err(|_| ModelError::unreachable(format!("client for {what} is closed")).with_attempts(n))?;
                 let now = Instant::now();
                 if n == 1 {
                     deadline = self.budget.and_then(|b| now.checked_add(b));
@@ -79,9 +69,7 @@ impl Caller {
                     None => self.request_timeout,
                 };
                 if timeout.is_zero() {
-                    Err(ModelError::timeout(format!(
-                        "request budget for {what} spent before attempt {n}"
-                    )))
+                    Err(ModelError::timeout(format!("request budget for {what} spent before attempt {n}")))
                 } else {
                     attempt(timeout).await
                 }
@@ -95,23 +83,11 @@ impl Caller {
                 return Err(e.with_attempts(n));
             }
             let delay = self.jitter.delay(&self.retry, n, e.retry_after());
-            if deadline.is_some_and(|d| Instant::now().checked_add(delay).is_none_or(|at| at >= d))
-            {
-                tracing::warn!(
-                    service = what,
-                    reason = e.reason(),
-                    attempts = n,
-                    "request failed, budget spent"
-                );
+            if deadline.is_some_and(|d| Instant::now().checked_add(delay).is_none_or(|at| at >= d)) {
+                tracing::warn!(service = what, reason = e.reason(), attempts = n, "request failed, budget spent");
                 return Err(e.with_attempts(n).with_note("request budget spent"));
             }
-            tracing::debug!(
-                service = what,
-                attempt = n,
-                reason = e.reason(),
-                delay_ms = delay.as_millis() as u64,
-                "retrying"
-            );
+            tracing::debug!(service = what, attempt = n, reason = e.reason(), delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
         }
     }
@@ -126,11 +102,7 @@ mod tests {
     use crate::client::ModelErrorKind;
 
     fn caller(max_attempts: u32, budget: Option<Duration>) -> Caller {
-        let retry = RetryPolicy {
-            max_attempts,
-            base_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-        };
+        let retry = RetryPolicy { max_attempts, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
         Caller::new(2, retry, Some(1), Duration::from_secs(5), budget)
     }
 
@@ -155,14 +127,7 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_and_counted() {
         let c = caller(4, None);
-        let (r, calls) = run(
-            &c,
-            vec![
-                ModelError::http_5xx(503, "busy"),
-                ModelError::timeout("slow"),
-            ],
-        )
-        .await;
+        let (r, calls) = run(&c, vec![ModelError::http_5xx(503, "busy"), ModelError::timeout("slow")]).await;
         assert_eq!(r.unwrap(), (3, 3));
         assert_eq!(calls, 3);
         assert_eq!(c.in_flight(), 0);
@@ -173,10 +138,7 @@ mod tests {
         let c = caller(4, None);
         let (r, calls) = run(&c, vec![ModelError::rejected("bad image")]).await;
         let e = r.unwrap_err();
-        assert_eq!(
-            (e.kind(), e.attempts(), calls),
-            (ModelErrorKind::Rejected, 1, 1)
-        );
+        assert_eq!((e.kind(), e.attempts(), calls), (ModelErrorKind::Rejected, 1, 1));
     }
 
     #[tokio::test]
@@ -184,60 +146,28 @@ mod tests {
         let c = caller(2, None);
         let (r, calls) = run(&c, vec![ModelError::malformed("x"); 5]).await;
         let e = r.unwrap_err();
-        assert_eq!(
-            (e.kind(), e.attempts(), calls),
-            (ModelErrorKind::MalformedResponse, 2, 2)
-        );
+        assert_eq!((e.kind(), e.attempts(), calls), (ModelErrorKind::MalformedResponse, 2, 2));
     }
 
     #[tokio::test]
     async fn a_spent_budget_stops_retries() {
         // a retry-after longer than the budget: the wait would end past the deadline
-        let retry = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::ZERO,
-            max_delay: Duration::from_secs(60),
-        };
-        let c = Caller::new(
-            1,
-            retry,
-            Some(1),
-            Duration::from_secs(5),
-            Some(Duration::from_secs(1)),
-        );
-        let wait =
-            ModelError::rate_limited("slow down").with_retry_after(Some(Duration::from_secs(30)));
+        let retry = RetryPolicy { max_attempts: 5, base_delay: Duration::ZERO, max_delay: Duration::from_secs(60) };
+        let c = Caller::new(1, retry, Some(1), Duration::from_secs(5), Some(Duration::from_secs(1)));
+        let wait = ModelError::rate_limited("slow down").with_retry_after(Some(Duration::from_secs(30)));
         let (r, calls) = run(&c, vec![wait; 5]).await;
         let e = r.unwrap_err();
-        assert_eq!(
-            (e.kind(), e.attempts(), calls),
-            (ModelErrorKind::RateLimited, 1, 1)
-        );
+        assert_eq!((e.kind(), e.attempts(), calls), (ModelErrorKind::RateLimited, 1, 1));
         assert!(e.message().ends_with("request budget spent"), "{}", e.message());
     }
 
     #[tokio::test]
     async fn attempt_timeouts_never_exceed_the_budget_or_the_request_timeout() {
-        let c = Caller::new(
-            1,
-            RetryPolicy::none(),
-            None,
-            Duration::from_secs(5),
-            Some(Duration::from_secs(2)),
-        );
-        let (seen, _) = c
-            .call("t", |timeout| async move { Ok::<_, ModelError>(timeout) })
-            .await
-            .unwrap();
-        assert!(
-            seen <= Duration::from_secs(2) && seen > Duration::from_secs(1),
-            "{seen:?}"
-        );
+        let c = Caller::new(1, RetryPolicy::none(), None, Duration::from_secs(5), Some(Duration::from_secs(2)));
+        let (seen, _) = c.call("t", |timeout| async move { Ok::<_, ModelError>(timeout) }).await.unwrap();
+        assert!(seen <= Duration::from_secs(2) && seen > Duration::from_secs(1), "{seen:?}");
         let c = Caller::new(1, RetryPolicy::none(), None, Duration::from_secs(5), None);
-        let (seen, _) = c
-            .call("t", |timeout| async move { Ok::<_, ModelError>(timeout) })
-            .await
-            .unwrap();
+        let (seen, _) = c.call("t", |timeout| async move { Ok::<_, ModelError>(timeout) }).await.unwrap();
         assert_eq!(seen, Duration::from_secs(5));
     }
 }

@@ -186,8 +186,7 @@ impl OpenAiClient {
         }
         let completions_url = Url::parse(&format!("{base}/chat/completions"))
             .map_err(|e| invalid("base_url", format!("cannot append /chat/completions: {e}")))?;
-        let models_url =
-            Url::parse(&format!("{base}/models")).map_err(|e| invalid("base_url", format!("cannot append /models: {e}")))?;
+        let models_url = Url::parse(&format!("{base}/models")).map_err(|e| invalid("base_url", format!("cannot append /models: {e}")))?;
         if config.model.trim().is_empty() {
             return Err(invalid("model", "must not be empty"));
         }
@@ -267,10 +266,14 @@ impl OpenAiClient {
         }
         let code = raw.status.as_u16();
         if raw.truncated {
-            return Err(ModelError::malformed(format!("model list from {url} (http {code}) exceeds {MAX_SUCCESS_BODY} bytes")).with_status(code));
+            return Err(
+                ModelError::malformed(format!("model list from {url} (http {code}) exceeds {MAX_SUCCESS_BODY} bytes")).with_status(code)
+            );
         }
-        serde_json::from_slice(&raw.body)
-            .map_err(|e| ModelError::malformed(format!("malformed model list from {url} (http {code}): {}", json_problem(&e, raw.body.len()))).with_status(code))
+        serde_json::from_slice(&raw.body).map_err(|e| {
+            ModelError::malformed(format!("malformed model list from {url} (http {code}): {}", json_problem(&e, raw.body.len())))
+                .with_status(code)
+        })
     }
 
     /// The request budget (see [`OpenAiConfig::request_budget`]); `None` when it overflows.
@@ -312,8 +315,15 @@ impl OpenAiClient {
 
     /// The JSON body; built once per request and shared (as `Bytes`) by every attempt.
     fn encode(&self, req: &ModelRequest) -> Result<Bytes, ModelError> {
-        encode_chat_body(&self.inner.config.model, &req.prompt, &req.mime, &req.image, self.inner.config.max_tokens, self.inner.config.temperature)
-            .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown)))
+        encode_chat_body(
+            &self.inner.config.model,
+            &req.prompt,
+            &req.mime,
+            &req.image,
+            self.inner.config.max_tokens,
+            self.inner.config.temperature,
+        )
+        .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown)))
     }
 
     /// One attempt: holds an in-flight slot from send to the end of the body, no longer. The
@@ -329,12 +339,7 @@ impl OpenAiClient {
         let url = &self.inner.completions_shown;
         let config = &self.inner.config;
         let raw = {
-            let _slot = self
-                .inner
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| ModelError::unreachable(format!("client for {url} is closed")))?;
+            let _slot = self.inner.slots.acquire().await.map_err(|_| ModelError::unreachable(format!("client for {url} is closed")))?;
             let started = Instant::now();
             if attempt == 1 {
                 *deadline = self.budget().and_then(|b| started.checked_add(b));
@@ -448,10 +453,14 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
         ))
         .with_status(code));
     }
-    let parsed: ChatResponse = serde_json::from_slice(&raw.body)
-        .map_err(|e| ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len()))).with_status(code))?;
+    let parsed: ChatResponse = serde_json::from_slice(&raw.body).map_err(|e| {
+        ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len())))
+            .with_status(code)
+    })?;
     let Some(choice) = parsed.choices.into_iter().next() else {
-        return Err(ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code));
+        return Err(
+            ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code)
+        );
     };
     match choice.message.content {
         Some(text) if text.len() > max_reply_bytes => Err(ModelError::reply_too_long(format!(
@@ -478,12 +487,14 @@ fn status_error(raw: &Raw, url: &str) -> ModelError {
     let code = raw.status.as_u16();
     let body = excerpt(&raw.body);
     match code {
-        429 => ModelError::rate_limited(format!("rate limited by {url} (http 429); body {body}"))
-            .with_retry_after(raw.retry_after),
+        429 => ModelError::rate_limited(format!("rate limited by {url} (http 429); body {body}")).with_retry_after(raw.retry_after),
         // The server gave up waiting for us: transient, like a timeout.
         408 => ModelError::timeout(format!("http 408 from {url}; body {body}")).with_status(code),
-        500..=599 => ModelError::http_5xx(code, format!("http {code} from {url}; body {body}"))
-            .with_retry_after(if code == 503 { raw.retry_after } else { None }),
+        500..=599 => ModelError::http_5xx(code, format!("http {code} from {url}; body {body}")).with_retry_after(if code == 503 {
+            raw.retry_after
+        } else {
+            None
+        }),
         _ => ModelError::rejected(format!("http {code} from {url}; body {body}")).with_status(code),
     }
 }
@@ -684,12 +695,8 @@ mod tests {
 
     #[test]
     fn trailing_slash_in_base_url_is_ignored() {
-        let c = OpenAiClient::new(OpenAiConfig {
-            base_url: "http://h:1/v1/".into(),
-            model: "m".into(),
-            ..OpenAiConfig::default()
-        })
-        .expect("valid");
+        let c = OpenAiClient::new(OpenAiConfig { base_url: "http://h:1/v1/".into(), model: "m".into(), ..OpenAiConfig::default() })
+            .expect("valid");
         assert_eq!(c.inner.completions_url.as_str(), "http://h:1/v1/chat/completions");
         assert_eq!(c.inner.models_url.as_str(), "http://h:1/v1/models");
     }
@@ -732,7 +739,10 @@ mod tests {
             model: "m\"x".into(),
             messages: vec![ChatMessage {
                 role: "user".into(),
-                content: MessageContent::Parts(vec![ContentPart::Text { text: prompt.into() }, ContentPart::ImageUrl { image_url: ImageUrl { url } }]),
+                content: MessageContent::Parts(vec![
+                    ContentPart::Text { text: prompt.into() },
+                    ContentPart::ImageUrl { image_url: ImageUrl { url } },
+                ]),
             }],
             max_tokens: Some(64),
             temperature: None,

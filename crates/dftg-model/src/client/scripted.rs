@@ -26,10 +26,7 @@ pub struct ScriptedClient {
 }
 
 impl ScriptedClient {
-    pub fn new(
-        name: impl Into<String>,
-        script: impl Fn(&ModelRequest) -> Result<String, ModelError> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, script: impl Fn(&ModelRequest) -> Result<String, ModelError> + Send + Sync + 'static) -> Self {
         ScriptedClient { name: name.into(), script: Box::new(script), calls: AtomicU64::new(0) }
     }
 
@@ -38,10 +35,7 @@ impl ScriptedClient {
         let replies: HashMap<String, String> = replies.into_iter().collect();
         Self::new(name, move |req| {
             let hash = image_hash(&req.image);
-            replies
-                .get(&hash)
-                .cloned()
-                .ok_or_else(|| ModelError::rejected(format!("scripted model has no reply for image sha256 {hash}")))
+            replies.get(&hash).cloned().ok_or_else(|| ModelError::rejected(format!("scripted model has no reply for image sha256 {hash}")))
         })
     }
 

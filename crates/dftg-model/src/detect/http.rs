@@ -114,10 +114,7 @@ pub enum DetectorConfigError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DetectorConfigError {
-    DetectorConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
+    DetectorConfigError::Invalid { field, reason: reason.into() }
 }
 
 /// The HTTP detector. Cheap to clone; clones share the connection pool and the in-flight
@@ -141,9 +138,7 @@ struct Inner {
 
 impl fmt::Debug for HttpDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpDetector")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
+        f.debug_struct("HttpDetector").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -158,22 +153,14 @@ struct Raw {
 impl HttpDetector {
     pub fn new(config: DetectorConfig) -> Result<Self, DetectorConfigError> {
         let base = config.base_url.trim().trim_end_matches('/');
-        let parsed =
-            Url::parse(base).map_err(|e| invalid("base_url", format!("not a url: {e}")))?;
+        let parsed = Url::parse(base).map_err(|e| invalid("base_url", format!("not a url: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
             return Err(invalid("base_url", "not an http(s) url"));
         }
-        let url = Url::parse(&format!("{base}{}", config.api.path())).map_err(|e| {
-            invalid(
-                "base_url",
-                format!("cannot append {}: {e}", config.api.path()),
-            )
-        })?;
+        let url = Url::parse(&format!("{base}{}", config.api.path()))
+            .map_err(|e| invalid("base_url", format!("cannot append {}: {e}", config.api.path())))?;
         if config.max_in_flight == 0 || config.max_in_flight > Semaphore::MAX_PERMITS {
-            return Err(invalid(
-                "max_in_flight",
-                format!("must be in 1..={}", Semaphore::MAX_PERMITS),
-            ));
+            return Err(invalid("max_in_flight", format!("must be in 1..={}", Semaphore::MAX_PERMITS)));
         }
         if config.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "must be positive"));
@@ -185,34 +172,20 @@ impl HttpDetector {
             return Err(invalid("request_budget", "must be positive"));
         }
         if !(1..=MAX_LABELS_PER_REQUEST).contains(&config.max_labels_per_request) {
-            return Err(invalid(
-                "max_labels_per_request",
-                format!("must be in 1..={MAX_LABELS_PER_REQUEST}"),
-            ));
+            return Err(invalid("max_labels_per_request", format!("must be in 1..={MAX_LABELS_PER_REQUEST}")));
         }
         if !(0.0..=1.0).contains(&config.box_threshold) {
             return Err(invalid("box_threshold", "must be in [0, 1]"));
         }
         if !(1..=MAX_REPLY_LIMIT).contains(&config.max_reply_bytes) {
-            return Err(invalid(
-                "max_reply_bytes",
-                format!("must be in 1..={MAX_REPLY_LIMIT}"),
-            ));
+            return Err(invalid("max_reply_bytes", format!("must be in 1..={MAX_REPLY_LIMIT}")));
         }
-        let key = config
-            .api_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
+        let key = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
         let auth = match (config.api, key) {
             (DetectorApi::Hf, Some(key)) => {
                 // the key is deliberately not quoted in the error
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    invalid(
-                        "api_key",
-                        "contains characters not allowed in an http header",
-                    )
-                })?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| invalid("api_key", "contains characters not allowed in an http header"))?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -227,28 +200,10 @@ impl HttpDetector {
             .user_agent(concat!("dftg/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(DetectorConfigError::Http)?;
-        let budget = config
-            .request_budget
-            .or_else(|| config.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS));
-        let caller = Caller::new(
-            config.max_in_flight,
-            config.retry.clone(),
-            config.jitter_seed,
-            config.request_timeout,
-            budget,
-        );
+        let budget = config.request_budget.or_else(|| config.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS));
+        let caller = Caller::new(config.max_in_flight, config.retry.clone(), config.jitter_seed, config.request_timeout, budget);
         let shown = redact_url(url.as_str());
-        Ok(HttpDetector {
-            inner: Arc::new(Inner {
-                http,
-                service: format!("{} {shown}", config.api),
-                shown,
-                url,
-                auth,
-                caller,
-                config,
-            }),
-        })
+        Ok(HttpDetector { inner: Arc::new(Inner { http, service: format!("{} {shown}", config.api), shown, url, auth, caller, config }) })
     }
 
     pub fn config(&self) -> &DetectorConfig {
@@ -267,18 +222,14 @@ impl HttpDetector {
             return Ok(DetectReply::default());
         }
         if let Some(i) = labels.iter().position(|l| l.len() > MAX_LABEL_BYTES) {
-            return Err(ModelError::rejected(format!(
-                "label {i} for {shown} is longer than {MAX_LABEL_BYTES} bytes"
-            )));
+            return Err(ModelError::rejected(format!("label {i} for {shown} is longer than {MAX_LABEL_BYTES} bytes")));
         }
         if req.image.is_empty() {
             return Err(ModelError::rejected(format!("empty image for {shown}")));
         }
         let image_b64 = base64::engine::general_purpose::STANDARD.encode(&req.image);
         let chunks = labels.chunks(self.inner.config.max_labels_per_request);
-        let replies =
-            futures::future::try_join_all(chunks.map(|chunk| self.detect_chunk(&image_b64, chunk)))
-                .await?;
+        let replies = futures::future::try_join_all(chunks.map(|chunk| self.detect_chunk(&image_b64, chunk))).await?;
         let mut out = DetectReply::default();
         for (detections, attempts, unmatched) in replies {
             out.detections.extend(detections);
@@ -290,49 +241,20 @@ impl HttpDetector {
     }
 
     /// One request (with its retries) for one chunk of labels.
-    async fn detect_chunk(
-        &self,
-        image_b64: &str,
-        labels: &[String],
-    ) -> Result<(Vec<Detection>, u32, u32), ModelError> {
+    async fn detect_chunk(&self, image_b64: &str, labels: &[String]) -> Result<(Vec<Detection>, u32, u32), ModelError> {
         let config = &self.inner.config;
-        let key = config
-            .api_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
+        let key = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
         let body = request_body(config.api, image_b64, labels, config.box_threshold, key)
             .map(Bytes::from)
-            .map_err(|e| {
-                ModelError::rejected(format!(
-                    "cannot encode the request for {}: {e}",
-                    self.inner.shown
-                ))
-            })?;
-        let ((detections, unmatched), attempts) = self
-            .inner
-            .caller
-            .call(&self.inner.shown, |timeout| {
-                self.attempt(body.clone(), timeout, labels)
-            })
-            .await?;
+            .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.shown)))?;
+        let ((detections, unmatched), attempts) =
+            self.inner.caller.call(&self.inner.shown, |timeout| self.attempt(body.clone(), timeout, labels)).await?;
         Ok((detections, attempts, unmatched))
     }
 
-    async fn attempt(
-        &self,
-        body: Bytes,
-        timeout: Duration,
-        labels: &[String],
-    ) -> Result<(Vec<Detection>, u32), ModelError> {
+    async fn attempt(&self, body: Bytes, timeout: Duration, labels: &[String]) -> Result<(Vec<Detection>, u32), ModelError> {
         let shown = &self.inner.shown;
-        let mut request = self
-            .inner
-            .http
-            .post(self.inner.url.clone())
-            .timeout(timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut request = self.inner.http.post(self.inner.url.clone()).timeout(timeout).header(CONTENT_TYPE, "application/json").body(body);
         if let Some(auth) = &self.inner.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
@@ -349,22 +271,14 @@ impl HttpDetector {
             ))
             .with_status(code));
         }
-        let boxes = parse_reply(self.inner.config.api, &raw.body).map_err(|problem| {
-            ModelError::malformed(format!(
-                "malformed reply from {shown} (http {code}): {problem}"
-            ))
-            .with_status(code)
-        })?;
+        let boxes = parse_reply(self.inner.config.api, &raw.body)
+            .map_err(|problem| ModelError::malformed(format!("malformed reply from {shown} (http {code}): {problem}")).with_status(code))?;
         let snapper = Snapper::new(labels);
         let mut detections = Vec::with_capacity(boxes.len());
         let mut unmatched = 0u32;
         for b in boxes {
             match snapper.snap(&b.label) {
-                Some(i) => detections.push(Detection {
-                    label: labels[i].clone(),
-                    score: b.score,
-                    bbox: b.bbox,
-                }),
+                Some(i) => detections.push(Detection { label: labels[i].clone(), score: b.score, bbox: b.bbox }),
                 None => unmatched = unmatched.saturating_add(1),
             }
         }
@@ -373,10 +287,7 @@ impl HttpDetector {
 }
 
 impl Detector for HttpDetector {
-    fn detect<'a>(
-        &'a self,
-        req: &'a DetectRequest,
-    ) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
+    fn detect<'a>(&'a self, req: &'a DetectRequest) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
         Box::pin(self.detect_inner(req))
     }
 
@@ -388,31 +299,15 @@ impl Detector for HttpDetector {
 /// Sends and reads the body up to `limit` bytes (error bodies: less), mapping transport
 /// failures; statuses are left to the caller. Reading stops at the limit, so a server cannot
 /// make the client hold more.
-async fn fetch(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Raw, ModelError> {
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(e, url, timeout))?;
+async fn fetch(request: reqwest::RequestBuilder, url: &str, limit: usize, timeout: Duration) -> Result<Raw, ModelError> {
+    let mut response = request.send().await.map_err(|e| transport_error(e, url, timeout))?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let limit = if status.is_success() {
-        limit
-    } else {
-        MAX_ERROR_BODY
-    };
+    let limit = if status.is_success() { limit } else { MAX_ERROR_BODY };
     let mut body = Vec::new();
     let mut truncated = response.content_length().is_some_and(|n| n > limit as u64);
     while !truncated {
-        match response
-            .chunk()
-            .await
-            .map_err(|e| transport_error(e, url, timeout))?
-        {
+        match response.chunk().await.map_err(|e| transport_error(e, url, timeout))? {
             Some(chunk) => {
                 let room = limit - body.len();
                 truncated = chunk.len() > room;
@@ -421,12 +316,7 @@ async fn fetch(
             None => break,
         }
     }
-    Ok(Raw {
-        status,
-        retry_after,
-        body: Bytes::from(body),
-        truncated,
-    })
+    Ok(Raw { status, retry_after, body: Bytes::from(body), truncated })
 }
 
 /// The error for a non-success status. The body is the service's text: measured, not quoted.
@@ -435,19 +325,15 @@ fn status_error(raw: &Raw, url: &str) -> ModelError {
     let len = raw.body.len();
     let more = if raw.truncated { "+" } else { "" };
     match code {
-        429 => ModelError::rate_limited(format!(
-            "rate limited by {url} (http 429, {len}{more} bytes)"
-        ))
-        .with_retry_after(raw.retry_after),
+        429 => ModelError::rate_limited(format!("rate limited by {url} (http 429, {len}{more} bytes)")).with_retry_after(raw.retry_after),
         // the server gave up waiting for us: transient, like a timeout
-        408 => ModelError::timeout(format!("http 408 from {url} ({len}{more} bytes)"))
-            .with_status(code),
-        500..=599 => {
-            ModelError::http_5xx(code, format!("http {code} from {url} ({len}{more} bytes)"))
-                .with_retry_after(if code == 503 { raw.retry_after } else { None })
-        }
-        _ => ModelError::rejected(format!("http {code} from {url} ({len}{more} bytes)"))
-            .with_status(code),
+        408 => ModelError::timeout(format!("http 408 from {url} ({len}{more} bytes)")).with_status(code),
+        500..=599 => ModelError::http_5xx(code, format!("http {code} from {url} ({len}{more} bytes)")).with_retry_after(if code == 503 {
+            raw.retry_after
+        } else {
+            None
+        }),
+        _ => ModelError::rejected(format!("http {code} from {url} ({len}{more} bytes)")).with_status(code),
     }
 }
 
@@ -455,21 +341,14 @@ fn transport_error(e: reqwest::Error, url: &str, timeout: Duration) -> ModelErro
     if e.is_connect() {
         ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
     } else if e.is_timeout() {
-        ModelError::timeout(format!(
-            "no complete answer from {url} within {} ms",
-            timeout.as_millis()
-        ))
+        ModelError::timeout(format!("no complete answer from {url} within {} ms", timeout.as_millis()))
     } else {
         ModelError::unreachable(format!("request to {url} failed: {}", root_cause(e)))
     }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()
-        .and_then(parse_retry_after)
+    headers.get(RETRY_AFTER)?.to_str().ok().and_then(parse_retry_after)
 }
 
 /// The innermost cause (e.g. "connection refused (os error 111)"), without the URL reqwest
@@ -510,23 +389,10 @@ mod tests {
     fn urls_per_contract() {
         let url = |api| HttpDetector::new(ok(api)).unwrap().inner.url.to_string();
         assert_eq!(url(DetectorApi::Hf), "http://127.0.0.1:9/");
-        assert_eq!(
-            url(DetectorApi::GroundingDino),
-            "http://127.0.0.1:9/grounding_dino/infer"
-        );
-        assert_eq!(
-            url(DetectorApi::YoloWorld),
-            "http://127.0.0.1:9/yolo_world/infer"
-        );
-        let hf = HttpDetector::new(DetectorConfig::new(
-            "https://u:pw@x.endpoints.huggingface.cloud/detect",
-            DetectorApi::Hf,
-        ))
-        .unwrap();
-        assert_eq!(
-            hf.service(),
-            "hf https://x.endpoints.huggingface.cloud/detect"
-        );
+        assert_eq!(url(DetectorApi::GroundingDino), "http://127.0.0.1:9/grounding_dino/infer");
+        assert_eq!(url(DetectorApi::YoloWorld), "http://127.0.0.1:9/yolo_world/infer");
+        let hf = HttpDetector::new(DetectorConfig::new("https://u:pw@x.endpoints.huggingface.cloud/detect", DetectorApi::Hf)).unwrap();
+        assert_eq!(hf.service(), "hf https://x.endpoints.huggingface.cloud/detect");
     }
 
     #[test]
@@ -536,93 +402,23 @@ mod tests {
             other => panic!("expected invalid, got {other:?}"),
         };
         let g = DetectorApi::GroundingDino;
-        assert_eq!(
-            field(DetectorConfig {
-                base_url: "not a url".into(),
-                ..ok(g)
-            }),
-            "base_url"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                base_url: "ftp://x".into(),
-                ..ok(g)
-            }),
-            "base_url"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                max_in_flight: 0,
-                ..ok(g)
-            }),
-            "max_in_flight"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                request_timeout: Duration::ZERO,
-                ..ok(g)
-            }),
-            "request_timeout"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                request_budget: Some(Duration::ZERO),
-                ..ok(g)
-            }),
-            "request_budget"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                max_labels_per_request: 0,
-                ..ok(g)
-            }),
-            "max_labels_per_request"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                max_labels_per_request: 1000,
-                ..ok(g)
-            }),
-            "max_labels_per_request"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                box_threshold: f32::NAN,
-                ..ok(g)
-            }),
-            "box_threshold"
-        );
-        assert_eq!(
-            field(DetectorConfig {
-                max_reply_bytes: 0,
-                ..ok(g)
-            }),
-            "max_reply_bytes"
-        );
-        let bad_key = DetectorConfig {
-            api_key: Some("sk\nSECRET".into()),
-            ..ok(DetectorApi::Hf)
-        };
-        let msg = HttpDetector::new(bad_key)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        assert_eq!(field(DetectorConfig { base_url: "not a url".into(), ..ok(g) }), "base_url");
+        assert_eq!(field(DetectorConfig { base_url: "ftp://x".into(), ..ok(g) }), "base_url");
+        assert_eq!(field(DetectorConfig { max_in_flight: 0, ..ok(g) }), "max_in_flight");
+        assert_eq!(field(DetectorConfig { request_timeout: Duration::ZERO, ..ok(g) }), "request_timeout");
+        assert_eq!(field(DetectorConfig { request_budget: Some(Duration::ZERO), ..ok(g) }), "request_budget");
+        assert_eq!(field(DetectorConfig { max_labels_per_request: 0, ..ok(g) }), "max_labels_per_request");
+        assert_eq!(field(DetectorConfig { max_labels_per_request: 1000, ..ok(g) }), "max_labels_per_request");
+        assert_eq!(field(DetectorConfig { box_threshold: f32::NAN, ..ok(g) }), "box_threshold");
+        assert_eq!(field(DetectorConfig { max_reply_bytes: 0, ..ok(g) }), "max_reply_bytes");
+        let bad_key = DetectorConfig { api_key: Some("sk\nSECRET".into()), ..ok(DetectorApi::Hf) };
+        let msg = HttpDetector::new(bad_key).map(|_| ()).unwrap_err().to_string();
         assert!(msg.contains("api_key") && !msg.contains("SECRET"), "{msg}");
-        let bad_url = DetectorConfig {
-            base_url: "http://[SECRET".into(),
-            ..ok(g)
-        };
-        let msg = HttpDetector::new(bad_url)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let bad_url = DetectorConfig { base_url: "http://[SECRET".into(), ..ok(g) };
+        let msg = HttpDetector::new(bad_url).map(|_| ()).unwrap_err().to_string();
         assert!(!msg.contains("SECRET"), "{msg}");
         // extreme but valid numbers build a detector (no overflow, no panic)
-        let extreme = DetectorConfig {
-            request_timeout: Duration::MAX,
-            connect_timeout: Duration::MAX,
-            ..ok(g)
-        };
+        let extreme = DetectorConfig { request_timeout: Duration::MAX, connect_timeout: Duration::MAX, ..ok(g) };
         assert!(HttpDetector::new(extreme).is_ok());
     }
 
@@ -633,10 +429,7 @@ mod tests {
             ..DetectorConfig::new("http://user:pw@host:1", DetectorApi::GroundingDino)
         };
         let shown = format!("{:?}", HttpDetector::new(config).unwrap());
-        assert!(
-            !shown.contains("sk-secret") && !shown.contains(":pw@"),
-            "{shown}"
-        );
+        assert!(!shown.contains("sk-secret") && !shown.contains(":pw@"), "{shown}");
     }
 
     #[test]
@@ -649,25 +442,12 @@ mod tests {
         };
         let e = status_error(&raw(400, None), "u");
         assert_eq!((e.reason(), e.status()), ("model_rejected", Some(400)));
-        assert!(
-            !e.message().contains("SECRET") && e.message().contains("22 bytes"),
-            "{}",
-            e.message()
-        );
+        assert!(!e.message().contains("SECRET") && e.message().contains("22 bytes"), "{}", e.message());
         let e = status_error(&raw(429, Some(Duration::from_secs(2))), "u");
-        assert_eq!(
-            (e.reason(), e.retry_after()),
-            ("model_rate_limited", Some(Duration::from_secs(2)))
-        );
+        assert_eq!((e.reason(), e.retry_after()), ("model_rate_limited", Some(Duration::from_secs(2))));
         let e = status_error(&raw(503, Some(Duration::from_secs(1))), "u");
-        assert_eq!(
-            (e.reason(), e.retry_after()),
-            ("model_http_5xx", Some(Duration::from_secs(1)))
-        );
-        assert_eq!(
-            status_error(&raw(500, Some(Duration::from_secs(1))), "u").retry_after(),
-            None
-        );
+        assert_eq!((e.reason(), e.retry_after()), ("model_http_5xx", Some(Duration::from_secs(1))));
+        assert_eq!(status_error(&raw(500, Some(Duration::from_secs(1))), "u").retry_after(), None);
         assert_eq!(status_error(&raw(408, None), "u").reason(), "model_timeout");
     }
 }

@@ -44,35 +44,22 @@ impl ScriptedDetector {
 }
 
 impl Detector for ScriptedDetector {
-    fn detect<'a>(
-        &'a self,
-        req: &'a DetectRequest,
-    ) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
+    fn detect<'a>(&'a self, req: &'a DetectRequest) -> BoxFuture<'a, Result<DetectReply, ModelError>> {
         let labels = distinct_labels(&req.labels);
         if labels.is_empty() {
             return Box::pin(futures::future::ready(Ok(DetectReply::default())));
         }
-        self.asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(labels.clone());
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).push(labels.clone());
         let hash = image_hash(&req.image);
         if let Some(e) = self.errors.get(&hash) {
             return Box::pin(futures::future::ready(Err(e.clone())));
         }
         let snapper = Snapper::new(&labels);
-        let mut reply = DetectReply {
-            requests: 1,
-            attempts: 1,
-            ..DetectReply::default()
-        };
+        let mut reply = DetectReply { requests: 1, attempts: 1, ..DetectReply::default() };
         // boxes of labels not asked about are not returned at all, so they are not `unmatched`
         for d in self.boxes.get(&hash).into_iter().flatten() {
             if let Some(i) = snapper.snap(&d.label) {
-                reply.detections.push(Detection {
-                    label: labels[i].clone(),
-                    ..d.clone()
-                });
+                reply.detections.push(Detection { label: labels[i].clone(), ..d.clone() });
             }
         }
         Box::pin(futures::future::ready(Ok(reply)))

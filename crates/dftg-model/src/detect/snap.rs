@@ -37,11 +37,7 @@ impl<'a> Snapper<'a> {
             return None;
         }
         let as_plural = plural_of(&norm);
-        if let Some(i) = self
-            .forms
-            .iter()
-            .position(|(s, p)| *s == norm || *p == norm || *s == as_plural)
-        {
+        if let Some(i) = self.forms.iter().position(|(s, p)| *s == norm || *p == norm || *s == as_plural) {
             return Some(i);
         }
         let padded = format!(" {norm} ");
@@ -50,9 +46,7 @@ impl<'a> Snapper<'a> {
             if s.is_empty() {
                 continue;
             }
-            let hit = [s, p]
-                .into_iter()
-                .any(|form| padded.contains(&format!(" {form} ")));
+            let hit = [s, p].into_iter().any(|form| padded.contains(&format!(" {form} ")));
             if hit && best.is_none_or(|(_, len)| s.len() > len) {
                 best = Some((i, s.len()));
             }
@@ -63,16 +57,8 @@ impl<'a> Snapper<'a> {
 
 /// Lowercase words of letters, digits, `-` and `'`, single-spaced.
 fn normalize(label: &str) -> String {
-    let cleaned: String = label
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '\'' {
-                c.to_ascii_lowercase()
-            } else {
-                ' '
-            }
-        })
-        .collect();
+    let cleaned: String =
+        label.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '\'' { c.to_ascii_lowercase() } else { ' ' }).collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -96,14 +82,7 @@ mod tests {
 
     #[test]
     fn snapping_cases() {
-        let req = labels(&[
-            "dog",
-            "wine glass",
-            "glass",
-            "bus",
-            "Traffic Light",
-            "person",
-        ]);
+        let req = labels(&["dog", "wine glass", "glass", "bus", "Traffic Light", "person"]);
         let s = Snapper::new(&req);
         let snapped = |r: &str| s.snap(r).map(|i| req[i].as_str());
         assert_eq!(snapped("dog"), Some("dog"));

@@ -66,31 +66,15 @@ pub(crate) fn request_body(
     threshold: f32,
     api_key: Option<&str>,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let image = RoboflowImage {
-        kind: "base64",
-        value: image_b64,
-    };
+    let image = RoboflowImage { kind: "base64", value: image_b64 };
     match api {
-        DetectorApi::Hf => serde_json::to_vec(&HfRequest {
-            inputs: image_b64,
-            parameters: HfParameters {
-                candidate_labels: labels,
-                threshold,
-            },
-        }),
-        DetectorApi::GroundingDino => serde_json::to_vec(&GroundingDinoRequest {
-            image,
-            text: labels,
-            box_threshold: threshold,
-            text_threshold: threshold,
-            api_key,
-        }),
-        DetectorApi::YoloWorld => serde_json::to_vec(&YoloWorldRequest {
-            image,
-            text: labels,
-            confidence: threshold,
-            api_key,
-        }),
+        DetectorApi::Hf => {
+            serde_json::to_vec(&HfRequest { inputs: image_b64, parameters: HfParameters { candidate_labels: labels, threshold } })
+        }
+        DetectorApi::GroundingDino => {
+            serde_json::to_vec(&GroundingDinoRequest { image, text: labels, box_threshold: threshold, text_threshold: threshold, api_key })
+        }
+        DetectorApi::YoloWorld => serde_json::to_vec(&YoloWorldRequest { image, text: labels, confidence: threshold, api_key }),
     }
 }
 
@@ -131,8 +115,7 @@ struct RoboflowPrediction {
 pub(crate) fn parse_reply(api: DetectorApi, body: &[u8]) -> Result<Vec<RawBox>, String> {
     match api {
         DetectorApi::Hf => {
-            let dets: Vec<HfDetection> =
-                serde_json::from_slice(body).map_err(|e| json_problem(&e, body.len()))?;
+            let dets: Vec<HfDetection> = serde_json::from_slice(body).map_err(|e| json_problem(&e, body.len()))?;
             dets.into_iter()
                 .enumerate()
                 .map(|(i, d)| {
@@ -142,8 +125,7 @@ pub(crate) fn parse_reply(api: DetectorApi, body: &[u8]) -> Result<Vec<RawBox>, 
                 .collect()
         }
         DetectorApi::GroundingDino | DetectorApi::YoloWorld => {
-            let reply: RoboflowReply =
-                serde_json::from_slice(body).map_err(|e| json_problem(&e, body.len()))?;
+            let reply: RoboflowReply = serde_json::from_slice(body).map_err(|e| json_problem(&e, body.len()))?;
             reply
                 .predictions
                 .into_iter()
@@ -153,12 +135,7 @@ pub(crate) fn parse_reply(api: DetectorApi, body: &[u8]) -> Result<Vec<RawBox>, 
                         return Err(format!("prediction {i} has a negative or missing size"));
                     }
                     let (hw, hh) = (p.width / 2.0, p.height / 2.0);
-                    checked(
-                        i,
-                        p.class,
-                        p.confidence,
-                        [p.x - hw, p.y - hh, p.x + hw, p.y + hh],
-                    )
+                    checked(i, p.class, p.confidence, [p.x - hw, p.y - hh, p.x + hw, p.y + hh])
                 })
                 .collect()
         }
@@ -171,17 +148,11 @@ fn checked(i: usize, label: String, score: f64, corners: [f64; 4]) -> Result<Raw
     }
     let bbox = corners.map(|v| v as f32);
     if bbox.iter().any(|v| !v.is_finite()) {
-        return Err(format!(
-            "detection {i} has a box coordinate that is not a finite number"
-        ));
+        return Err(format!("detection {i} has a box coordinate that is not a finite number"));
     }
     // corners in either order describe the same box
     let [x0, y0, x1, y1] = bbox;
-    Ok(RawBox {
-        label,
-        score: score as f32,
-        bbox: [x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)],
-    })
+    Ok(RawBox { label, score: score as f32, bbox: [x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)] })
 }
 
 /// What is wrong with a body that did not parse, without quoting it: serde's own message may
@@ -193,11 +164,7 @@ pub(crate) fn json_problem(e: &serde_json::Error, len: usize) -> String {
         serde_json::error::Category::Data => "json of the wrong shape",
         serde_json::error::Category::Io => "unreadable",
     };
-    format!(
-        "{what} at line {} column {} ({len} bytes)",
-        e.line(),
-        e.column()
-    )
+    format!("{what} at line {} column {} ({len} bytes)", e.line(), e.column())
 }
 
 #[cfg(test)]
@@ -211,31 +178,17 @@ mod tests {
     #[test]
     fn request_bodies_follow_each_contract() {
         let l = labels(&["dog", "wine glass"]);
-        let hf: serde_json::Value = serde_json::from_slice(
-            &request_body(DetectorApi::Hf, "QUJD", &l, 0.1, Some("k")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            hf,
-            serde_json::json!({"inputs": "QUJD", "parameters": {"candidate_labels": ["dog", "wine glass"], "threshold": 0.1}})
-        );
-        let gd: serde_json::Value = serde_json::from_slice(
-            &request_body(DetectorApi::GroundingDino, "QUJD", &l, 0.1, Some("k")).unwrap(),
-        )
-        .unwrap();
+        let hf: serde_json::Value = serde_json::from_slice(&request_body(DetectorApi::Hf, "QUJD", &l, 0.1, Some("k")).unwrap()).unwrap();
+        assert_eq!(hf, serde_json::json!({"inputs": "QUJD", "parameters": {"candidate_labels": ["dog", "wine glass"], "threshold": 0.1}}));
+        let gd: serde_json::Value =
+            serde_json::from_slice(&request_body(DetectorApi::GroundingDino, "QUJD", &l, 0.1, Some("k")).unwrap()).unwrap();
         assert_eq!(
             gd,
             serde_json::json!({"image": {"type": "base64", "value": "QUJD"}, "text": ["dog", "wine glass"],
                 "box_threshold": 0.1, "text_threshold": 0.1, "api_key": "k"})
         );
-        let yw: serde_json::Value = serde_json::from_slice(
-            &request_body(DetectorApi::YoloWorld, "QUJD", &l, 0.2, None).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            yw,
-            serde_json::json!({"image": {"type": "base64", "value": "QUJD"}, "text": ["dog", "wine glass"], "confidence": 0.2})
-        );
+        let yw: serde_json::Value = serde_json::from_slice(&request_body(DetectorApi::YoloWorld, "QUJD", &l, 0.2, None).unwrap()).unwrap();
+        assert_eq!(yw, serde_json::json!({"image": {"type": "base64", "value": "QUJD"}, "text": ["dog", "wine glass"], "confidence": 0.2}));
     }
 
     #[test]
@@ -246,17 +199,9 @@ mod tests {
         assert_eq!(
             boxes,
             vec![
-                RawBox {
-                    label: "dog".into(),
-                    score: 0.9,
-                    bbox: [10.0, 20.0, 110.0, 220.0]
-                },
+                RawBox { label: "dog".into(), score: 0.9, bbox: [10.0, 20.0, 110.0, 220.0] },
                 // corners given in the wrong order are put right
-                RawBox {
-                    label: "cat".into(),
-                    score: 0.2,
-                    bbox: [2.5, 1.0, 5.5, 3.0]
-                },
+                RawBox { label: "cat".into(), score: 0.2, bbox: [2.5, 1.0, 5.5, 3.0] },
             ]
         );
         assert_eq!(parse_reply(DetectorApi::Hf, b"[]").unwrap(), vec![]);
@@ -268,19 +213,9 @@ mod tests {
             "predictions": [{"x": 100, "y": 50, "width": 40, "height": 20, "confidence": 0.7, "class": "a dog", "class_id": 0}]}"#;
         for api in [DetectorApi::GroundingDino, DetectorApi::YoloWorld] {
             let boxes = parse_reply(api, body).unwrap();
-            assert_eq!(
-                boxes,
-                vec![RawBox {
-                    label: "a dog".into(),
-                    score: 0.7,
-                    bbox: [80.0, 40.0, 120.0, 60.0]
-                }]
-            );
+            assert_eq!(boxes, vec![RawBox { label: "a dog".into(), score: 0.7, bbox: [80.0, 40.0, 120.0, 60.0] }]);
         }
-        assert_eq!(
-            parse_reply(DetectorApi::GroundingDino, br#"{"predictions": []}"#).unwrap(),
-            vec![]
-        );
+        assert_eq!(parse_reply(DetectorApi::GroundingDino, br#"{"predictions": []}"#).unwrap(), vec![]);
     }
 
     #[test]
@@ -290,22 +225,38 @@ mod tests {
             (DetectorApi::Hf, b"<html>SECRET</html>", "not json"),
             (DetectorApi::Hf, b"null", "wrong shape"),
             (DetectorApi::Hf, br#"{"predictions": []}"#, "wrong shape"),
-            (DetectorApi::Hf, br#"[{"score": "SECRET", "label": "dog", "box": {"xmin": 0, "ymin": 0, "xmax": 1, "ymax": 1}}]"#, "wrong shape"),
+            (
+                DetectorApi::Hf,
+                br#"[{"score": "SECRET", "label": "dog", "box": {"xmin": 0, "ymin": 0, "xmax": 1, "ymax": 1}}]"#,
+                "wrong shape",
+            ),
             (DetectorApi::Hf, br#"[{"score": 0.5, "label": "dog"}]"#, "wrong shape"),
             (DetectorApi::Hf, br#"[{"score": 1.5, "label": "dog", "box": {"xmin": 0, "ymin": 0, "xmax": 1, "ymax": 1}}]"#, "score outside"),
-            (DetectorApi::Hf, br#"[{"score": 0.5, "label": "dog", "box": {"xmin": 0, "ymin": 0, "xmax": 1e300, "ymax": 1}}]"#, "not a finite"),
+            (
+                DetectorApi::Hf,
+                br#"[{"score": 0.5, "label": "dog", "box": {"xmin": 0, "ymin": 0, "xmax": 1e300, "ymax": 1}}]"#,
+                "not a finite",
+            ),
             (DetectorApi::GroundingDino, br#"[]"#, "wrong shape"),
-            (DetectorApi::GroundingDino, br#"{"predictions": [{"x": 1, "y": 1, "width": -2, "height": 1, "confidence": 0.5, "class": "dog"}]}"#, "negative"),
-            (DetectorApi::YoloWorld, br#"{"predictions": [{"x": 1, "y": 1, "width": 2, "height": 1, "confidence": 0.5, "class": 7}]}"#, "wrong shape"),
-            (DetectorApi::YoloWorld, br#"{"predictions": [{"x": 1, "y": 1, "width": 2, "height": 1, "confidence": -0.1, "class": "SECRET"}]}"#, "score outside"),
+            (
+                DetectorApi::GroundingDino,
+                br#"{"predictions": [{"x": 1, "y": 1, "width": -2, "height": 1, "confidence": 0.5, "class": "dog"}]}"#,
+                "negative",
+            ),
+            (
+                DetectorApi::YoloWorld,
+                br#"{"predictions": [{"x": 1, "y": 1, "width": 2, "height": 1, "confidence": 0.5, "class": 7}]}"#,
+                "wrong shape",
+            ),
+            (
+                DetectorApi::YoloWorld,
+                br#"{"predictions": [{"x": 1, "y": 1, "width": 2, "height": 1, "confidence": -0.1, "class": "SECRET"}]}"#,
+                "score outside",
+            ),
         ];
         for (api, body, expected) in cases {
             let problem = parse_reply(*api, body).unwrap_err();
-            assert!(
-                problem.contains(expected),
-                "{api:?} {:?}: {problem}",
-                String::from_utf8_lossy(body)
-            );
+            assert!(problem.contains(expected), "{api:?} {:?}: {problem}", String::from_utf8_lossy(body));
             assert!(!problem.contains("SECRET"), "{problem}");
         }
     }

@@ -60,13 +60,7 @@ pub struct SimCorpusBuilder {
 
 impl SimCorpusBuilder {
     pub fn new(vocab: Vocabulary) -> Self {
-        SimCorpusBuilder {
-            vocab,
-            images: Vec::new(),
-            by_digest: AHashMap::new(),
-            by_key: AHashMap::new(),
-            duplicate_contents: 0,
-        }
+        SimCorpusBuilder { vocab, images: Vec::new(), by_digest: AHashMap::new(), by_key: AHashMap::new(), duplicate_contents: 0 }
     }
 
     /// Adds one image with its bytes.
@@ -81,10 +75,7 @@ impl SimCorpusBuilder {
             return Err(SimError::Corpus { what: "image key".into(), reason: "an image has an empty key".into() });
         }
         if self.by_key.contains_key(&truth.image) {
-            return Err(SimError::Corpus {
-                what: format!("image {:?}", truth.image),
-                reason: "duplicate image key".into(),
-            });
+            return Err(SimError::Corpus { what: format!("image {:?}", truth.image), reason: "duplicate image key".into() });
         }
         let objects = resolve_objects(&self.vocab, &truth)?;
         let idx = u32::try_from(self.images.len())
@@ -188,10 +179,7 @@ impl SimCorpus {
         Self::with_vocabulary(Vocabulary::coco80(), items)
     }
 
-    pub fn with_vocabulary(
-        vocab: Vocabulary,
-        items: impl IntoIterator<Item = (ImageTruth, Vec<u8>)>,
-    ) -> Result<Self, SimError> {
+    pub fn with_vocabulary(vocab: Vocabulary, items: impl IntoIterator<Item = (ImageTruth, Vec<u8>)>) -> Result<Self, SimError> {
         let mut b = SimCorpusBuilder::new(vocab);
         for (truth, bytes) in items {
             b.add(truth, &bytes)?;
@@ -278,10 +266,10 @@ pub fn load_corpus_dir(dir: impl AsRef<Path>) -> Result<SimCorpus, SimError> {
     let manifest = dir.join("manifest.jsonl");
     let mut b = SimCorpusBuilder::new(Vocabulary::coco80());
     let add = |b: &mut SimCorpusBuilder, truth: ImageTruth| -> Result<(), SimError> {
-        let file = truth.file.clone().ok_or_else(|| SimError::Corpus {
-            what: format!("image {:?}", truth.image),
-            reason: "has no file name".into(),
-        })?;
+        let file = truth
+            .file
+            .clone()
+            .ok_or_else(|| SimError::Corpus { what: format!("image {:?}", truth.image), reason: "has no file name".into() })?;
         let path = dir.join(&file);
         // a missing or unreadable image is the pipeline's per-image error to report; the
         // simulator just cannot recognise it
@@ -295,8 +283,8 @@ pub fn load_corpus_dir(dir: impl AsRef<Path>) -> Result<SimCorpus, SimError> {
     };
     if coco.is_file() {
         let text = std::fs::read_to_string(&coco).map_err(|source| SimError::Io { path: coco.clone(), source })?;
-        let truths = parse_coco_instances(&text)
-            .map_err(|e| SimError::Corpus { what: coco.display().to_string(), reason: e.to_string() })?;
+        let truths =
+            parse_coco_instances(&text).map_err(|e| SimError::Corpus { what: coco.display().to_string(), reason: e.to_string() })?;
         drop(text);
         for t in truths {
             add(&mut b, t)?;

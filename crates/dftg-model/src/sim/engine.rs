@@ -151,10 +151,8 @@ fn is_brief(prompt: &str) -> bool {
     ["brief", "short", "concise", "caption", "one sentence", "single sentence"].iter().any(|w| p.contains(w))
 }
 
-const AUXILIARIES: &[&str] =
-    &["is", "are", "does", "do", "did", "can", "could", "would", "will", "was", "were", "has", "have"];
-const NOT_YES_NO: &[&str] =
-    &["describe", "description", "caption", "what", "which", "where", "why", "how", "tell me about", "explain"];
+const AUXILIARIES: &[&str] = &["is", "are", "does", "do", "did", "can", "could", "would", "will", "was", "were", "has", "have"];
+const NOT_YES_NO: &[&str] = &["describe", "description", "caption", "what", "which", "where", "why", "how", "tell me about", "explain"];
 
 fn family_rank(name: &str) -> u8 {
     match name {
@@ -222,16 +220,11 @@ impl Simulator {
         if !AUXILIARIES.contains(&first.as_str()) || !lower.contains('?') {
             return None;
         }
-        if NOT_YES_NO
-            .iter()
-            .any(|w| if w.contains(' ') { lower.contains(w) } else { words.iter().any(|(_, x)| x == w) })
-        {
+        if NOT_YES_NO.iter().any(|w| if w.contains(' ') { lower.contains(w) } else { words.iter().any(|(_, x)| x == w) }) {
             return None;
         }
         let question = lower.split('?').next().unwrap_or("");
-        let hit = text::scan_phrases(self.corpus.vocabulary(), question)
-            .into_iter()
-            .find_map(|h| h.concept.map(|c| (c, h.plural)));
+        let hit = text::scan_phrases(self.corpus.vocabulary(), question).into_iter().find_map(|h| h.concept.map(|c| (c, h.plural)));
         Some(hit)
     }
 
@@ -258,8 +251,7 @@ impl Simulator {
             if p <= 0.0 {
                 continue;
             }
-            let u =
-                StableHasher::new("object").u64(self.seed).str(&self.profile.name).str(key).str(vocab.name(cid)).unit();
+            let u = StableHasher::new("object").u64(self.seed).str(&self.profile.name).str(key).str(vocab.name(cid)).unit();
             if u < p {
                 out.push(Candidate { concept: cid, probability: p, trigger, score: u / p });
             }
@@ -369,29 +361,19 @@ impl Simulator {
         let max_adj = if matches!(form, CountForm::Article | CountForm::One) { 2 } else { 1 };
         let noun_first = noun.0.split(' ').next().unwrap_or("").to_string();
         let families = vocab.families();
-        let usable: Vec<&(u8, Vec<u8>)> =
-            o.attributes.iter().filter(|(f, vs)| !vs.is_empty() && (*f as usize) < families.len()).collect();
+        let usable: Vec<&(u8, Vec<u8>)> = o.attributes.iter().filter(|(f, vs)| !vs.is_empty() && (*f as usize) < families.len()).collect();
         let mut adjs: Vec<(u8, String)> = Vec::new();
         if !usable.is_empty() && rng.gen_bool(p.attribute_error_rate) {
             let wrongable: Vec<&&(u8, Vec<u8>)> = usable
                 .iter()
                 .filter(|(f, vs)| {
-                    families[*f as usize]
-                        .values
-                        .iter()
-                        .enumerate()
-                        .any(|(i, v)| !vs.contains(&(i as u8)) && *v != noun_first)
+                    families[*f as usize].values.iter().enumerate().any(|(i, v)| !vs.contains(&(i as u8)) && *v != noun_first)
                 })
                 .collect();
             if let Some((f, vs)) = wrongable.choose(rng).map(|x| (**x).clone()) {
                 let fam = &families[f as usize];
-                let wrong: Vec<&String> = fam
-                    .values
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, v)| !vs.contains(&(*i as u8)) && **v != noun_first)
-                    .map(|(_, v)| v)
-                    .collect();
+                let wrong: Vec<&String> =
+                    fam.values.iter().enumerate().filter(|(i, v)| !vs.contains(&(*i as u8)) && **v != noun_first).map(|(_, v)| v).collect();
                 if let Some(w) = wrong.choose(rng) {
                     adjs.push((f, (*w).clone()));
                     injected.push(InjectedHallucination {
@@ -410,8 +392,7 @@ impl Simulator {
             }
         }
         if adjs.len() < max_adj && rng.gen_bool(p.attribute_mention_rate) {
-            let mut rest: Vec<&&(u8, Vec<u8>)> =
-                usable.iter().filter(|(f, _)| !adjs.iter().any(|(af, _)| af == f)).collect();
+            let mut rest: Vec<&&(u8, Vec<u8>)> = usable.iter().filter(|(f, _)| !adjs.iter().any(|(af, _)| af == f)).collect();
             rest.shuffle(rng);
             for (f, vs) in rest {
                 if adjs.len() >= max_adj {
@@ -485,8 +466,7 @@ impl Simulator {
         if counts[best] == 0 {
             return text::SETTING_GENERIC;
         }
-        [text::SETTING_INDOOR, text::SETTING_FOOD, text::SETTING_STREET, text::SETTING_NATURE, text::SETTING_SPORTS]
-            [best]
+        [text::SETTING_INDOOR, text::SETTING_FOOD, text::SETTING_STREET, text::SETTING_NATURE, text::SETTING_SPORTS][best]
     }
 
     /// A description of an image, with its pieces (for the vocabulary contract tests).
@@ -562,9 +542,7 @@ impl Simulator {
         if !brief && rng.gen_bool(p.negation_rate) {
             let n = vocab.len();
             let mut pool: Vec<(ConceptId, f64)> = (0..n as ConceptId)
-                .filter(|c| {
-                    !img.objects.iter().any(|o| o.concept == *c) && !hallucinated.iter().any(|h| h.concept == *c)
-                })
+                .filter(|c| !img.objects.iter().any(|o| o.concept == *c) && !hallucinated.iter().any(|h| h.concept == *c))
                 .filter_map(|c| {
                     let (t, _) = self.temptation(img, c);
                     (t > 0.0).then_some((c, t))
@@ -592,13 +570,7 @@ impl Simulator {
                 let mut pieces = Vec::new();
                 let mention_text = if before.is_empty() { text::capitalize(&plural) } else { plural };
                 pieces.push(Piece::Text(before.to_string()));
-                pieces.push(Piece::Mention {
-                    concept: c,
-                    role: Role::Negated,
-                    text: mention_text,
-                    plural: true,
-                    claimed_count: None,
-                });
+                pieces.push(Piece::Mention { concept: c, role: Role::Negated, text: mention_text, plural: true, claimed_count: None });
                 pieces.push(Piece::Text(after.to_string()));
                 sentences.push(pieces);
                 planned_by_sentence.push(Vec::new());
@@ -739,13 +711,7 @@ fn list_sentence(template: &str, items: &[Planned], rng: &mut ChaCha8Rng) -> Vec
             pieces.push(Piece::Text(sep.to_string()));
         }
         let text = if i == 0 && before.is_empty() { text::capitalize(&m.text) } else { m.text.clone() };
-        pieces.push(Piece::Mention {
-            concept: m.concept,
-            role: m.role,
-            text,
-            plural: m.plural,
-            claimed_count: m.claimed_count,
-        });
+        pieces.push(Piece::Mention { concept: m.concept, role: m.role, text, plural: m.plural, claimed_count: m.claimed_count });
     }
     pieces.push(Piece::Text(after.to_string()));
     pieces

@@ -94,10 +94,8 @@ fn default_negation_rate() -> f64 {
 impl SimProfile {
     /// Parses and validates a profile (not yet against a vocabulary: see [`SimProfile::validate`]).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, SimError> {
-        let p: SimProfile = toml::from_str(text).map_err(|e| SimError::InvalidProfile {
-            origin: origin.to_string(),
-            reason: e.to_string().trim().to_string(),
-        })?;
+        let p: SimProfile = toml::from_str(text)
+            .map_err(|e| SimError::InvalidProfile { origin: origin.to_string(), reason: e.to_string().trim().to_string() })?;
         p.check_numbers(origin)?;
         Ok(p)
     }
@@ -121,10 +119,8 @@ impl SimProfile {
     }
 
     fn check_numbers(&self, origin: &str) -> Result<(), SimError> {
-        let bad = |field: &str, reason: String| SimError::InvalidProfile {
-            origin: origin.to_string(),
-            reason: format!("{field}: {reason}"),
-        };
+        let bad =
+            |field: &str, reason: String| SimError::InvalidProfile { origin: origin.to_string(), reason: format!("{field}: {reason}") };
         if self.schema_version != 1 {
             return Err(bad("schema_version", format!("unsupported version {}", self.schema_version)));
         }
@@ -188,10 +184,10 @@ impl SimProfile {
 /// `people-everywhere-treated` / `-overcorrected` stand-ins for a remedied model).
 pub fn profile_by_name(name: &str) -> Result<SimProfile, SimError> {
     let name = name.strip_prefix("sim:").unwrap_or(name);
-    let (_, text) = BUNDLED_PROFILES.iter().find(|(n, _)| *n == name).ok_or_else(|| SimError::UnknownProfile {
-        name: name.to_string(),
-        available: bundled_profile_names().join(", "),
-    })?;
+    let (_, text) = BUNDLED_PROFILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| SimError::UnknownProfile { name: name.to_string(), available: bundled_profile_names().join(", ") })?;
     SimProfile::from_toml_str(text, &format!("sim:{name}"))
 }
 
@@ -220,23 +216,14 @@ mod tests {
     fn bad_profiles_name_the_problem() {
         let err = profile_by_name("nope").unwrap_err().to_string();
         assert!(err.contains("\"nope\"") && err.contains("kitchenware"), "{err}");
-        let err = SimProfile::from_toml_str(
-            "schema_version = 1\nname = 'x'\nbase_rate = 1.0\ncount_error_rate = 2.0\n",
-            "t.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("count_error_rate") && err.contains("t.toml"), "{err}");
-        let p = SimProfile::from_toml_str(
-            "schema_version = 1\nname = 'x'\nbase_rate = 1.0\n[affinity]\nunicorn = 1.0\n",
-            "t",
-        )
-        .unwrap();
-        let err = p.validate(&Vocabulary::coco80()).unwrap_err().to_string();
-        assert!(err.contains("unicorn"), "{err}");
-        let err = SimProfile::from_toml_str("schema_version = 1\nname = 'x'\nbase_rate = 1.0\nbogus = 3\n", "t")
+        let err = SimProfile::from_toml_str("schema_version = 1\nname = 'x'\nbase_rate = 1.0\ncount_error_rate = 2.0\n", "t.toml")
             .unwrap_err()
             .to_string();
+        assert!(err.contains("count_error_rate") && err.contains("t.toml"), "{err}");
+        let p = SimProfile::from_toml_str("schema_version = 1\nname = 'x'\nbase_rate = 1.0\n[affinity]\nunicorn = 1.0\n", "t").unwrap();
+        let err = p.validate(&Vocabulary::coco80()).unwrap_err().to_string();
+        assert!(err.contains("unicorn"), "{err}");
+        let err = SimProfile::from_toml_str("schema_version = 1\nname = 'x'\nbase_rate = 1.0\nbogus = 3\n", "t").unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
         let err = SimProfile::resolve("/nonexistent/profile.toml").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/profile.toml"), "{err}");

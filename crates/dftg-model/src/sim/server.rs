@@ -29,9 +29,7 @@ use super::profile::SimProfile;
 use super::vision::{SimVision, SimVisionConfig};
 use super::vision_server::{self, VisionService};
 use super::SimError;
-use crate::api::{
-    ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ModelCard, ModelList, ResponseMessage, Usage,
-};
+use crate::api::{ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ModelCard, ModelList, ResponseMessage, Usage};
 
 /// Added latency per chat request. Zero latency never sleeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -139,10 +137,7 @@ impl Faults {
         ];
         for (field, p) in ps {
             if !(0.0..=1.0).contains(&p) {
-                return Err(SimError::Config {
-                    field: field.into(),
-                    reason: format!("{p} is not a probability in [0, 1]"),
-                });
+                return Err(SimError::Config { field: field.into(), reason: format!("{p} is not a probability in [0, 1]") });
             }
         }
         let sum: f64 = ps[..5].iter().map(|(_, p)| p).sum();
@@ -204,16 +199,12 @@ impl ReplayCaptions {
     pub fn from_reader(reader: impl BufRead, origin: &str) -> Result<Self, SimError> {
         let mut by_image = AHashMap::new();
         for (i, line) in reader.lines().enumerate() {
-            let line =
-                line.map_err(|e| SimError::Replay { origin: origin.into(), line: i + 1, reason: e.to_string() })?;
+            let line = line.map_err(|e| SimError::Replay { origin: origin.into(), line: i + 1, reason: e.to_string() })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let l: ReplayLine = serde_json::from_str(&line).map_err(|e| SimError::Replay {
-                origin: origin.into(),
-                line: i + 1,
-                reason: e.to_string(),
-            })?;
+            let l: ReplayLine =
+                serde_json::from_str(&line).map_err(|e| SimError::Replay { origin: origin.into(), line: i + 1, reason: e.to_string() })?;
             let key = dftg_core::truth::image_key(&l.image_id).ok_or_else(|| SimError::Replay {
                 origin: origin.into(),
                 line: i + 1,
@@ -510,21 +501,13 @@ impl Drop for SimHandle {
 }
 
 /// Binds `addr` and starts the simulator there.
-pub async fn start_on(
-    addr: SocketAddr,
-    corpus: impl Into<Arc<SimCorpus>>,
-    config: SimConfig,
-) -> Result<SimHandle, SimError> {
+pub async fn start_on(addr: SocketAddr, corpus: impl Into<Arc<SimCorpus>>, config: SimConfig) -> Result<SimHandle, SimError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(SimError::Serve)?;
     start(corpus, config, listener).await
 }
 
 /// Starts the simulator on `listener` (e.g. bound to `127.0.0.1:0`).
-pub async fn start(
-    corpus: impl Into<Arc<SimCorpus>>,
-    config: SimConfig,
-    listener: tokio::net::TcpListener,
-) -> Result<SimHandle, SimError> {
+pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listener: tokio::net::TcpListener) -> Result<SimHandle, SimError> {
     config.faults.validate()?;
     config.latency.validate()?;
     if config.model_name.trim().is_empty() {
@@ -665,15 +648,10 @@ pub(super) fn decode_data_url(url: &str) -> Result<Vec<u8>, String> {
         return Err("only base64 data URLs are supported".into());
     }
     let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let config = GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true);
+    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_decode_allow_trailing_bits(true);
     let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
     let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
-    standard
-        .decode(&cleaned)
-        .or_else(|_| url_safe.decode(&cleaned))
-        .map_err(|e| format!("the data URL is not valid base64: {e}"))
+    standard.decode(&cleaned).or_else(|_| url_safe.decode(&cleaned)).map_err(|e| format!("the data URL is not valid base64: {e}"))
 }
 
 fn completion(state: &AppState, key: &str, prompt: &str, text: String) -> Response {
@@ -712,28 +690,16 @@ async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     match st.config.faults.draw(seed, n) {
         Some(Fault::Http500) => {
             bump(&st.stats.http_500);
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "simulated internal server error",
-            );
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "simulated internal server error");
         }
         Some(Fault::Http503) => {
             bump(&st.stats.http_503);
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "simulated overload, try again later",
-            );
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "server_error", "simulated overload, try again later");
         }
         Some(Fault::Timeout) => {
             bump(&st.stats.timeouts);
             if st.pause(Duration::from_millis(st.config.faults.hang_ms)).await {
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_error",
-                    "the simulator is shutting down",
-                );
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, "server_error", "the simulator is shutting down");
             }
         }
         Some(Fault::MalformedJson) => {

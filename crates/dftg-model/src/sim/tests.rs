@@ -80,8 +80,7 @@ pub(crate) fn synthetic(n: usize) -> Vec<(ImageTruth, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let scene = SCENES[i % SCENES.len()];
-            let u =
-                |what: &str, j: usize| StableHasher::new("test-corpus").u64(i as u64).str(what).u64(j as u64).unit();
+            let u = |what: &str, j: usize| StableHasher::new("test-corpus").u64(i as u64).str(what).u64(j as u64).unit();
             let mut objects = Vec::new();
             for (j, (name, colours)) in scene.iter().enumerate() {
                 if j > 1 && u("keep", j) < 0.4 {
@@ -94,10 +93,7 @@ pub(crate) fn synthetic(n: usize) -> Vec<(ImageTruth, Vec<u8>)> {
                     attributes.insert("color".to_string(), vec![c.to_string()]);
                 }
                 if u("size-known", j) < 0.2 {
-                    attributes.insert(
-                        "size".to_string(),
-                        vec![if u("size", j) < 0.5 { "small" } else { "large" }.to_string()],
-                    );
+                    attributes.insert("size".to_string(), vec![if u("size", j) < 0.5 { "small" } else { "large" }.to_string()]);
                 }
                 objects.push(ObjectTruth { name: name.to_string(), count, attributes });
             }
@@ -167,16 +163,13 @@ const DENY: &[&str] = &[
     "toilet",
 ];
 const QUANTITY: &[&str] = &[
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "pair",
-    "couple", "several", "many", "few", "both", "dozen", "group", "multiple", "single", "lone", "some", "herd",
-    "bunch",
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "pair", "couple", "several",
+    "many", "few", "both", "dozen", "group", "multiple", "single", "lone", "some", "herd", "bunch",
 ];
-const NEGATION: &[&str] =
-    &["no", "not", "don't", "without", "nothing", "none", "neither", "nor", "never", "any", "n't", "cannot"];
+const NEGATION: &[&str] = &["no", "not", "don't", "without", "nothing", "none", "neither", "nor", "never", "any", "n't", "cannot"];
 
 fn chair_words() -> BTreeSet<String> {
-    let dir =
-        std::env::var("DFTG_DATA").unwrap_or_else(|_| format!("{}/../../../shared/data", env!("CARGO_MANIFEST_DIR")));
+    let dir = std::env::var("DFTG_DATA").unwrap_or_else(|_| format!("{}/../../../shared/data", env!("CARGO_MANIFEST_DIR")));
     let path = std::path::Path::new(&dir).join("chair-vocab/synonyms.txt");
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("SKIP part: {} not found, filler not checked against the CHAIR synonym list", path.display());
@@ -280,8 +273,7 @@ fn orange_as_colour_is_not_read_as_fruit() {
 fn count_in(mention: &str) -> Option<u32> {
     let ws: Vec<String> = text::words(mention).into_iter().map(|(_, w)| w).collect();
     let first = ws.first()?.as_str();
-    const WORDS: [&str; 13] =
-        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"];
+    const WORDS: [&str; 13] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"];
     if let Some(n) = WORDS.iter().position(|w| *w == first) {
         return Some(n as u32);
     }
@@ -312,8 +304,7 @@ fn replies_name_only_intended_mentions_and_log_every_contradiction() {
             for key in corpus.keys() {
                 let img = corpus.image(key).unwrap();
                 let truth = &img.truth;
-                let expected_objects: BTreeSet<String> =
-                    sim.object_hallucinations(key).unwrap().into_iter().map(|h| h.concept).collect();
+                let expected_objects: BTreeSet<String> = sim.object_hallucinations(key).unwrap().into_iter().map(|h| h.concept).collect();
                 for prompt in PROMPTS {
                     let (reply, pieces) = sim.describe(key, img, prompt);
                     let rendered: String = pieces
@@ -387,18 +378,11 @@ fn replies_name_only_intended_mentions_and_log_every_contradiction() {
                         // 4. Attribute words are true or logged as attribute hallucinations.
                         for (_, w) in text::words(mtext) {
                             let Some(a) = vocab.attribute_word(&w) else { continue };
-                            if vocab
-                                .concept(*c)
-                                .synonyms
-                                .iter()
-                                .chain(&vocab.concept(*c).plurals)
-                                .any(|s| s.split(' ').any(|x| x == w))
-                            {
+                            if vocab.concept(*c).synonyms.iter().chain(&vocab.concept(*c).plurals).any(|s| s.split(' ').any(|x| x == w)) {
                                 continue;
                             }
                             let (family, value) = vocab.attribute_name(a);
-                            let known =
-                                o.attributes.get(family).expect("attribute of a family the truth does not know");
+                            let known = o.attributes.get(family).expect("attribute of a family the truth does not know");
                             if !known.iter().any(|k| k == value) {
                                 assert!(
                                     reply.entry.hallucinated.iter().any(|h| h.kind == HallucinationKind::Attribute
@@ -508,14 +492,8 @@ fn yes_no_questions_are_recognised() {
     let hd = vocab.lookup("hot dog").unwrap();
     assert_eq!(sim.yes_no_question("Is there a dog in the image?"), Some(Some((dog, false))));
     assert_eq!(sim.yes_no_question("Are there any cars in this picture?"), Some(Some((car, true))));
-    assert_eq!(
-        sim.yes_no_question("is there a hot dog in the image? Please answer yes or no."),
-        Some(Some((hd, false)))
-    );
-    assert_eq!(
-        sim.yes_no_question("Does the image contain an orange cat?").map(|q| q.map(|x| x.0)),
-        Some(vocab.lookup("cat"))
-    );
+    assert_eq!(sim.yes_no_question("is there a hot dog in the image? Please answer yes or no."), Some(Some((hd, false))));
+    assert_eq!(sim.yes_no_question("Does the image contain an orange cat?").map(|q| q.map(|x| x.0)), Some(vocab.lookup("cat")));
     assert_eq!(sim.yes_no_question("Is this photo taken at night?"), Some(None));
     assert_eq!(sim.yes_no_question("Describe the dog in this image."), None);
     assert_eq!(sim.yes_no_question("Can you describe the dog in this image?"), None);
@@ -531,8 +509,7 @@ fn yes_no_answers_follow_the_same_decisions() {
     let mut yes_absent = 0;
     for key in corpus.keys() {
         let truth = corpus.truth(key).unwrap();
-        let hallucinated: BTreeSet<String> =
-            sim.object_hallucinations(key).unwrap().into_iter().map(|h| h.concept).collect();
+        let hallucinated: BTreeSet<String> = sim.object_hallucinations(key).unwrap().into_iter().map(|h| h.concept).collect();
         for c in vocab.concepts() {
             let q = format!("Is there {} {} in the image?", text::article(&c.name), c.name);
             let r = sim.respond(key, &q).unwrap();

@@ -51,28 +51,21 @@ pub(crate) const SETTING_INDOOR: &[&str] = &[
     "The space feels cozy and lived in.",
     "The interior is neatly arranged.",
 ];
-pub(crate) const SETTING_FOOD: &[&str] = &[
-    "The food looks fresh and appetizing.",
-    "The meal seems ready to be enjoyed.",
-    "Everything looks carefully prepared.",
-];
+pub(crate) const SETTING_FOOD: &[&str] =
+    &["The food looks fresh and appetizing.", "The meal seems ready to be enjoyed.", "Everything looks carefully prepared."];
 pub(crate) const SETTING_STREET: &[&str] = &[
     "The scene takes place outdoors.",
     "It seems to be an ordinary day in the city.",
     "The weather appears clear.",
     "The road stretches into the distance.",
 ];
-pub(crate) const SETTING_NATURE: &[&str] = &[
-    "The animals seem relaxed in their surroundings.",
-    "The landscape looks open and peaceful.",
-    "The grass looks lush in the daylight.",
-];
+pub(crate) const SETTING_NATURE: &[&str] =
+    &["The animals seem relaxed in their surroundings.", "The landscape looks open and peaceful.", "The grass looks lush in the daylight."];
 pub(crate) const SETTING_SPORTS: &[&str] =
     &["It looks like an active day of outdoor recreation.", "The moment seems full of energy and motion."];
 
 /// Negated statements about an absent concept; `{P}` is its plural.
-pub(crate) const NEGATIONS: &[&str] =
-    &["There are no {P} in the image.", "No {P} can be seen.", "I don't see any {P}."];
+pub(crate) const NEGATIONS: &[&str] = &["There are no {P} in the image.", "No {P} can be seen.", "I don't see any {P}."];
 
 /// Yes/no answers; `{X}` is the mention ("a dog", "dogs").
 pub(crate) const YES_SINGULAR: &str = "Yes, there is {X} in the image.";
@@ -107,18 +100,7 @@ pub(crate) fn all_positive_templates() -> Vec<&'static str> {
     ] {
         v.extend_from_slice(set);
     }
-    v.extend_from_slice(&[
-        YES_SINGULAR,
-        YES_PLURAL,
-        CANNOT_TELL,
-        NO_COUNT_QUANTIFIER,
-        PAIR_OF,
-        "a",
-        "an",
-        "one",
-        "is",
-        "are",
-    ]);
+    v.extend_from_slice(&[YES_SINGULAR, YES_PLURAL, CANNOT_TELL, NO_COUNT_QUANTIFIER, PAIR_OF, "a", "an", "one", "is", "are"]);
     v
 }
 
@@ -192,11 +174,8 @@ pub(crate) fn surface_table(vocab: &Vocabulary) -> Vec<Surfaces> {
     let mut out = Vec::with_capacity(vocab.len());
     for (i, c) in vocab.concepts().iter().enumerate() {
         let id = i as ConceptId;
-        let wanted: Vec<&str> = SURFACES
-            .iter()
-            .find(|(n, _)| *n == c.name)
-            .map(|(_, forms)| forms.to_vec())
-            .unwrap_or_else(|| vec![c.name.as_str()]);
+        let wanted: Vec<&str> =
+            SURFACES.iter().find(|(n, _)| *n == c.name).map(|(_, forms)| forms.to_vec()).unwrap_or_else(|| vec![c.name.as_str()]);
         let mut forms: Vec<(String, String)> = Vec::new();
         for w in wanted {
             let Some(pos) = c.synonyms.iter().position(|s| s == w) else { continue };
@@ -310,8 +289,7 @@ pub(crate) fn scan_phrases(vocab: &Vocabulary, text: &str) -> Vec<PhraseHit> {
         while i < ws.len() {
             match longest_at(i) {
                 Some(h) => {
-                    let attribute_before_noun =
-                        h.len == 1 && vocab.attribute_word(&h.text).is_some() && longest_at(i + 1).is_some();
+                    let attribute_before_noun = h.len == 1 && vocab.attribute_word(&h.text).is_some() && longest_at(i + 1).is_some();
                     i += h.len;
                     if !attribute_before_noun {
                         hits.push(h);

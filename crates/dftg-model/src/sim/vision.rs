@@ -60,11 +60,7 @@ pub struct SimVisionConfig {
 
 impl Default for SimVisionConfig {
     fn default() -> Self {
-        SimVisionConfig {
-            detector_miss_rate: 0.1,
-            detector_false_rate: 0.1,
-            judge_error_rate: 0.03,
-        }
+        SimVisionConfig { detector_miss_rate: 0.1, detector_false_rate: 0.1, judge_error_rate: 0.03 }
     }
 }
 
@@ -76,10 +72,7 @@ impl SimVisionConfig {
             ("judge_error_rate", self.judge_error_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(SimError::Config {
-                    field: field.into(),
-                    reason: format!("{p} is not a probability in [0, 1]"),
-                });
+                return Err(SimError::Config { field: field.into(), reason: format!("{p} is not a probability in [0, 1]") });
             }
         }
         Ok(())
@@ -244,18 +237,9 @@ struct LabelScene {
 }
 
 impl SimVision {
-    pub fn new(
-        corpus: Arc<SimCorpus>,
-        seed: u64,
-        config: SimVisionConfig,
-    ) -> Result<Self, SimError> {
+    pub fn new(corpus: Arc<SimCorpus>, seed: u64, config: SimVisionConfig) -> Result<Self, SimError> {
         config.validate()?;
-        let mut vision = SimVision {
-            corpus,
-            seed,
-            config,
-            mean_weight: 1.0,
-        };
+        let mut vision = SimVision { corpus, seed, config, mean_weight: 1.0 };
         vision.mean_weight = vision.corpus_mean_weight();
         Ok(vision)
     }
@@ -273,20 +257,12 @@ impl SimVision {
     }
 
     fn unit(&self, domain: &str, key: &str, concept: &str, i: u64) -> f64 {
-        StableHasher::new(domain)
-            .u64(self.seed)
-            .str(key)
-            .str(concept)
-            .u64(i)
-            .unit()
+        StableHasher::new(domain).u64(self.seed).str(key).str(concept).u64(i).unit()
     }
 
     /// (P(small), P(large)) of a concept's instances: some concepts are mostly small.
     fn size_odds(&self, concept: &str) -> (f64, f64) {
-        let bias = StableHasher::new("size-bias")
-            .u64(self.seed)
-            .str(concept)
-            .unit();
+        let bias = StableHasher::new("size-bias").u64(self.seed).str(concept).unit();
         (0.15 + 0.3 * bias, 0.35 - 0.3 * bias)
     }
 
@@ -373,13 +349,7 @@ impl SimVision {
         }
     }
 
-    fn label_scene(
-        &self,
-        key: &str,
-        img: &SimImage,
-        label: &str,
-        (w, h): (u32, u32),
-    ) -> LabelScene {
+    fn label_scene(&self, key: &str, img: &SimImage, label: &str, (w, h): (u32, u32)) -> LabelScene {
         let vocab = self.vocab();
         let concept = vocab.lookup(label);
         let mut log = DetectorLabelLog {
@@ -393,10 +363,7 @@ impl SimVision {
             score: None,
         };
         let Some(c) = concept else {
-            return LabelScene {
-                boxes: Vec::new(),
-                log,
-            };
+            return LabelScene { boxes: Vec::new(), log };
         };
         let name = vocab.name(c);
         let (w, h) = (f64::from(w.max(1)), f64::from(h.max(1)));
@@ -419,34 +386,17 @@ impl SimVision {
                         SizeClass::Medium
                     };
                     let weight = size.miss_weight() * if crowd { CROWD_WEIGHT } else { 1.0 };
-                    let p_miss =
-                        (self.config.detector_miss_rate * weight / self.mean_weight).min(MAX_MISS);
-                    let mut entry = InstanceLog {
-                        size,
-                        crowd,
-                        score: None,
-                        duplicate: None,
-                    };
+                    let p_miss = (self.config.detector_miss_rate * weight / self.mean_weight).min(MAX_MISS);
+                    let mut entry = InstanceLog { size, crowd, score: None, duplicate: None };
                     if at("miss") >= p_miss {
                         let weak = size.weak_rate() + if crowd { 0.1 } else { 0.0 };
-                        let s = if at("weak") < weak {
-                            0.15 + 0.2 * at("score")
-                        } else {
-                            0.35 + 0.6 * at("score")
-                        };
+                        let s = if at("weak") < weak { 0.15 + 0.2 * at("score") } else { 0.35 + 0.6 * at("score") };
                         let score = quantize(s);
                         let bbox = cell_box(cell, (w, h), size, |j| at(&format!("box{j}")));
                         entry.score = Some(score);
-                        boxes.push(SimBox {
-                            label: label.to_owned(),
-                            score,
-                            bbox,
-                            kind: BoxKind::True,
-                            class_id: 0,
-                        });
+                        boxes.push(SimBox { label: label.to_owned(), score, bbox, kind: BoxKind::True, class_id: 0 });
                         if at("duplicate") < DUPLICATE_RATE {
-                            let dup =
-                                quantize(f64::from(score) * (0.5 + 0.3 * at("duplicate-score")));
+                            let dup = quantize(f64::from(score) * (0.5 + 0.3 * at("duplicate-score")));
                             let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
                             let dx = (at("dup-x") as f32 - 0.5) * 0.08 * bw;
                             let dy = (at("dup-y") as f32 - 0.5) * 0.08 * bh;
@@ -458,31 +408,16 @@ impl SimVision {
                                 (bbox[3] + dy).clamp(0.0, fh),
                             ];
                             entry.duplicate = Some(dup);
-                            boxes.push(SimBox {
-                                label: label.to_owned(),
-                                score: dup,
-                                bbox: moved,
-                                kind: BoxKind::Duplicate,
-                                class_id: 0,
-                            });
+                            boxes.push(SimBox { label: label.to_owned(), score: dup, bbox: moved, kind: BoxKind::Duplicate, class_id: 0 });
                         }
                     }
                     log.instances.push(entry);
                 }
             }
             None => {
-                log.tempting = img
-                    .objects
-                    .iter()
-                    .any(|o| self.corpus.cooc_id(o.concept, c) > 0);
-                if log.tempting
-                    && self.unit("false", key, name, 0) < self.config.detector_false_rate
-                {
-                    let n = if self.unit("false-second", key, name, 0) < SECOND_FALSE_BOX {
-                        2
-                    } else {
-                        1
-                    };
+                log.tempting = img.objects.iter().any(|o| self.corpus.cooc_id(o.concept, c) > 0);
+                if log.tempting && self.unit("false", key, name, 0) < self.config.detector_false_rate {
+                    let n = if self.unit("false-second", key, name, 0) < SECOND_FALSE_BOX { 2 } else { 1 };
                     for i in 0..n {
                         let at = |what: &str| self.unit(what, key, name, i);
                         let v = at("false-band");
@@ -494,22 +429,10 @@ impl SimVision {
                             0.35 + 0.25 * at("false-score")
                         };
                         let score = quantize(s);
-                        let size = if at("false-size") < 0.5 {
-                            SizeClass::Small
-                        } else {
-                            SizeClass::Medium
-                        };
-                        let bbox = cell_box((0.0, 0.0, 1.0, 1.0), (w, h), size, |j| {
-                            at(&format!("false-box{j}"))
-                        });
+                        let size = if at("false-size") < 0.5 { SizeClass::Small } else { SizeClass::Medium };
+                        let bbox = cell_box((0.0, 0.0, 1.0, 1.0), (w, h), size, |j| at(&format!("false-box{j}")));
                         log.false_boxes.push(score);
-                        boxes.push(SimBox {
-                            label: label.to_owned(),
-                            score,
-                            bbox,
-                            kind: BoxKind::False,
-                            class_id: 0,
-                        });
+                        boxes.push(SimBox { label: label.to_owned(), score, bbox, kind: BoxKind::False, class_id: 0 });
                     }
                 }
             }
@@ -529,9 +452,7 @@ impl SimVision {
         let first = words.first().map(|(_, w)| w.as_str()).unwrap_or("");
         let concept_in = |from_word: usize| {
             let start = words.get(from_word).map_or(asked.len(), |(at, _)| *at);
-            text::scan_phrases(vocab, &asked[start..])
-                .into_iter()
-                .find_map(|h| h.concept)
+            text::scan_phrases(vocab, &asked[start..]).into_iter().find_map(|h| h.concept)
         };
         let unparsed = || JudgeDecision {
             question: question.clone(),
@@ -542,9 +463,7 @@ impl SimVision {
         };
         if first == "what" {
             // "what {family} is|are the {concept}"
-            let family = words
-                .get(1)
-                .and_then(|(_, f)| vocab.families().iter().position(|x| x.name == *f));
+            let family = words.get(1).and_then(|(_, f)| vocab.families().iter().position(|x| x.name == *f));
             let (Some(fi), Some(c)) = (family, concept_in(2)) else {
                 return Some((unparsed().answer.clone(), unparsed()));
             };
@@ -564,32 +483,15 @@ impl SimVision {
         let variants: [&str; 3] = if yes {
             ["Yes.", "Yes, there is.", "Yes, there is one in the image."]
         } else {
-            [
-                "No.",
-                "No, there is not.",
-                "No, there is none in the image.",
-            ]
+            ["No.", "No, there is not.", "No, there is none in the image."]
         };
-        let answer =
-            variants[(self.unit("judge-phrasing", key, name, 0) * 3.0) as usize % 3].to_owned();
-        let decision = JudgeDecision {
-            question,
-            concept: Some(name.to_owned()),
-            truth: JudgeTruth::Exists { truth },
-            answer: answer.clone(),
-            erred,
-        };
+        let answer = variants[(self.unit("judge-phrasing", key, name, 0) * 3.0) as usize % 3].to_owned();
+        let decision =
+            JudgeDecision { question, concept: Some(name.to_owned()), truth: JudgeTruth::Exists { truth }, answer: answer.clone(), erred };
         Some((answer, decision))
     }
 
-    fn judge_attribute(
-        &self,
-        key: &str,
-        img: &SimImage,
-        question: String,
-        fi: usize,
-        c: ConceptId,
-    ) -> JudgeDecision {
+    fn judge_attribute(&self, key: &str, img: &SimImage, question: String, fi: usize, c: ConceptId) -> JudgeDecision {
         let vocab = self.vocab();
         let family = &vocab.families()[fi];
         let name = vocab.name(c);
@@ -598,27 +500,16 @@ impl SimVision {
             .iter()
             .find(|o| o.concept == c)
             .and_then(|o| o.attributes.iter().find(|(f, _)| usize::from(*f) == fi))
-            .map(|(_, vs)| {
-                vs.iter()
-                    .map(|v| family.values[usize::from(*v)].as_str())
-                    .collect()
-            })
+            .map(|(_, vs)| vs.iter().map(|v| family.values[usize::from(*v)].as_str()).collect())
             .unwrap_or_default();
         let domain = format!("judge-{}", family.name);
         let pick = |what: &str, from: &[&str]| -> Option<String> {
             let u = self.unit(what, key, name, fi as u64);
-            from.get((u * from.len() as f64) as usize)
-                .map(|v| v.to_string())
+            from.get((u * from.len() as f64) as usize).map(|v| v.to_string())
         };
-        let wrong: Vec<&str> = family
-            .values
-            .iter()
-            .map(String::as_str)
-            .filter(|v| !known.contains(v))
-            .collect();
-        let erred = !known.is_empty()
-            && !wrong.is_empty()
-            && self.unit("judge-error", key, name, 1 + fi as u64) < self.config.judge_error_rate;
+        let wrong: Vec<&str> = family.values.iter().map(String::as_str).filter(|v| !known.contains(v)).collect();
+        let erred =
+            !known.is_empty() && !wrong.is_empty() && self.unit("judge-error", key, name, 1 + fi as u64) < self.config.judge_error_rate;
         let value = if known.is_empty() {
             let all: Vec<&str> = family.values.iter().map(String::as_str).collect();
             pick(&domain, &all)
@@ -634,19 +525,14 @@ impl SimVision {
         JudgeDecision {
             question,
             concept: Some(name.to_owned()),
-            truth: JudgeTruth::Attribute {
-                family: family.name.clone(),
-                truth: known.iter().map(|v| v.to_string()).collect(),
-            },
+            truth: JudgeTruth::Attribute { family: family.name.clone(), truth: known.iter().map(|v| v.to_string()).collect() },
             answer,
             erred,
         }
     }
 }
 
-const AUXILIARIES: &[&str] = &[
-    "is", "are", "does", "do", "can", "could", "was", "were", "has", "have",
-];
+const AUXILIARIES: &[&str] = &["is", "are", "does", "do", "can", "could", "was", "were", "has", "have"];
 
 /// Simulated instances of an object: its count, 1 when unknown, at most [`MAX_INSTANCES`].
 fn instances(count: Option<u32>) -> u32 {
@@ -667,21 +553,13 @@ fn grid_cells(n: u32, u: f64) -> Vec<(f64, f64, f64, f64)> {
     let total = cols * rows;
     // a stride coprime with the cell count visits every cell once, from a seeded start
     let start = (u * f64::from(total)) as u32 % total;
-    let stride = (1..=total)
-        .rev()
-        .find(|s| gcd(*s, total) == 1 && *s <= total / 2 + 1)
-        .unwrap_or(1);
+    let stride = (1..=total).rev().find(|s| gcd(*s, total) == 1 && *s <= total / 2 + 1).unwrap_or(1);
     (0..n)
         .map(|i| {
             let cell = (start + i * stride) % total;
             let (cx, cy) = (cell % cols, cell / cols);
             let (fw, fh) = (1.0 / f64::from(cols), 1.0 / f64::from(rows));
-            (
-                f64::from(cx) * fw,
-                f64::from(cy) * fh,
-                f64::from(cx + 1) * fw,
-                f64::from(cy + 1) * fh,
-            )
+            (f64::from(cx) * fw, f64::from(cy) * fh, f64::from(cx + 1) * fw, f64::from(cy + 1) * fh)
         })
         .collect()
 }
@@ -695,12 +573,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 /// A box of `size` inside `cell` (fractions) of a `w × h` image, placed by `u(0..4)`.
-fn cell_box(
-    cell: (f64, f64, f64, f64),
-    (w, h): (f64, f64),
-    size: SizeClass,
-    u: impl Fn(u32) -> f64,
-) -> [f32; 4] {
+fn cell_box(cell: (f64, f64, f64, f64), (w, h): (f64, f64), size: SizeClass, u: impl Fn(u32) -> f64) -> [f32; 4] {
     let (lo, hi) = size.side();
     let (cw, ch) = ((cell.2 - cell.0) * w, (cell.3 - cell.1) * h);
     let bw = cw * (lo + (hi - lo) * u(0));
@@ -713,17 +586,9 @@ fn cell_box(
 /// Width and height of a PNG or JPEG image from its header; `None` for anything else.
 pub fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
-    let be16 = |i: usize| {
-        bytes
-            .get(i..i + 2)
-            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
-    };
+    let be16 = |i: usize| bytes.get(i..i + 2).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])));
     let size = if bytes.starts_with(PNG) && bytes.get(12..16) == Some(b"IHDR") {
-        let be32 = |i: usize| {
-            bytes
-                .get(i..i + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        };
+        let be32 = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         (be32(16)?, be32(20)?)
     } else if bytes.starts_with(&[0xff, 0xd8]) {
         let mut i = 2;
@@ -738,9 +603,7 @@ pub fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
             let marker = *bytes.get(i + 1)?;
             match marker {
                 // start of frame (not DHT, JPG, DAC): height, then width
-                0xc0..=0xcf if !matches!(marker, 0xc4 | 0xc8 | 0xcc) => {
-                    break (be16(i + 7)?, be16(i + 5)?)
-                }
+                0xc0..=0xcf if !matches!(marker, 0xc4 | 0xc8 | 0xcc) => break (be16(i + 7)?, be16(i + 5)?),
                 // markers without a length
                 0x01 | 0xd0..=0xd8 => i += 2,
                 0xd9 | 0xda => return None,
@@ -766,38 +629,15 @@ mod tests {
         let obj = |name: &str, count: Option<u32>, color: Option<&str>| ObjectTruth {
             name: name.into(),
             count,
-            attributes: color
-                .map(|c| BTreeMap::from([("color".to_string(), vec![c.to_string()])]))
-                .unwrap_or_default(),
+            attributes: color.map(|c| BTreeMap::from([("color".to_string(), vec![c.to_string()])])).unwrap_or_default(),
         };
         let items = vec![
             (
-                ImageTruth {
-                    image: "a".into(),
-                    file: None,
-                    objects: vec![
-                        obj("person", Some(7), None),
-                        obj("car", Some(2), Some("red")),
-                    ],
-                },
+                ImageTruth { image: "a".into(), file: None, objects: vec![obj("person", Some(7), None), obj("car", Some(2), Some("red"))] },
                 b"a".to_vec(),
             ),
-            (
-                ImageTruth {
-                    image: "b".into(),
-                    file: None,
-                    objects: vec![obj("car", None, None), obj("bus", Some(1), None)],
-                },
-                b"b".to_vec(),
-            ),
-            (
-                ImageTruth {
-                    image: "c".into(),
-                    file: None,
-                    objects: vec![obj("dog", Some(1), None)],
-                },
-                b"c".to_vec(),
-            ),
+            (ImageTruth { image: "b".into(), file: None, objects: vec![obj("car", None, None), obj("bus", Some(1), None)] }, b"b".to_vec()),
+            (ImageTruth { image: "c".into(), file: None, objects: vec![obj("dog", Some(1), None)] }, b"c".to_vec()),
         ];
         Arc::new(SimCorpus::new(items).unwrap())
     }
@@ -830,10 +670,7 @@ mod tests {
                 let cells = grid_cells(n, u);
                 assert_eq!(cells.len(), n as usize);
                 for (i, a) in cells.iter().enumerate() {
-                    assert!(
-                        a.0 >= 0.0 && a.1 >= 0.0 && a.2 <= 1.0 + 1e-9 && a.3 <= 1.0 + 1e-9,
-                        "{a:?}"
-                    );
+                    assert!(a.0 >= 0.0 && a.1 >= 0.0 && a.2 <= 1.0 + 1e-9 && a.3 <= 1.0 + 1e-9, "{a:?}");
                     for b in &cells[..i] {
                         assert_ne!(a, b, "n {n}");
                     }
@@ -844,121 +681,41 @@ mod tests {
 
     #[test]
     fn decisions_are_pure_and_independent_of_the_other_labels() {
-        let v = SimVision::new(
-            corpus(),
-            3,
-            SimVisionConfig {
-                detector_miss_rate: 0.3,
-                ..SimVisionConfig::default()
-            },
-        )
-        .unwrap();
-        let (all, logs) = v
-            .detect(
-                "a",
-                &labels(&["person", "car", "bus", "dog"]),
-                (640, 480),
-                0.0,
-                false,
-            )
-            .unwrap();
-        let (again, _) = v
-            .detect(
-                "a",
-                &labels(&["person", "car", "bus", "dog"]),
-                (640, 480),
-                0.0,
-                false,
-            )
-            .unwrap();
+        let v = SimVision::new(corpus(), 3, SimVisionConfig { detector_miss_rate: 0.3, ..SimVisionConfig::default() }).unwrap();
+        let (all, logs) = v.detect("a", &labels(&["person", "car", "bus", "dog"]), (640, 480), 0.0, false).unwrap();
+        let (again, _) = v.detect("a", &labels(&["person", "car", "bus", "dog"]), (640, 480), 0.0, false).unwrap();
         assert_eq!(all, again);
-        let (cars, _) = v
-            .detect("a", &labels(&["car"]), (640, 480), 0.0, false)
-            .unwrap();
-        let cars_in_all: Vec<SimBox> = all
-            .iter()
-            .filter(|b| b.label == "car")
-            .map(|b| SimBox {
-                class_id: 0,
-                ..b.clone()
-            })
-            .collect();
+        let (cars, _) = v.detect("a", &labels(&["car"]), (640, 480), 0.0, false).unwrap();
+        let cars_in_all: Vec<SimBox> = all.iter().filter(|b| b.label == "car").map(|b| SimBox { class_id: 0, ..b.clone() }).collect();
         assert_eq!(cars, cars_in_all);
-        assert!(all
-            .iter()
-            .filter(|b| b.label == "car")
-            .all(|b| b.class_id == 1));
+        assert!(all.iter().filter(|b| b.label == "car").all(|b| b.class_id == 1));
         assert_eq!(logs.len(), 4);
-        assert!(
-            logs[0].present
-                && logs[0].instances.len() == 7
-                && logs[0].instances.iter().all(|i| i.crowd)
-        );
-        assert!(
-            logs[1].present
-                && logs[1].instances.len() == 2
-                && logs[1].instances.iter().all(|i| !i.crowd)
-        );
+        assert!(logs[0].present && logs[0].instances.len() == 7 && logs[0].instances.iter().all(|i| i.crowd));
+        assert!(logs[1].present && logs[1].instances.len() == 2 && logs[1].instances.iter().all(|i| !i.crowd));
         // bus co-occurs with car in the corpus (image b); dog never co-occurs with anything here
         assert!(!logs[2].present && logs[2].tempting);
         assert!(!logs[3].present && !logs[3].tempting && logs[3].false_boxes.is_empty());
-        assert!(v
-            .detect("nope", &labels(&["car"]), (640, 480), 0.0, false)
-            .is_none());
+        assert!(v.detect("nope", &labels(&["car"]), (640, 480), 0.0, false).is_none());
         // an unknown label is simply absent
-        let (none, logs) = v
-            .detect("a", &labels(&["unicorn"]), (640, 480), 0.0, false)
-            .unwrap();
+        let (none, logs) = v.detect("a", &labels(&["unicorn"]), (640, 480), 0.0, false).unwrap();
         assert!(none.is_empty() && logs[0].concept.is_none() && !logs[0].present);
     }
 
     #[test]
     fn true_boxes_never_overlap_so_nms_keeps_every_instance() {
-        let config = SimVisionConfig {
-            detector_miss_rate: 0.0,
-            detector_false_rate: 0.0,
-            ..SimVisionConfig::default()
-        };
+        let config = SimVisionConfig { detector_miss_rate: 0.0, detector_false_rate: 0.0, ..SimVisionConfig::default() };
         let v = SimVision::new(corpus(), 9, config).unwrap();
         for seed_image in ["a", "b"] {
-            let (boxes, logs) = v
-                .detect(
-                    seed_image,
-                    &labels(&["person", "car"]),
-                    (800, 600),
-                    0.0,
-                    false,
-                )
-                .unwrap();
-            let dets: Vec<Detection> = boxes
-                .iter()
-                .map(|b| Detection {
-                    label: b.label.clone(),
-                    score: b.score,
-                    bbox: b.bbox,
-                })
-                .collect();
+            let (boxes, logs) = v.detect(seed_image, &labels(&["person", "car"]), (800, 600), 0.0, false).unwrap();
+            let dets: Vec<Detection> = boxes.iter().map(|b| Detection { label: b.label.clone(), score: b.score, bbox: b.bbox }).collect();
             let kept = nms_per_label(&dets, 0.5);
             let truly: usize = logs.iter().map(|l| l.instances.len()).sum();
             assert_eq!(kept.len(), truly, "{seed_image}");
             for b in &boxes {
-                assert!(
-                    b.bbox[0] >= 0.0
-                        && b.bbox[1] >= 0.0
-                        && b.bbox[2] <= 800.5
-                        && b.bbox[3] <= 600.5,
-                    "{b:?}"
-                );
+                assert!(b.bbox[0] >= 0.0 && b.bbox[1] >= 0.0 && b.bbox[2] <= 800.5 && b.bbox[3] <= 600.5, "{b:?}");
             }
-            for (i, a) in boxes
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.kind == BoxKind::True)
-            {
-                for b in boxes[..i]
-                    .iter()
-                    .filter(|b| b.kind == BoxKind::True && b.label == a.label)
-                {
+            for (i, a) in boxes.iter().enumerate().filter(|(_, b)| b.kind == BoxKind::True) {
+                for b in boxes[..i].iter().filter(|b| b.kind == BoxKind::True && b.label == a.label) {
                     assert_eq!(iou(&a.bbox, &b.bbox), 0.0);
                 }
             }
@@ -977,96 +734,36 @@ mod tests {
             assert_eq!(l.reported, l.score.is_some());
         }
         for b in &high {
-            assert!(
-                ls.iter()
-                    .any(|l| b.label.to_lowercase().contains(l.as_str())),
-                "{}",
-                b.label
-            );
+            assert!(ls.iter().any(|l| b.label.to_lowercase().contains(l.as_str())), "{}", b.label);
         }
     }
 
     #[test]
     fn the_judge_reads_both_questions() {
-        let v = SimVision::new(
-            corpus(),
-            1,
-            SimVisionConfig {
-                judge_error_rate: 0.0,
-                ..SimVisionConfig::default()
-            },
-        )
-        .unwrap();
-        let (yes, d) = v
-            .judge("a", "Is there a car in the image? Answer yes or no.")
-            .unwrap();
-        assert!(
-            dftg_core::pope::parse_answer(&yes)
-                && d.truth == JudgeTruth::Exists { truth: true }
-                && !d.erred
-        );
-        let (no, d) = v
-            .judge("a", "Is there a dog in the image? Answer yes or no.")
-            .unwrap();
+        let v = SimVision::new(corpus(), 1, SimVisionConfig { judge_error_rate: 0.0, ..SimVisionConfig::default() }).unwrap();
+        let (yes, d) = v.judge("a", "Is there a car in the image? Answer yes or no.").unwrap();
+        assert!(dftg_core::pope::parse_answer(&yes) && d.truth == JudgeTruth::Exists { truth: true } && !d.erred);
+        let (no, d) = v.judge("a", "Is there a dog in the image? Answer yes or no.").unwrap();
         assert!(!dftg_core::pope::parse_answer(&no) && d.concept.as_deref() == Some("dog"));
-        let (red, d) = v
-            .judge("a", "What color is the car? Answer with one word.")
-            .unwrap();
+        let (red, d) = v.judge("a", "What color is the car? Answer with one word.").unwrap();
         assert_eq!(red, "Red.");
-        assert_eq!(
-            d.truth,
-            JudgeTruth::Attribute {
-                family: "color".into(),
-                truth: vec!["red".into()]
-            }
-        );
-        let (_, d) = v
-            .judge("b", "What color is the car? Answer with one word.")
-            .unwrap();
-        assert_eq!(
-            d.truth,
-            JudgeTruth::Attribute {
-                family: "color".into(),
-                truth: vec![]
-            }
-        );
-        for odd in [
-            "Describe the image.",
-            "What smell is the car?",
-            "Is there a unicorn here?",
-        ] {
+        assert_eq!(d.truth, JudgeTruth::Attribute { family: "color".into(), truth: vec!["red".into()] });
+        let (_, d) = v.judge("b", "What color is the car? Answer with one word.").unwrap();
+        assert_eq!(d.truth, JudgeTruth::Attribute { family: "color".into(), truth: vec![] });
+        for odd in ["Describe the image.", "What smell is the car?", "Is there a unicorn here?"] {
             let (text, d) = v.judge("a", odd).unwrap();
-            assert_eq!(
-                (text.as_str(), &d.truth),
-                ("I cannot tell.", &JudgeTruth::Unparsed),
-                "{odd}"
-            );
+            assert_eq!((text.as_str(), &d.truth), ("I cannot tell.", &JudgeTruth::Unparsed), "{odd}");
         }
-        let always_wrong = SimVision::new(
-            corpus(),
-            1,
-            SimVisionConfig {
-                judge_error_rate: 1.0,
-                ..SimVisionConfig::default()
-            },
-        )
-        .unwrap();
-        let (answer, d) = always_wrong
-            .judge("a", "Is there a car in the image? Answer yes or no.")
-            .unwrap();
+        let always_wrong = SimVision::new(corpus(), 1, SimVisionConfig { judge_error_rate: 1.0, ..SimVisionConfig::default() }).unwrap();
+        let (answer, d) = always_wrong.judge("a", "Is there a car in the image? Answer yes or no.").unwrap();
         assert!(!dftg_core::pope::parse_answer(&answer) && d.erred);
-        let (wrong, d) = always_wrong
-            .judge("a", "What color is the car? Answer with one word.")
-            .unwrap();
+        let (wrong, d) = always_wrong.judge("a", "What color is the car? Answer with one word.").unwrap();
         assert!(wrong != "Red." && d.erred, "{wrong}");
     }
 
     #[test]
     fn rates_must_be_probabilities() {
-        let bad = SimVisionConfig {
-            detector_false_rate: 1.5,
-            ..SimVisionConfig::default()
-        };
+        let bad = SimVisionConfig { detector_false_rate: 1.5, ..SimVisionConfig::default() };
         let err = SimVision::new(corpus(), 1, bad).unwrap_err().to_string();
         assert!(err.contains("detector_false_rate"), "{err}");
     }

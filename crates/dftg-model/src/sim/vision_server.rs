@@ -35,10 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::StableHasher;
 use super::server::{decode_data_url, prompt_and_image, SimHandle};
-use super::vision::{
-    image_size, DetectorLabelLog, DetectorLogEntry, JudgeDecision, JudgeLogEntry, SimBox,
-    SimVision, DEFAULT_IMAGE_SIZE,
-};
+use super::vision::{image_size, DetectorLabelLog, DetectorLogEntry, JudgeDecision, JudgeLogEntry, SimBox, SimVision, DEFAULT_IMAGE_SIZE};
 use crate::api::{ChatRequest, ChatResponse, Choice, ModelCard, ModelList, ResponseMessage, Usage};
 use crate::detect::DetectorApi;
 
@@ -99,9 +96,7 @@ pub struct VisionService {
 
 impl std::fmt::Debug for VisionService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VisionService")
-            .field("config", self.engine.config())
-            .finish_non_exhaustive()
+        f.debug_struct("VisionService").field("config", self.engine.config()).finish_non_exhaustive()
     }
 }
 
@@ -111,14 +106,7 @@ struct Refusal(StatusCode, String);
 impl VisionService {
     /// `truth_log`: a handle on the simulator's truth log (opened for appending), or none.
     pub(crate) fn new(engine: SimVision, truth_log: Option<std::fs::File>) -> Self {
-        VisionService {
-            engine,
-            log: Mutex::new(VisionLog {
-                file: truth_log,
-                ..VisionLog::default()
-            }),
-            stats: Counters::default(),
-        }
+        VisionService { engine, log: Mutex::new(VisionLog { file: truth_log, ..VisionLog::default() }), stats: Counters::default() }
     }
 
     /// The simulated detector and judge (same decisions as the routes, without HTTP).
@@ -150,50 +138,30 @@ impl VisionService {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VisionLog> {
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_line(&self, file: Option<&mut std::fs::File>, line: &impl Serialize) {
         let Some(f) = file else { return };
         // one write per line
-        let written = serde_json::to_vec(line)
-            .map_err(std::io::Error::other)
-            .and_then(|mut bytes| {
-                bytes.push(b'\n');
-                f.write_all(&bytes)
-            });
+        let written = serde_json::to_vec(line).map_err(std::io::Error::other).and_then(|mut bytes| {
+            bytes.push(b'\n');
+            f.write_all(&bytes)
+        });
         if let Err(e) = written {
             bump(&self.stats.truth_log_write_errors);
             tracing::error!(error = %e, "simulator: cannot write the truth log");
         }
     }
 
-    fn record_detector(
-        &self,
-        image: &str,
-        api: &str,
-        threshold: f32,
-        labels: Vec<DetectorLabelLog>,
-    ) {
+    fn record_detector(&self, image: &str, api: &str, threshold: f32, labels: Vec<DetectorLabelLog>) {
         let mut log = self.lock();
-        let fresh: Vec<DetectorLabelLog> = labels
-            .into_iter()
-            .filter(|l| {
-                log.seen_labels
-                    .insert((image.to_owned(), l.label.to_lowercase()))
-            })
-            .collect();
+        let fresh: Vec<DetectorLabelLog> =
+            labels.into_iter().filter(|l| log.seen_labels.insert((image.to_owned(), l.label.to_lowercase()))).collect();
         if fresh.is_empty() {
             return;
         }
-        let entry = DetectorLogEntry {
-            image: image.to_owned(),
-            api: api.to_owned(),
-            threshold,
-            detector: fresh,
-        };
+        let entry = DetectorLogEntry { image: image.to_owned(), api: api.to_owned(), threshold, detector: fresh };
         let log = &mut *log;
         self.write_line(log.file.as_mut(), &entry);
         log.detector.push(entry);
@@ -201,16 +169,10 @@ impl VisionService {
 
     fn record_judge(&self, image: &str, decision: JudgeDecision) {
         let mut log = self.lock();
-        if !log
-            .seen_questions
-            .insert((image.to_owned(), decision.question.clone()))
-        {
+        if !log.seen_questions.insert((image.to_owned(), decision.question.clone())) {
             return;
         }
-        let entry = JudgeLogEntry {
-            image: image.to_owned(),
-            judge: decision,
-        };
+        let entry = JudgeLogEntry { image: image.to_owned(), judge: decision };
         let log = &mut *log;
         self.write_line(log.file.as_mut(), &entry);
         log.judge.push(entry);
@@ -237,35 +199,23 @@ impl VisionService {
             return Err(self.bad(format!("at most {MAX_LABELS} labels per request")));
         }
         if api == DetectorApi::GroundingDino {
-            let tokens: usize = labels
-                .iter()
-                .map(|l| l.split_whitespace().count() + 1)
-                .sum();
+            let tokens: usize = labels.iter().map(|l| l.split_whitespace().count() + 1).sum();
             if tokens > MAX_PROMPT_TOKENS {
-                return Err(self.bad(format!(
-                    "the text prompt has {tokens} tokens, more than {MAX_PROMPT_TOKENS}"
-                )));
+                return Err(self.bad(format!("the text prompt has {tokens} tokens, more than {MAX_PROMPT_TOKENS}")));
             }
         }
-        let bytes =
-            decode_base64(image_b64).ok_or_else(|| self.bad("the image is not valid base64"))?;
+        let bytes = decode_base64(image_b64).ok_or_else(|| self.bad("the image is not valid base64"))?;
         let corpus = self.engine.corpus();
         let Some(key) = corpus.key_for_bytes(&bytes) else {
             bump(&self.stats.unknown_images);
-            return Err(Refusal(
-                StatusCode::BAD_REQUEST,
-                format!("unknown image ({} bytes)", bytes.len()),
-            ));
+            return Err(Refusal(StatusCode::BAD_REQUEST, format!("unknown image ({} bytes)", bytes.len())));
         };
         let size = image_size(&bytes).unwrap_or(DEFAULT_IMAGE_SIZE);
         let labels: Vec<String> = labels.iter().map(|l| l.trim().to_owned()).collect();
         let phrases = api == DetectorApi::GroundingDino;
         let Some((boxes, logs)) = self.engine.detect(key, &labels, size, threshold, phrases) else {
             bump(&self.stats.unknown_images);
-            return Err(Refusal(
-                StatusCode::BAD_REQUEST,
-                "unknown image key".to_owned(),
-            ));
+            return Err(Refusal(StatusCode::BAD_REQUEST, "unknown image key".to_owned()));
         };
         let api_name = match api {
             DetectorApi::Hf => "hf",
@@ -273,9 +223,7 @@ impl VisionService {
             DetectorApi::YoloWorld => "yolo_world",
         };
         self.record_detector(key, api_name, threshold, logs);
-        self.stats
-            .detector_boxes
-            .fetch_add(boxes.len() as u64, Ordering::Relaxed);
+        self.stats.detector_boxes.fetch_add(boxes.len() as u64, Ordering::Relaxed);
         tracing::debug!(image = %key, boxes = boxes.len(), api = api_name, "simulated detection");
         Ok((boxes, size))
     }
@@ -289,15 +237,10 @@ impl VisionService {
 /// Base64 as servers accept it: padding optional, whitespace ignored, URL-safe alphabet too.
 fn decode_base64(data: &str) -> Option<Vec<u8>> {
     let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let config = GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true);
+    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_decode_allow_trailing_bits(true);
     let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
     let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
-    standard
-        .decode(&cleaned)
-        .or_else(|_| url_safe.decode(&cleaned))
-        .ok()
+    standard.decode(&cleaned).or_else(|_| url_safe.decode(&cleaned)).ok()
 }
 
 /// The routes, with their state; merged into the simulator's router.
@@ -361,21 +304,12 @@ struct HfDetection<'a> {
 }
 
 async fn hf_detect(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
-    let hf_error = |Refusal(status, message): Refusal| {
-        json(status, serde_json::json!({ "error": message }).to_string())
-    };
+    let hf_error = |Refusal(status, message): Refusal| json(status, serde_json::json!({ "error": message }).to_string());
     let req: HfRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(_) => {
-            return hf_error(svc.bad(r#"the body must be {"inputs": base64 image, "parameters": {"candidate_labels": [...]}}"#))
-        }
+        Err(_) => return hf_error(svc.bad(r#"the body must be {"inputs": base64 image, "parameters": {"candidate_labels": [...]}}"#)),
     };
-    match svc.detect(
-        &req.inputs,
-        &req.parameters.candidate_labels,
-        req.parameters.threshold,
-        DetectorApi::Hf,
-    ) {
+    match svc.detect(&req.inputs, &req.parameters.candidate_labels, req.parameters.threshold, DetectorApi::Hf) {
         Ok((boxes, _)) => {
             // the transformers pipeline returns whole pixels
             let px = |v: f32| v.round() as i64;
@@ -384,12 +318,7 @@ async fn hf_detect(State(svc): State<Arc<VisionService>>, body: Bytes) -> Respon
                 .map(|b| HfDetection {
                     score: b.score,
                     label: &b.label,
-                    bbox: HfBox {
-                        xmin: px(b.bbox[0]),
-                        ymin: px(b.bbox[1]),
-                        xmax: px(b.bbox[2]),
-                        ymax: px(b.bbox[3]),
-                    },
+                    bbox: HfBox { xmin: px(b.bbox[0]), ymin: px(b.bbox[1]), xmax: px(b.bbox[2]), ymax: px(b.bbox[3]) },
                 })
                 .collect();
             axum::Json(out).into_response()
@@ -449,38 +378,22 @@ async fn yolo_world(State(svc): State<Arc<VisionService>>, body: Bytes) -> Respo
 }
 
 fn roboflow(svc: &VisionService, body: &[u8], api: DetectorApi) -> Response {
-    let error = |Refusal(status, message): Refusal| {
-        json(
-            status,
-            serde_json::json!({ "message": message }).to_string(),
-        )
+    let error = |Refusal(status, message): Refusal| json(status, serde_json::json!({ "message": message }).to_string());
+    let req: RoboflowRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(_) => return error(svc.bad(r#"the body must be {"image": {"type": "base64", "value": ...}, "text": [...]}"#)),
     };
-    let req: RoboflowRequest =
-        match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(_) => return error(svc.bad(
-                r#"the body must be {"image": {"type": "base64", "value": ...}, "text": [...]}"#,
-            )),
-        };
     if req.image.kind != "base64" {
         return error(svc.bad("only base64 images are supported"));
     }
-    let threshold = if api == DetectorApi::GroundingDino {
-        req.box_threshold
-    } else {
-        req.confidence
-    };
+    let threshold = if api == DetectorApi::GroundingDino { req.box_threshold } else { req.confidence };
     match svc.detect(&req.image.value, &req.text, threshold, api) {
         Ok((boxes, (width, height))) => {
             let predictions = boxes
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let id = StableHasher::new("detection-id")
-                        .str(&b.label)
-                        .u64(i as u64)
-                        .u64(u64::from(b.score.to_bits()))
-                        .finish();
+                    let id = StableHasher::new("detection-id").str(&b.label).u64(i as u64).u64(u64::from(b.score.to_bits())).finish();
                     RoboflowPrediction {
                         x: (b.bbox[0] + b.bbox[2]) / 2.0,
                         y: (b.bbox[1] + b.bbox[3]) / 2.0,
@@ -493,12 +406,7 @@ fn roboflow(svc: &VisionService, body: &[u8], api: DetectorApi) -> Response {
                     }
                 })
                 .collect();
-            axum::Json(RoboflowReply {
-                time: 0.0,
-                image: RoboflowSize { width, height },
-                predictions,
-            })
-            .into_response()
+            axum::Json(RoboflowReply { time: 0.0, image: RoboflowSize { width, height }, predictions }).into_response()
         }
         Err(r) => error(r),
     }
@@ -515,32 +423,20 @@ async fn judge(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(_) => {
             bump(&svc.stats.bad_requests);
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "the request body is not a chat completion request",
-            );
+            return openai_error(StatusCode::BAD_REQUEST, "the request body is not a chat completion request");
         }
     };
     let Ok((prompt, url)) = prompt_and_image(&req) else {
         bump(&svc.stats.bad_requests);
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "the request needs a user message with a text and an image_url part",
-        );
+        return openai_error(StatusCode::BAD_REQUEST, "the request needs a user message with a text and an image_url part");
     };
     let Ok(bytes) = decode_data_url(&url) else {
         bump(&svc.stats.bad_requests);
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "image_url must be a base64 data: url",
-        );
+        return openai_error(StatusCode::BAD_REQUEST, "image_url must be a base64 data: url");
     };
     let Some(key) = svc.engine.corpus().key_for_bytes(&bytes) else {
         bump(&svc.stats.unknown_images);
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown image ({} bytes)", bytes.len()),
-        );
+        return openai_error(StatusCode::BAD_REQUEST, format!("unknown image ({} bytes)", bytes.len()));
     };
     let Some((text, decision)) = svc.engine.judge(key, &prompt) else {
         bump(&svc.stats.unknown_images);
@@ -557,17 +453,10 @@ async fn judge(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
         model: JUDGE_MODEL.into(),
         choices: vec![Choice {
             index: 0,
-            message: ResponseMessage {
-                role: "assistant".into(),
-                content: Some(text),
-            },
+            message: ResponseMessage { role: "assistant".into(), content: Some(text) },
             finish_reason: Some("stop".into()),
         }],
-        usage: Some(Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }),
+        usage: Some(Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }),
     };
     axum::Json(resp).into_response()
 }
@@ -575,11 +464,7 @@ async fn judge(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
 async fn judge_models() -> Response {
     let list = ModelList {
         object: "list".into(),
-        data: vec![ModelCard {
-            id: JUDGE_MODEL.into(),
-            object: "model".into(),
-            owned_by: "dftg".into(),
-        }],
+        data: vec![ModelCard { id: JUDGE_MODEL.into(), object: "model".into(), owned_by: "dftg".into() }],
     };
     axum::Json(list).into_response()
 }

@@ -32,9 +32,11 @@ mod tests {
     use super::*;
 
     fn corpus() -> Arc<SimCorpus> {
-        let scenes: [&[&str]; 3] = [&["person", "car", "traffic light"], &["dining table", "cup", "chair", "person"], &["dog", "frisbee", "person"]];
+        let scenes: [&[&str]; 3] =
+            [&["person", "car", "traffic light"], &["dining table", "cup", "chair", "person"], &["dog", "frisbee", "person"]];
         let items = (0..120).map(|i| {
-            let objects = scenes[i % 3].iter().map(|n| ObjectTruth { name: n.to_string(), count: None, attributes: Default::default() }).collect();
+            let objects =
+                scenes[i % 3].iter().map(|n| ObjectTruth { name: n.to_string(), count: None, attributes: Default::default() }).collect();
             (ImageTruth { image: format!("img-{i}"), file: None, objects }, format!("bytes of image {i}").into_bytes())
         });
         Arc::new(SimCorpus::new(items).unwrap())
