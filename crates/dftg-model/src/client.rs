@@ -11,7 +11,7 @@
 
 pub(crate) mod call;
 mod error;
-mod openai;
+pub(crate) mod openai;
 mod retry;
 mod scripted;
 

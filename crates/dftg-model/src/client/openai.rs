@@ -501,7 +501,7 @@ fn status_error(raw: &Raw, url: &str) -> ModelError {
 
 /// What is wrong with a body that did not parse, without quoting it: serde's own message may
 /// quote the offending value ("invalid type: string \"…\"").
-fn json_problem(e: &serde_json::Error, len: usize) -> String {
+pub(crate) fn json_problem(e: &serde_json::Error, len: usize) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Syntax => "not json",
         serde_json::error::Category::Eof => "truncated json",
@@ -511,7 +511,7 @@ fn json_problem(e: &serde_json::Error, len: usize) -> String {
     format!("{what} at line {} column {} ({len} bytes)", e.line(), e.column())
 }
 
-fn transport_error(e: reqwest::Error, url: &str, timeout: Duration) -> ModelError {
+pub(crate) fn transport_error(e: reqwest::Error, url: &str, timeout: Duration) -> ModelError {
     if e.is_connect() {
         ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
     } else if e.is_timeout() {

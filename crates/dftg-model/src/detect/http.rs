@@ -15,6 +15,7 @@ use super::snap::Snapper;
 use super::wire::{parse_reply, request_body};
 use super::{distinct_labels, DetectReply, DetectRequest, Detection, Detector, DetectorApi};
 use crate::client::call::{parse_retry_after, Caller};
+use crate::client::openai::transport_error;
 use crate::client::{ModelError, RetryPolicy};
 
 /// Largest successful reply read by default: a box is about 100 bytes of JSON, so 1 MiB is
@@ -337,29 +338,8 @@ fn status_error(raw: &Raw, url: &str) -> ModelError {
     }
 }
 
-fn transport_error(e: reqwest::Error, url: &str, timeout: Duration) -> ModelError {
-    if e.is_connect() {
-        ModelError::unreachable(format!("cannot connect to {url}: {}", root_cause(e)))
-    } else if e.is_timeout() {
-        ModelError::timeout(format!("no complete answer from {url} within {} ms", timeout.as_millis()))
-    } else {
-        ModelError::unreachable(format!("request to {url} failed: {}", root_cause(e)))
-    }
-}
-
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers.get(RETRY_AFTER)?.to_str().ok().and_then(parse_retry_after)
-}
-
-/// The innermost cause (e.g. "connection refused (os error 111)"), without the URL reqwest
-/// would print (it may carry credentials).
-fn root_cause(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut cause: &dyn std::error::Error = &e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string().to_lowercase()
 }
 
 /// The URL with any user:password removed; unparsable text is not shown at all.

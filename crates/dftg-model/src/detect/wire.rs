@@ -5,6 +5,7 @@
 //! outside [0, 1], a box that is not finite or has a negative size is a malformed reply, never
 //! a silently wrong detection.
 
+use crate::client::openai::json_problem;
 use serde::{Deserialize, Serialize};
 
 use super::DetectorApi;
@@ -153,18 +154,6 @@ fn checked(i: usize, label: String, score: f64, corners: [f64; 4]) -> Result<Raw
     // corners in either order describe the same box
     let [x0, y0, x1, y1] = bbox;
     Ok(RawBox { label, score: score as f32, bbox: [x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)] })
-}
-
-/// What is wrong with a body that did not parse, without quoting it: serde's own message may
-/// quote the offending value.
-pub(crate) fn json_problem(e: &serde_json::Error, len: usize) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Syntax => "not json",
-        serde_json::error::Category::Eof => "truncated json",
-        serde_json::error::Category::Data => "json of the wrong shape",
-        serde_json::error::Category::Io => "unreadable",
-    };
-    format!("{what} at line {} column {} ({len} bytes)", e.line(), e.column())
 }
 
 #[cfg(test)]
