@@ -100,8 +100,14 @@ pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let handle = sim::start(corpus, config, listener).await?;
-    println!("dftg sim listening on {} (model {})", handle.base_url(), handle.model_name());
-    println!(
+    // one line on stdout (scripts read it and may close the pipe); the rest on stderr
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "dftg sim listening on {} (model {})", handle.base_url(), handle.model_name());
+        let _ = out.flush();
+    }
+    eprintln!(
         "  detector: hf {}, roboflow and roboflow-yolo-world {}; judge {}",
         handle.detector_url(DetectorApi::Hf),
         handle.detector_url(DetectorApi::GroundingDino),
