@@ -338,6 +338,25 @@ mod tests {
     }
 
     #[test]
+    fn bundled_lvis_reads_disambiguations_plurals_and_exclusions() {
+        let v = Builtin::from_name("lvis").unwrap().vocabulary();
+        assert_eq!(v.len(), 1203);
+        assert_eq!(Builtin::from_name("coco80"), Some(Builtin::Coco80));
+        assert_eq!(Builtin::from_name("objects365"), None);
+        let bat = v.lookup("bat (animal)").unwrap();
+        assert_eq!(v.phrase("bats").unwrap().concept, Some(bat));
+        assert_eq!(v.phrase("baseball bat").unwrap().concept, v.lookup("baseball bat"));
+        assert_eq!(v.phrase("women").unwrap().concept, v.lookup("person"));
+        assert_eq!(v.phrase("fire alarms").unwrap().concept, v.lookup("fire alarm"));
+        // excluded (configs/vocab/lvis-exclude.txt) and ambiguous words name no object
+        for word in ["can", "spread", "bow", "pan"] {
+            assert_eq!(v.phrase(word).unwrap().concept, None, "{word}");
+        }
+        assert_eq!(v.phrase("trash can").unwrap().concept, v.lookup("trash can"));
+        assert_eq!(v.phrase("skis").unwrap().concept, v.lookup("ski"), "only the listed form is excluded");
+    }
+
+    #[test]
     fn bad_vocabulary_names_the_field() {
         let err = Vocabulary::from_toml("schema_version = 2\nname='x'\n[[concept]]\nname='a'\n").unwrap_err();
         assert!(err.to_string().contains("schema_version"), "{err}");
