@@ -183,6 +183,7 @@ fn write_precision_sample() {
             let a = cap[..s].char_indices().rev().nth(70).map(|(i, _)| i).unwrap_or(0);
             let b = cap[e..].char_indices().nth(50).map(|(i, _)| e + i).unwrap_or(cap.len());
             let context = format!("{}[[{}]]{}", &cap[a..s], &cap[s..e], &cap[e..b]).replace('\n', " ");
+            // the context is for the person labelling; the stored sample drops it (no caption text)
             let line = serde_json::json!({"vocabulary": name, "file": f, "image_id": id, "span": [span.0, span.1],
                 "surface": &cap[s..e], "concept": concept, "context": context});
             out.push_str(&line.to_string());
@@ -197,7 +198,8 @@ fn write_precision_sample() {
 /// the text claims an object of that concept is in the image (a depicted or reflected one
 /// counts; a modifier such as "horse trailer", a place such as "bus stops", another sense such
 /// as the baseball "batter", or a general statement does not; `why` says which). Every sampled
-/// mention must still be extracted, else the figures in BENCHMARKS.md no longer hold.
+/// mention must still be extracted, else the figures in BENCHMARKS.md no longer hold. The
+/// sample points into the shared captions (file, image id, byte span) and copies no caption text.
 #[test]
 fn precision_sample_still_reads_the_same() {
     let Some(dir) = data_dir() else { return };
@@ -212,7 +214,7 @@ fn precision_sample_still_reads_the_same() {
         let cap = &caps[&(v["file"].as_str().unwrap().to_string(), v["image_id"].as_u64().unwrap())];
         let span = (v["span"][0].as_u64().unwrap() as u32, v["span"][1].as_u64().unwrap() as u32);
         let found = x.extract(cap).mentions.iter().any(|m| m.span == span && x.vocab().name(m.concept) == v["concept"].as_str().unwrap());
-        assert!(found, "{name} no longer reads {} in {:?}: relabel the sample", v["surface"], v["context"]);
+        assert!(found, "{name} no longer reads {} at {span:?} in {cap:?}: relabel the sample", v["surface"]);
         let t = tally.entry(if name == "lvis" { "lvis" } else { "coco80" }).or_default();
         t.0 += v["object"].as_bool().unwrap() as usize;
         t.1 += 1;
