@@ -34,7 +34,7 @@ pub struct PolicyArgs {
     #[arg(long = "allow-endpoint", env = "DFTG_ALLOW_ENDPOINTS", value_delimiter = ',', value_name = "URL_PREFIX")]
     pub allow_endpoint: Vec<String>,
     /// Directory of vocabularies jobs may name (`vocabulary = "NAME"` reads NAME.toml;
-    /// `chair_vocab = "NAME"` the directory NAME/). Without it only coco80 is available.
+    /// `chair_vocab = "NAME"` the directory NAME/). Without it only the built-in coco80 and lvis are available.
     #[arg(long, env = "DFTG_VOCAB_DIR", value_name = "DIR")]
     pub vocab_dir: Option<std::path::PathBuf>,
 }

@@ -3,7 +3,7 @@
 //! Layout: `main.rs` parses the command line and dispatches; one file per command family:
 //! `run.rs` (the embedded pipeline), `sim.rs` (the model simulator server), `eval.rs`
 //! (`dftg eval chair`), `compare.rs`, `corpus.rs` (example and replay corpora), `pope.rs`
-//! (`dftg pope build`, `dftg eval pope`).
+//! (`dftg pope build`, `dftg eval pope`), `vocab.rs` (`dftg vocab from-categories`).
 
 mod compare;
 mod compare_html;
@@ -14,6 +14,7 @@ mod pope;
 mod progress;
 mod run;
 mod sim;
+mod vocab;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,9 @@ enum Command {
     /// Build corpora: a synthetic example corpus, or placeholders for an id → objects map.
     #[command(subcommand)]
     Corpus(corpus::CorpusCommand),
+    /// Build vocabularies: a detector's category list (LVIS, Objects365, names) → vocabulary TOML.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
     /// Distributed shape: accept jobs over HTTP and drive them over RabbitMQ and a store.
     Coordinator(dist::CoordinatorArgs),
     /// Distributed shape: consume diagnose (inference) or generate (generator) tasks.
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(cmd) => eval::main(cmd),
         Command::Compare(args) => compare::main(args),
         Command::Corpus(cmd) => corpus::main(cmd),
+        Command::Vocab(cmd) => vocab::main(cmd),
         Command::Pope(cmd) => pope::main(cmd),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::main(args))),
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(sim::main(args))),

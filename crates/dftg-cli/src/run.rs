@@ -69,7 +69,7 @@ pub struct JobFlags {
     /// Directory of CHAIR's synonyms.txt and double_words.json (for chair-compat).
     #[arg(long, env = "DFTG_CHAIR_VOCAB")]
     pub chair_vocab: Option<String>,
-    /// Vocabulary: coco80 (built in), a name in the operator's vocabulary directory, or (run)
+    /// Vocabulary: coco80 or lvis (built in), a name in the operator's vocabulary directory, or (run)
     /// a vocabulary TOML file.
     #[arg(long)]
     pub vocabulary: Option<String>,

@@ -2,6 +2,7 @@
 //!
 //! Layout, one file per pipeline step:
 //! - `vocab`   — concepts, surface forms, attribute families (data from `configs/vocab`)
+//! - `vocab_build` — a detector category list (LVIS, COCO-style, names) → a vocabulary TOML
 //! - `truth`   — image information: ground-truth parsers (COCO, JSONL manifest, id → objects)
 //! - `extract` — text information extraction: mentions, counts, attributes, negation
 //! - `chair`   — the CHAIR-compatible extractor and metric (reproduces the reference exactly)
@@ -32,5 +33,6 @@ pub mod record;
 pub mod seed;
 pub mod truth;
 pub mod vocab;
+pub mod vocab_build;
 
 pub use error::CoreError;

@@ -61,7 +61,7 @@ impl JobContext {
 pub fn build_extractor(spec: &crate::job::JobSpec, policy: &crate::policy::Policy) -> Result<Extractor, PipelineError> {
     use crate::policy::VocabSource;
     let vocab = match policy.vocabulary(&spec.vocabulary)? {
-        VocabSource::Builtin => dftg_core::vocab::Vocabulary::coco80(),
+        VocabSource::Builtin(b) => b.vocabulary(),
         VocabSource::File(path) => {
             let text = read_config_file("vocabulary", &path)?;
             dftg_core::vocab::Vocabulary::from_toml(&text)

@@ -18,8 +18,8 @@ use crate::job::JobSpec;
 pub const MAX_LOCATION_LEN: usize = 1024;
 /// Longest vocabulary name.
 pub const MAX_NAME_LEN: usize = 64;
-/// The vocabulary compiled into dftg.
-pub const BUILTIN_VOCABULARY: &str = "coco80";
+/// The vocabularies compiled into dftg (coco80, lvis).
+pub use dftg_core::vocab::Builtin as BuiltinVocabulary;
 
 /// A store location in normalised form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl EndpointRoot {
 /// A vocabulary (or CHAIR vocabulary directory) the job names, resolved by the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VocabSource {
-    Builtin,
+    Builtin(BuiltinVocabulary),
     File(PathBuf),
 }
 
@@ -254,11 +254,11 @@ impl Policy {
         }
     }
 
-    /// `coco80`, a name in the vocabulary directory (`<dir>/<name>.toml`), or (open policy
+    /// `coco80` or `lvis` (built in), a name in the vocabulary directory (`<dir>/<name>.toml`), or (open policy
     /// only) a path to a vocabulary TOML.
     pub fn vocabulary(&self, value: &str) -> Result<VocabSource, PipelineError> {
-        if value == BUILTIN_VOCABULARY {
-            return Ok(VocabSource::Builtin);
+        if let Some(b) = BuiltinVocabulary::from_name(value) {
+            return Ok(VocabSource::Builtin(b));
         }
         self.named_file("vocabulary", value, ".toml")
     }
@@ -268,7 +268,7 @@ impl Policy {
     pub fn chair_vocab(&self, value: &str) -> Result<PathBuf, PipelineError> {
         match self.named_file("chair_vocab", value, "")? {
             VocabSource::File(p) => Ok(p),
-            VocabSource::Builtin => Err(PipelineError::invalid("chair_vocab", "names no directory")),
+            VocabSource::Builtin(_) => Err(PipelineError::invalid("chair_vocab", "names no directory")),
         }
     }
 
@@ -284,7 +284,10 @@ impl Policy {
         if !is_name(value) {
             return Err(PipelineError::invalid(field, "give a vocabulary name (letters, digits, '-', '_'), not a path"));
         }
-        Err(PipelineError::invalid(field, "this deployment has no vocabulary directory (see --vocab-dir); only coco80 is available"))
+        Err(PipelineError::invalid(
+            field,
+            "this deployment has no vocabulary directory (see --vocab-dir); only the built-in coco80 and lvis are available",
+        ))
     }
 }
 
@@ -374,11 +377,11 @@ mod tests {
         assert_eq!(field(p.check(&vocab)), "vocabulary");
         vocab.vocabulary = "../../etc/passwd".into();
         assert_eq!(field(p.check(&vocab)), "vocabulary");
-        vocab.vocabulary = "lvis".into();
+        vocab.vocabulary = "objects365".into();
         assert_eq!(field(p.check(&vocab)), "vocabulary", "a name that is not in the directory");
-        assert_eq!(p.vocabulary("lvis").unwrap(), VocabSource::File("/etc/dftg/vocab/lvis.toml".into()));
+        assert_eq!(p.vocabulary("objects365").unwrap(), VocabSource::File("/etc/dftg/vocab/objects365.toml".into()));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("lvis.toml"), "").unwrap();
+        std::fs::write(dir.path().join("objects365.toml"), "").unwrap();
         let with_dir =
             Policy::confined(&["s3://data/corpora".into()], &["http://model.internal:8000/v1".into()], Some(dir.path().into())).unwrap();
         with_dir.check(&vocab).unwrap();
@@ -393,8 +396,9 @@ mod tests {
     #[test]
     fn without_a_vocabulary_directory_only_the_builtin_is_available() {
         let p = Policy::confined(&[], &[], None).unwrap();
-        assert_eq!(p.vocabulary("coco80").unwrap(), VocabSource::Builtin);
-        assert!(p.vocabulary("lvis").is_err());
+        assert_eq!(p.vocabulary("coco80").unwrap(), VocabSource::Builtin(BuiltinVocabulary::Coco80));
+        assert_eq!(p.vocabulary("lvis").unwrap(), VocabSource::Builtin(BuiltinVocabulary::Lvis));
+        assert!(p.vocabulary("objects365").is_err());
     }
 
     #[test]
