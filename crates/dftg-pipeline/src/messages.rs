@@ -56,6 +56,47 @@ pub struct ShardEvent {
     pub errors_by_reason: BTreeMap<String, u64>,
 }
 
+/// Shard tasks are a few dozen bytes; anything larger is not ours.
+pub const MAX_TASK_BYTES: usize = 4096;
+/// Shard events carry a bounded error text and a few reason counts.
+pub const MAX_EVENT_BYTES: usize = 64 << 10;
+
+/// A message every queue consumer can trust the job id of.
+pub trait JobMessage: serde::de::DeserializeOwned {
+    /// "task", "event": how reasons name it.
+    const KIND: &'static str;
+    fn job_id(&self) -> &str;
+}
+
+impl JobMessage for ShardTask {
+    const KIND: &'static str = "task";
+    fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+impl JobMessage for ShardEvent {
+    const KIND: &'static str = "event";
+    fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+/// A message from the queue, or why it is not one: at most `max` bytes, decodable, with a
+/// valid job id. The reason is a fixed text: the payload is never quoted.
+pub fn decode_message<T: JobMessage>(payload: &[u8], max: usize) -> Result<T, String> {
+    let kind = T::KIND;
+    if payload.len() > max {
+        return Err(format!("the {kind} is {} bytes, more than {max}", payload.len()));
+    }
+    let msg: T =
+        dftg_runtime::codec::decode(payload).map_err(|_| format!("the {kind} is not a dftg shard {kind} (msgpack decode failed)"))?;
+    if !crate::job::is_job_id(msg.job_id()) {
+        return Err(format!("the {kind} names an invalid job id"));
+    }
+    Ok(msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

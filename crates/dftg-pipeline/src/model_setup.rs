@@ -73,9 +73,8 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     let mut config = DetectorConfig::new(base_url, api);
     config.api_key = std::env::var("DFTG_DETECTOR_API_KEY").ok().filter(|k| !k.trim().is_empty());
     config.max_in_flight = d.max_in_flight;
-    config.request_timeout = Duration::try_from_secs_f64(d.timeout_secs)
-        .map_err(|_| PipelineError::invalid("truth.detector.timeout_secs", "must be a positive, finite number of seconds"))?;
-    config.retry = RetryPolicy { max_attempts: d.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+    config.request_timeout = request_timeout("truth.detector.timeout_secs", d.timeout_secs)?;
+    config.retry = retry_policy(d.max_attempts);
     config.jitter_seed = Some(spec.seed ^ 0xde7e_c708);
     config.max_labels_per_request = d.max_labels_per_request;
     // the service must return boxes below the absent threshold, or nothing is ever uncertain
@@ -94,10 +93,8 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
             };
             let mut config = judge_config(url, model);
             config.max_in_flight = j.max_in_flight;
-            config.request_timeout = Duration::try_from_secs_f64(j.timeout_secs)
-                .map_err(|_| PipelineError::invalid("truth.judge.timeout_secs", "must be a positive, finite number of seconds"))?;
-            config.retry =
-                RetryPolicy { max_attempts: j.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+            config.request_timeout = request_timeout("truth.judge.timeout_secs", j.timeout_secs)?;
+            config.retry = retry_policy(j.max_attempts);
             config.jitter_seed = Some(spec.seed ^ 0x0001_d6e5);
             let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("truth.judge", e.to_string()))?;
             Some(Judge::new(Arc::new(client)))
@@ -123,13 +120,18 @@ pub fn faults_for_rate(rate: f64) -> Faults {
     }
 }
 
-/// `model.timeout_secs` as a duration; NaN, infinite, negative, zero or absurdly large values
-/// are refused (`Duration::from_secs_f64` would panic on some of them).
-pub fn request_timeout(secs: f64) -> Result<Duration, PipelineError> {
+/// A job's `*.timeout_secs` (named by `field`) as a duration; NaN, infinite, negative, zero or
+/// absurdly large values are refused (`Duration::from_secs_f64` would panic on some of them).
+pub fn request_timeout(field: &str, secs: f64) -> Result<Duration, PipelineError> {
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(PipelineError::invalid("model.timeout_secs", "must be a positive, finite number of seconds")),
+        _ => Err(PipelineError::invalid(field, "must be a positive, finite number of seconds")),
     }
+}
+
+/// The backoff every service of a job retries with; `attempts` from the job.
+fn retry_policy(attempts: u32) -> RetryPolicy {
+    RetryPolicy { max_attempts: attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) }
 }
 
 /// Starts what the job's model needs. `corpus_dir` is the local corpus (for the simulator);
@@ -137,9 +139,9 @@ pub fn request_timeout(secs: f64) -> Result<Duration, PipelineError> {
 pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<PathBuf>) -> Result<ModelSetup, PipelineError> {
     let m = &spec.model;
     let kind = m.kind.as_str();
-    let timeout = request_timeout(m.timeout_secs)?;
+    let timeout = request_timeout("model.timeout_secs", m.timeout_secs)?;
     // the client also caps attempts (MAX_ATTEMPTS) and time (its request budget)
-    let retry = RetryPolicy { max_attempts: m.max_attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) };
+    let retry = retry_policy(m.max_attempts);
     let (base_url, model_name, sim) = if kind == "openai" {
         (m.endpoint.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), None)
     } else {
@@ -206,9 +208,9 @@ mod tests {
 
     #[test]
     fn hostile_timeouts_are_refused_naming_the_field_not_panicking() {
-        assert_eq!(request_timeout(1.5).unwrap(), Duration::from_millis(1500));
+        assert_eq!(request_timeout("model.timeout_secs", 1.5).unwrap(), Duration::from_millis(1500));
         for secs in [1e300, f64::INFINITY, f64::NAN, -1.0, 0.0] {
-            let err = request_timeout(secs).unwrap_err().to_string();
+            let err = request_timeout("model.timeout_secs", secs).unwrap_err().to_string();
             assert!(err.contains("model.timeout_secs"), "{secs}: {err}");
         }
     }

@@ -186,28 +186,10 @@ impl Policy {
             ));
         }
         if let Some(d) = &spec.truth.detector {
-            match d.endpoint.as_deref() {
-                Some(e) if d.kind != "sim" => self.check_endpoint("truth.detector.endpoint", e)?,
-                _ if !self.open => {
-                    return Err(PipelineError::invalid(
-                        "truth.detector.kind",
-                        "this deployment serves only detectors behind an allowed endpoint (kind = \"http\")",
-                    ))
-                }
-                _ => {}
-            }
+            self.check_service("truth.detector", d.kind == "sim", d.endpoint.as_deref(), "http")?;
         }
         if let Some(j) = &spec.truth.judge {
-            match j.endpoint.as_deref() {
-                Some(e) if j.kind != "sim" => self.check_endpoint("truth.judge.endpoint", e)?,
-                _ if !self.open => {
-                    return Err(PipelineError::invalid(
-                        "truth.judge.kind",
-                        "this deployment serves only judges behind an allowed endpoint (kind = \"openai\")",
-                    ))
-                }
-                _ => {}
-            }
+            self.check_service("truth.judge", j.kind == "sim", j.endpoint.as_deref(), "openai")?;
         }
         if spec.nltk_tagger.is_some() && !self.open {
             return Err(PipelineError::invalid(
@@ -242,6 +224,19 @@ impl Policy {
             Ok(())
         } else {
             Err(PipelineError::invalid(field, "the location is outside the stores this deployment allows (see --allow-store)"))
+        }
+    }
+
+    /// A truth service (`prefix` = `truth.detector` or `truth.judge`): its endpoint must be
+    /// allowed; a simulated one (which reads local files) only under the open policy.
+    fn check_service(&self, prefix: &str, simulated: bool, endpoint: Option<&str>, http_kind: &str) -> Result<(), PipelineError> {
+        match endpoint {
+            Some(e) if !simulated => self.check_endpoint(&format!("{prefix}.endpoint"), e),
+            _ if !self.open => Err(PipelineError::invalid(
+                format!("{prefix}.kind"),
+                format!("this deployment serves only services behind an allowed endpoint (kind = \"{http_kind}\")"),
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use dftg_runtime::codec::decode;
 use dftg_runtime::queue::TaskQueue;
 use dftg_runtime::{BlobStore, ObjectBlobStore};
 
@@ -19,7 +18,7 @@ use crate::diagnose::JobContext;
 use crate::driver::{drive_job, DriverIo, JobStatus, NoProgress, SharedStatus};
 use crate::error::{to_json, PipelineError};
 use crate::job::{is_job_id, JobSpec};
-use crate::messages::{ShardEvent, EVENTS_QUEUE};
+use crate::messages::{decode_message, ShardEvent, EVENTS_QUEUE, MAX_EVENT_BYTES};
 use crate::metrics::MeteredStore;
 use crate::policy::Policy;
 use crate::worker::ContextProvider;
@@ -114,10 +113,6 @@ pub struct Coordinator {
 
 fn is_final(phase: Phase) -> bool {
     matches!(phase, Phase::Done | Phase::Failed | Phase::Cancelled)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Coordinator {
@@ -249,7 +244,7 @@ impl Coordinator {
                     s.phase = state.phase;
                     s.images = state.images;
                     s.error = state.error;
-                    s.finished_at = Some(state.finished_at.unwrap_or_else(unix_now));
+                    s.finished_at = Some(state.finished_at.unwrap_or_else(|| crate::driver::unix_now() as u64));
                 }
             }
             ended.cancel();
@@ -272,7 +267,7 @@ impl Coordinator {
                     let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
                     s.phase = Phase::Failed;
                     s.error = Some(reason);
-                    s.finished_at = Some(unix_now());
+                    s.finished_at = Some(crate::driver::unix_now() as u64);
                     drop(s);
                     ended.cancel();
                     return;
@@ -302,7 +297,7 @@ impl Coordinator {
                 d = consumer.next() => d?,
             };
             let Some(d) = d else { return Ok(()) };
-            let ev: ShardEvent = match decode_event(&d.payload) {
+            let ev: ShardEvent = match decode_message(&d.payload, MAX_EVENT_BYTES) {
                 Ok(ev) => ev,
                 Err(why) => {
                     d.dead_letter(why).await?;
@@ -405,7 +400,7 @@ impl Coordinator {
 
     /// Forgets finished jobs whose retention has passed.
     async fn forget_expired(&self) {
-        let now = unix_now();
+        let now = crate::driver::unix_now() as u64;
         let retention = self.config.retention.as_secs();
         let expired: Vec<String> = self
             .jobs
@@ -441,21 +436,6 @@ pub async fn readiness(store: &ObjectBlobStore, queue: &dyn TaskQueue) -> Result
         Err(_) => Err("the broker did not answer within 5 s".into()),
     }
 }
-
-/// A shard event from the queue, or why it is not one (never quoting the payload).
-fn decode_event(payload: &[u8]) -> Result<ShardEvent, String> {
-    if payload.len() > MAX_EVENT_BYTES {
-        return Err(format!("the event is {} bytes, more than {MAX_EVENT_BYTES}", payload.len()));
-    }
-    let ev: ShardEvent = decode(payload).map_err(|_| "the event is not a dftg shard event (msgpack decode failed)".to_string())?;
-    if !is_job_id(&ev.job_id) {
-        return Err("the event names an invalid job id".into());
-    }
-    Ok(ev)
-}
-
-/// Shard events carry a bounded error text and a few reason counts.
-const MAX_EVENT_BYTES: usize = 64 << 10;
 
 /// Job contexts a worker keeps (each holds a model client and an extractor).
 const MAX_CACHED_JOBS: usize = 64;

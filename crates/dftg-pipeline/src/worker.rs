@@ -12,20 +12,18 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use dftg_runtime::codec::{decode, encode};
+use dftg_runtime::codec::encode;
 use dftg_runtime::queue::TaskQueue;
 
 use crate::diagnose::{run_diagnose_shard, JobContext};
 use crate::error::{bounded, PipelineError, MAX_ERROR_TEXT};
 use crate::generate::run_generate_shard;
-use crate::messages::{ShardEvent, ShardTask, Stage, EVENTS_QUEUE, MESSAGE_SCHEMA_VERSION};
+use crate::messages::{decode_message, ShardEvent, ShardTask, Stage, EVENTS_QUEUE, MAX_TASK_BYTES, MESSAGE_SCHEMA_VERSION};
 
 /// Redeliveries before a retryable failure is dead-lettered; a task seen more often than this
 /// was never settled by the consumers that took it (they died on it) and is dead-lettered
 /// before it can kill another.
 pub const MAX_REDELIVERIES: u32 = 5;
-/// Shard tasks are a few dozen bytes; anything larger is not ours.
-pub const MAX_TASK_BYTES: usize = 4096;
 
 /// Finds the context of a task's job (one job in the embedded shape, many when distributed).
 pub trait ContextProvider: Send + Sync {
@@ -67,7 +65,7 @@ pub async fn run_worker(
             d = consumer.next() => d?,
         };
         let Some(delivery) = delivery else { return Ok(()) };
-        let task = match decode_task(&delivery.payload) {
+        let task = match decode_message::<ShardTask>(&delivery.payload, MAX_TASK_BYTES) {
             Ok(t) => t,
             Err(why) => {
                 tracing::error!(queue = queue_name, reason = %why, "task dead-lettered unread");
@@ -136,18 +134,6 @@ pub async fn run_worker(
             }
         }
     }
-}
-
-/// A task from the queue, or why it is not one (a fixed text: the payload is never quoted).
-fn decode_task(payload: &[u8]) -> Result<ShardTask, String> {
-    if payload.len() > MAX_TASK_BYTES {
-        return Err(format!("the task is {} bytes, more than {MAX_TASK_BYTES}", payload.len()));
-    }
-    let task: ShardTask = decode(payload).map_err(|_| "the task is not a dftg shard task (msgpack decode failed)".to_string())?;
-    if !crate::job::is_job_id(&task.job_id) {
-        return Err("the task names an invalid job id".into());
-    }
-    Ok(task)
 }
 
 /// Runs a task; a panic inside it becomes this task's error instead of the worker's end.
