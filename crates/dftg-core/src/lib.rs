@@ -10,6 +10,8 @@
 //! - `check`   — hallucination checking: object / count / attribute, CHAIR-style scores
 //! - `profile` — mergeable shard summaries and the model's hallucination profile
 //! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
+//! - `writer`  — the writer's contract (facts, reply schemas, lenient reading), the
+//!   verification gate every written item passes, and the offline template writer
 //! - `compare` — how two profiles differ
 //! - `before_after` — did a remedy work: two jobs' rates with confidence intervals, a verdict
 //! - `pope`    — POPE yes/no answers and metrics, as the benchmark's script defines them
@@ -34,5 +36,6 @@ pub mod seed;
 pub mod truth;
 pub mod vocab;
 pub mod vocab_build;
+pub mod writer;
 
 pub use error::CoreError;

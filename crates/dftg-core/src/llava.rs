@@ -10,15 +10,22 @@ pub enum InstructionType {
     Count,
     Attribute,
     CorrectedDescription,
+    /// A conversation about one image that mixes the other types, the target among its turns.
+    MultiTurn,
+    /// A question that presumes an absent object ("What colour is the dog's collar?"),
+    /// answered by correcting the premise.
+    FalsePremise,
 }
 
 impl InstructionType {
-    pub const ALL: [InstructionType; 5] = [
+    pub const ALL: [InstructionType; 7] = [
         InstructionType::NegativeExistence,
         InstructionType::PositiveExistence,
         InstructionType::Count,
         InstructionType::Attribute,
         InstructionType::CorrectedDescription,
+        InstructionType::MultiTurn,
+        InstructionType::FalsePremise,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +35,8 @@ impl InstructionType {
             InstructionType::Count => "count",
             InstructionType::Attribute => "attribute",
             InstructionType::CorrectedDescription => "corrected_description",
+            InstructionType::MultiTurn => "multi_turn",
+            InstructionType::FalsePremise => "false_premise",
         }
     }
 }

@@ -85,6 +85,19 @@ pub struct Concept {
     pub synonyms: Vec<String>,
     /// Plural of each synonym, same order.
     pub plurals: Vec<String>,
+    /// Index in `synonyms` of the name people use in prose ("ball" for "sports ball").
+    pub natural: usize,
+}
+
+impl Concept {
+    /// The name written in generated text ("ball", "TV", "table").
+    pub fn natural_name(&self) -> &str {
+        &self.synonyms[self.natural]
+    }
+
+    pub fn natural_plural(&self) -> &str {
+        &self.plurals[self.natural]
+    }
 }
 
 /// What a surface phrase refers to.
@@ -165,7 +178,7 @@ impl Vocabulary {
                 }
             }
             let plurals = synonyms.iter().map(|s| pluralize_phrase(s, &file.plurals)).collect();
-            vocab.concepts.push(Concept { name, supercategory: c.supercategory, synonyms, plurals });
+            vocab.concepts.push(Concept { name, supercategory: c.supercategory, synonyms, plurals, natural: 0 });
         }
         // Priority: explicit phrases, then plural forms, then singular forms; first insert wins.
         for (phrase, target) in &file.phrases {

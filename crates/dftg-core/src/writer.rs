@@ -1,0 +1,262 @@
+//! The writer's contract: the facts a writer is given for one item, the reply it must give,
+//! and how a reply is read.
+//!
+//! - [`Facts`] is the JSON block every writer receives (a language model, the simulator, or
+//!   the template writer): the image's objects with counts and attributes in natural names, the
+//!   model's own description and its diagnosed hallucinations, the target concept and the
+//!   instruction type. The facts are all a writer may state.
+//! - [`reply_schema`] is the JSON schema asked for per instruction type (`response_format`
+//!   `json_schema`); [`parse_reply`] reads a reply leniently (code fences, the first JSON object)
+//!   and validates shape and length, for servers that ignore the schema.
+//! - `gate` proves a written item against the truth; `template` is the offline writer.
+
+pub mod gate;
+pub mod template;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::llava::InstructionType;
+use crate::record::HallucinationKind;
+
+/// The facts block's schema version (in every writer request).
+pub const FACTS_SCHEMA_VERSION: u32 = 1;
+/// The name prefix of the `response_format` schemas; the simulator routes writer requests by it.
+pub const SCHEMA_NAME_PREFIX: &str = "dftg_writer_";
+/// Longest question, answer and description a reply may hold (characters).
+pub const MAX_QUESTION_CHARS: usize = 300;
+pub const MAX_ANSWER_CHARS: usize = 1200;
+pub const MAX_DESCRIPTION_CHARS: usize = 4000;
+/// Turns of a multi-turn conversation.
+pub const MIN_TURNS: usize = 2;
+pub const MAX_TURNS: usize = 6;
+
+/// One object of the image, as the writer may name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactObject {
+    /// The natural name ("ball", "TV", "table").
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// family → values ("color" → ["red"]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+/// One hallucination the model made on this image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactError {
+    pub kind: HallucinationKind,
+    /// Natural name of the concept.
+    pub concept: String,
+    /// What the model said ("three dogs", "blue").
+    pub said: String,
+    /// What is true, when known ("two", "brown").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth: Option<String>,
+}
+
+/// The attribute an attribute question asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactAttribute {
+    pub family: String,
+    pub values: Vec<String>,
+}
+
+/// Everything a writer knows about one item to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub schema_version: u32,
+    pub instruction: InstructionType,
+    /// The concept the item is about (natural name); none for corrected descriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Whether the target is in the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_present: Option<bool>,
+    /// For count questions: the target's true count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_count: Option<u32>,
+    /// For attribute questions: the family asked about and its true values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_attribute: Option<FactAttribute>,
+    /// What is in the image (the truth).
+    pub objects: Vec<FactObject>,
+    /// Concepts known to be absent that this model tends to hallucinate (never to be asserted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<String>,
+    /// The model's own description (corrected descriptions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The model's hallucinations on this image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hallucinations: Vec<FactError>,
+    /// Questions already accepted for this image: do not repeat them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
+    /// Multi-turn conversations: how many turns to write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u32>,
+}
+
+/// One question and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QaPair {
+    pub question: String,
+    pub answer: String,
+}
+
+/// A written item: one or more turns. A corrected description is one turn whose question is
+/// the model's original prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenItem {
+    pub turns: Vec<QaPair>,
+}
+
+/// Why a reply could not be read; each is also a gate rejection reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyError {
+    #[error("the reply holds no JSON object")]
+    MalformedJson,
+    #[error("the reply lacks a required field")]
+    MissingField,
+    #[error("a field of the reply is empty or over its length bound")]
+    Length,
+}
+
+/// What the reply for `kind` must look like.
+pub fn reply_schema(kind: InstructionType) -> serde_json::Value {
+    use serde_json::json;
+    let qa = json!({
+        "type": "object",
+        "properties": {
+            "question": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
+            "answer": {"type": "string", "minLength": 1, "maxLength": MAX_ANSWER_CHARS}
+        },
+        "required": ["question", "answer"],
+        "additionalProperties": false
+    });
+    match kind {
+        InstructionType::CorrectedDescription => json!({
+            "type": "object",
+            "properties": {"description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS}},
+            "required": ["description"],
+            "additionalProperties": false
+        }),
+        InstructionType::MultiTurn => json!({
+            "type": "object",
+            "properties": {"turns": {"type": "array", "minItems": MIN_TURNS, "maxItems": MAX_TURNS, "items": qa}},
+            "required": ["turns"],
+            "additionalProperties": false
+        }),
+        _ => qa,
+    }
+}
+
+/// The `response_format` schema name for `kind` (`dftg_writer_negative_existence`, …).
+pub fn schema_name(kind: InstructionType) -> String {
+    format!("{SCHEMA_NAME_PREFIX}{}", kind.as_str())
+}
+
+/// The first JSON object in `text`: the whole text, inside a code fence, or after prose.
+pub fn first_json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let t = text.trim();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(t) {
+        return Some(m);
+    }
+    // every '{' is a candidate start; the streaming deserializer stops at the object's end
+    for (i, _) in t.match_indices('{') {
+        let mut de = serde_json::Deserializer::from_str(&t[i..]).into_iter::<serde_json::Value>();
+        if let Some(Ok(serde_json::Value::Object(m))) = de.next() {
+            return Some(m);
+        }
+    }
+    None
+}
+
+fn text_field(m: &serde_json::Map<String, serde_json::Value>, name: &str, max: usize) -> Result<String, ReplyError> {
+    let v = m.get(name).and_then(|v| v.as_str()).ok_or(ReplyError::MissingField)?;
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > max {
+        return Err(ReplyError::Length);
+    }
+    Ok(v.to_string())
+}
+
+fn qa_pair(m: &serde_json::Map<String, serde_json::Value>) -> Result<QaPair, ReplyError> {
+    Ok(QaPair { question: text_field(m, "question", MAX_QUESTION_CHARS)?, answer: text_field(m, "answer", MAX_ANSWER_CHARS)? })
+}
+
+/// Reads a writer's reply for `kind`. `prompt` is the question of a corrected description.
+pub fn parse_reply(kind: InstructionType, text: &str, prompt: &str) -> Result<WrittenItem, ReplyError> {
+    let m = first_json_object(text).ok_or(ReplyError::MalformedJson)?;
+    let turns = match kind {
+        InstructionType::CorrectedDescription => {
+            vec![QaPair { question: prompt.to_string(), answer: text_field(&m, "description", MAX_DESCRIPTION_CHARS)? }]
+        }
+        InstructionType::MultiTurn => {
+            let turns = m.get("turns").and_then(|v| v.as_array()).ok_or(ReplyError::MissingField)?;
+            if !(MIN_TURNS..=MAX_TURNS).contains(&turns.len()) {
+                return Err(ReplyError::Length);
+            }
+            turns.iter().map(|t| t.as_object().ok_or(ReplyError::MissingField).and_then(qa_pair)).collect::<Result<Vec<_>, _>>()?
+        }
+        _ => vec![qa_pair(&m)?],
+    };
+    Ok(WrittenItem { turns })
+}
+
+/// Lowercase words joined by one space: how duplicates are compared.
+pub fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(w.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_leniently_and_validated() {
+        let k = InstructionType::NegativeExistence;
+        let ok = parse_reply(k, r#"{"question": "Is there a dog?", "answer": "No."}"#, "").unwrap();
+        assert_eq!(ok.turns[0].question, "Is there a dog?");
+        let fenced = "Sure!\n```json\n{\"question\": \"Is there a dog?\", \"answer\": \"No, there isn't.\"}\n```";
+        assert_eq!(parse_reply(k, fenced, "").unwrap().turns[0].answer, "No, there isn't.");
+        let prose = "Here it is: {\"question\": \"Q {x}?\", \"answer\": \"A\"} hope that helps {";
+        assert_eq!(parse_reply(k, prose, "").unwrap().turns[0].question, "Q {x}?");
+        assert_eq!(parse_reply(k, "{\"question\": \"Is there", ""), Err(ReplyError::MalformedJson));
+        assert_eq!(parse_reply(k, "no json here", ""), Err(ReplyError::MalformedJson));
+        assert_eq!(parse_reply(k, r#"{"question": "Is there a dog?"}"#, ""), Err(ReplyError::MissingField));
+        assert_eq!(parse_reply(k, r#"{"question": "  ", "answer": "No."}"#, ""), Err(ReplyError::Length));
+        let long = format!(r#"{{"question": "Q?", "answer": "{}"}}"#, "a".repeat(MAX_ANSWER_CHARS + 1));
+        assert_eq!(parse_reply(k, &long, ""), Err(ReplyError::Length));
+        let c = parse_reply(InstructionType::CorrectedDescription, r#"{"description": "A dog."}"#, "Describe.").unwrap();
+        assert_eq!(c.turns, vec![QaPair { question: "Describe.".into(), answer: "A dog.".into() }]);
+        let one_turn = r#"{"turns": [{"question": "Q?", "answer": "A."}]}"#;
+        assert_eq!(parse_reply(InstructionType::MultiTurn, one_turn, ""), Err(ReplyError::Length));
+        let two = r#"{"turns": [{"question": "Q?", "answer": "A."}, {"question": "R?", "answer": "B."}]}"#;
+        assert_eq!(parse_reply(InstructionType::MultiTurn, two, "").unwrap().turns.len(), 2);
+    }
+
+    #[test]
+    fn schemas_name_their_type() {
+        assert_eq!(schema_name(InstructionType::Count), "dftg_writer_count");
+        assert_eq!(reply_schema(InstructionType::MultiTurn)["properties"]["turns"]["maxItems"], MAX_TURNS);
+        assert_eq!(reply_schema(InstructionType::Count)["required"][1], "answer");
+    }
+
+    #[test]
+    fn normalised_text_ignores_case_and_punctuation() {
+        assert_eq!(normalise("Is there a Dog?"), normalise("is there  a dog"));
+        assert_ne!(normalise("Is there a dog?"), normalise("Is there a cat?"));
+    }
+}
