@@ -105,7 +105,7 @@ async fn diagnosis_recovers_the_simulators_hallucinations_for_every_profile() {
             let d = by_image[&r.image];
             let present = |c: &str| d.truth.iter().any(|o| o.name == c);
             match r.meta.kind {
-                InstructionType::NegativeExistence => {
+                InstructionType::NegativeExistence | InstructionType::FalsePremise => {
                     let c = r.meta.concept.clone().unwrap();
                     assert!(!present(&c), "negative on an image holding {c}: {r:?}");
                     *negatives.entry(c).or_default() += 1;
@@ -117,6 +117,13 @@ async fn diagnosis_recovers_the_simulators_hallucinations_for_every_profile() {
                     let t = ImageTruth { image: d.image.clone(), file: None, objects: d.truth.clone() };
                     let again = dftg_core::check::diagnose(&extractor, &mut ExtractScratch::default(), &t, "p", &r.conversations[1].value);
                     assert!(again.hallucinations.is_empty(), "corrected description still hallucinates: {:?}", again.hallucinations);
+                }
+                InstructionType::MultiTurn => {
+                    let t = ImageTruth { image: d.image.clone(), file: None, objects: d.truth.clone() };
+                    for answer in r.conversations.iter().skip(1).step_by(2) {
+                        let again = dftg_core::check::diagnose(&extractor, &mut ExtractScratch::default(), &t, "p", &answer.value);
+                        assert!(again.hallucinations.is_empty(), "a multi-turn answer hallucinates: {:?}", again.hallucinations);
+                    }
                 }
             }
         }
