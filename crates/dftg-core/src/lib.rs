@@ -12,6 +12,7 @@
 //! - `generate`— budget allocation and targeted instruction generation (LLaVA format)
 //! - `writer`  — the writer's contract (facts, reply schemas, lenient reading), the
 //!   verification gate every written item passes, and the offline template writer
+//! - `correct` — the model's own description corrected in place
 //! - `compare` — how two profiles differ
 //! - `before_after` — did a remedy work: two jobs' rates with confidence intervals, a verdict
 //! - `pope`    — POPE yes/no answers and metrics, as the benchmark's script defines them
@@ -23,6 +24,7 @@ pub mod before_after;
 pub mod chair;
 pub mod check;
 pub mod compare;
+pub mod correct;
 pub mod detection;
 pub mod error;
 pub mod extract;

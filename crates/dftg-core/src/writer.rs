@@ -89,6 +89,10 @@ pub struct Facts {
     /// The model's own description (corrected descriptions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Corrected descriptions: the model's description with its errors mechanically fixed
+    /// (wrong counts and attributes replaced, absent objects removed); the writer polishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     /// The model's hallucinations on this image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hallucinations: Vec<FactError>,
@@ -208,6 +212,27 @@ pub fn parse_reply(kind: InstructionType, text: &str, prompt: &str) -> Result<Wr
     Ok(WrittenItem { turns })
 }
 
+/// The facts as they appear in a writer prompt: one fenced JSON block.
+pub fn facts_block(facts: &Facts) -> String {
+    // serialising plain data cannot fail; an empty object would be refused by the gate anyway
+    let json = serde_json::to_string_pretty(facts).unwrap_or_default();
+    format!("```json\n{json}\n```")
+}
+
+/// The facts of a writer prompt: the first fenced JSON block that reads as [`Facts`].
+pub fn find_facts(prompt: &str) -> Option<Facts> {
+    let mut rest = prompt;
+    while let Some(i) = rest.find("```json") {
+        let body = &rest[i + 7..];
+        let end = body.find("```")?;
+        if let Ok(f) = serde_json::from_str::<Facts>(body[..end].trim()) {
+            return Some(f);
+        }
+        rest = &body[end + 3..];
+    }
+    None
+}
+
 /// Lowercase words joined by one space: how duplicates are compared.
 pub fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -245,6 +270,28 @@ mod tests {
         assert_eq!(parse_reply(InstructionType::MultiTurn, one_turn, ""), Err(ReplyError::Length));
         let two = r#"{"turns": [{"question": "Q?", "answer": "A."}, {"question": "R?", "answer": "B."}]}"#;
         assert_eq!(parse_reply(InstructionType::MultiTurn, two, "").unwrap().turns.len(), 2);
+    }
+
+    #[test]
+    fn facts_round_trip_through_a_prompt() {
+        let facts = Facts {
+            schema_version: FACTS_SCHEMA_VERSION,
+            instruction: InstructionType::NegativeExistence,
+            target: Some("dog".into()),
+            target_present: Some(false),
+            target_count: None,
+            target_attribute: None,
+            objects: vec![FactObject { name: "ball".into(), count: Some(2), attributes: BTreeMap::new() }],
+            absent: vec!["dog".into()],
+            description: None,
+            draft: None,
+            hallucinations: vec![],
+            avoid: vec![],
+            turns: None,
+        };
+        let prompt = format!("Example:\n```json\n{{\"not\": \"facts\"}}\n```\nFacts:\n{}\nWrite it.", facts_block(&facts));
+        assert_eq!(find_facts(&prompt), Some(facts));
+        assert_eq!(find_facts("no block"), None);
     }
 
     #[test]
