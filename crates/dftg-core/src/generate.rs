@@ -19,12 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::correct::{correct_description, number_words};
 use crate::extract::{ExtractScratch, Extractor};
-use crate::llava::{InstructionMeta, InstructionType, LlavaRecord};
+use crate::llava::{InstructionMeta, InstructionType, LlavaRecord, Turn, WriterMeta};
 use crate::profile::{Profile, Summary};
-use crate::record::{DiagnosisRecord, HallucinationKind};
+use crate::record::{DiagnosisRecord, Hallucination, HallucinationKind};
 use crate::seed::{rng_for, stable_hash};
 use crate::truth::ObjectTruth;
 use crate::vocab::Vocabulary;
+use crate::writer::gate::{verify, Accepted, GateInput};
+use crate::writer::{FactAttribute, FactError, FactObject, Facts, WrittenItem, FACTS_SCHEMA_VERSION};
 use crate::CoreError;
 
 pub const GENERATION_SCHEMA_VERSION: u32 = 1;
@@ -43,6 +45,13 @@ pub struct GenerationConfig {
     pub count_fraction: f64,
     pub attribute_fraction: f64,
     pub correction_fraction: f64,
+    /// Questions that presume an absent target ("What color is the dog?"), answered by
+    /// correcting the premise.
+    pub false_premise_fraction: f64,
+    /// Conversations about one image with the target among their turns.
+    pub multi_turn_fraction: f64,
+    /// Turns of a multi-turn conversation.
+    pub multi_turn_turns: u32,
     /// Concepts targeted at most (most hallucinated first).
     pub max_concepts: usize,
 }
@@ -57,6 +66,9 @@ impl Default for GenerationConfig {
             count_fraction: 0.1,
             attribute_fraction: 0.1,
             correction_fraction: 0.15,
+            false_premise_fraction: 0.08,
+            multi_turn_fraction: 0.08,
+            multi_turn_turns: 3,
             max_concepts: 30,
         }
     }
@@ -76,8 +88,18 @@ impl GenerationConfig {
         f("count_fraction", self.count_fraction, 0.0, 1.0)?;
         f("attribute_fraction", self.attribute_fraction, 0.0, 1.0)?;
         f("correction_fraction", self.correction_fraction, 0.0, 1.0)?;
-        if self.count_fraction + self.attribute_fraction + self.correction_fraction > 1.0 {
-            return Err(CoreError::invalid("generation", "count, attribute and correction fractions sum above 1"));
+        f("false_premise_fraction", self.false_premise_fraction, 0.0, 1.0)?;
+        f("multi_turn_fraction", self.multi_turn_fraction, 0.0, 1.0)?;
+        let typed = self.count_fraction
+            + self.attribute_fraction
+            + self.correction_fraction
+            + self.false_premise_fraction
+            + self.multi_turn_fraction;
+        if typed > 1.0 {
+            return Err(CoreError::invalid("generation", "count, attribute, correction, false premise and multi-turn fractions sum above 1"));
+        }
+        if !(crate::writer::MIN_TURNS as u32..=4).contains(&self.multi_turn_turns) {
+            return Err(CoreError::invalid("generation.multi_turn_turns", "must be between 2 and 4"));
         }
         if self.max_concepts == 0 {
             return Err(CoreError::invalid("generation.max_concepts", "must be at least 1"));
@@ -88,16 +110,19 @@ impl GenerationConfig {
 
 /// Instructions of each type for one concept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quota {
     pub negative: u64,
     pub positive: u64,
     pub count: u64,
     pub attribute: u64,
+    pub false_premise: u64,
+    pub multi_turn: u64,
 }
 
 impl Quota {
     pub fn total(&self) -> u64 {
-        self.negative + self.positive + self.count + self.attribute
+        self.negative + self.positive + self.count + self.attribute + self.false_premise + self.multi_turn
     }
 }
 
@@ -107,6 +132,13 @@ pub struct GenerationPlan {
     pub budget: u64,
     pub concepts: BTreeMap<String, Quota>,
     pub corrections: u64,
+    /// Turns of each multi-turn conversation.
+    #[serde(default = "default_turns")]
+    pub turns: u32,
+}
+
+fn default_turns() -> u32 {
+    GenerationConfig::default().multi_turn_turns
 }
 
 /// Splits `total` in proportion to `weights` (largest remainder, ties to the lower index),
@@ -160,12 +192,14 @@ pub fn plan_generation(profile: &Profile, summary: &Summary, cfg: &GenerationCon
     let any_attr = summary.concepts.values().any(|c| c.attributes_known > 0);
     let counts = if any_count { (rest as f64 * cfg.count_fraction).round() as u64 } else { 0 };
     let attrs = if any_attr { (rest as f64 * cfg.attribute_fraction).round() as u64 } else { 0 };
-    let existence = rest - counts - attrs;
+    let premises = (rest as f64 * cfg.false_premise_fraction).round() as u64;
+    let conversations = (rest as f64 * cfg.multi_turn_fraction).round() as u64;
+    let existence = rest.saturating_sub(counts + attrs + premises + conversations);
     let negatives = (existence as f64 / (1.0 + cfg.positive_ratio)).round() as u64;
 
     let targeted: Vec<&crate::profile::ConceptProfile> =
         profile.concepts.iter().filter(|c| c.hallucinations > 0).take(cfg.max_concepts).collect();
-    let mut plan = GenerationPlan { budget, concepts: BTreeMap::new(), corrections };
+    let mut plan = GenerationPlan { budget, concepts: BTreeMap::new(), corrections, turns: cfg.multi_turn_turns };
     if targeted.is_empty() {
         return plan;
     }
@@ -181,10 +215,17 @@ pub fn plan_generation(profile: &Profile, summary: &Summary, cfg: &GenerationCon
         *n += e;
     }
     let present = |name: &str| summary.concepts.get(name).map(|c| c.present).unwrap_or(0);
-    for (c, n) in targeted.iter().zip(&neg) {
+    // false premises and conversations go where negatives go, on the other absent images
+    let spare: Vec<u64> = caps.iter().zip(&neg).map(|(c, n)| c - n).collect();
+    let fp = allocate_capped(premises, &weights, &spare);
+    let spare: Vec<u64> = spare.iter().zip(&fp).map(|(c, n)| c - n).collect();
+    let mt = allocate_capped(conversations, &weights, &spare);
+    for (i, (c, n)) in targeted.iter().zip(&neg).enumerate() {
         let positive = ((*n as f64 * cfg.positive_ratio).round() as u64).min(present(&c.concept));
-        plan.concepts.insert(c.concept.clone(), Quota { negative: *n, positive, count: 0, attribute: 0 });
+        let quota = Quota { negative: *n, positive, false_premise: fp[i], multi_turn: mt[i], ..Quota::default() };
+        plan.concepts.insert(c.concept.clone(), quota);
     }
+    plan.turns = cfg.multi_turn_turns;
     // count and attribute questions: where this model miscounts / misnames attributes, else
     // on the targeted concepts, always where the truth knows the answer
     let spread = |total: u64, known: &dyn Fn(&str) -> u64, errors: &dyn Fn(&str) -> u64| -> Vec<(String, u64)> {
@@ -220,24 +261,38 @@ pub fn plan_generation(profile: &Profile, summary: &Summary, cfg: &GenerationCon
 pub struct ShardQuota {
     pub concepts: BTreeMap<String, Quota>,
     pub corrections: u64,
+    #[serde(default = "default_turns")]
+    pub turns: u32,
 }
 
 /// Splits the plan across shards in proportion to each shard's candidates (from the shards'
 /// summaries): images where the model hallucinated the concept first, then other chances.
 pub fn allocate_to_shards(plan: &GenerationPlan, shards: &[Summary]) -> Vec<ShardQuota> {
-    let mut out = vec![ShardQuota::default(); shards.len()];
+    let mut out = vec![ShardQuota { turns: plan.turns, ..ShardQuota::default() }; shards.len()];
     let get = |s: &Summary, n: &str| s.concepts.get(n).cloned().unwrap_or_default();
     let split = |total: u64, caps: Vec<u64>| allocate_capped(total, &caps.iter().map(|&c| c as f64).collect::<Vec<_>>(), &caps);
     for (name, q) in &plan.concepts {
         let tempting: Vec<u64> = shards.iter().map(|s| get(s, name).hallucinated).collect();
         let first = split(q.negative, tempting.clone());
         let others: Vec<u64> = shards.iter().zip(&tempting).map(|(s, t)| get(s, name).opportunities - t).collect();
-        let second = split(q.negative - first.iter().sum::<u64>(), others);
+        let second = split(q.negative - first.iter().sum::<u64>(), others.clone());
+        // what negatives leave of each shard's absent images hosts premises, then conversations
+        let left: Vec<u64> = others.iter().zip(&tempting).enumerate().map(|(i, (o, t))| (o + t).saturating_sub(first[i] + second[i])).collect();
+        let fp = split(q.false_premise, left.clone());
+        let left: Vec<u64> = left.iter().zip(&fp).map(|(l, f)| l - f).collect();
+        let mt = split(q.multi_turn, left);
         let pos = split(q.positive, shards.iter().map(|s| get(s, name).present).collect());
         let cnt = split(q.count, shards.iter().map(|s| get(s, name).count_known).collect());
         let att = split(q.attribute, shards.iter().map(|s| get(s, name).attributes_known).collect());
         for i in 0..shards.len() {
-            let quota = Quota { negative: first[i] + second[i], positive: pos[i], count: cnt[i], attribute: att[i] };
+            let quota = Quota {
+                negative: first[i] + second[i],
+                positive: pos[i],
+                count: cnt[i],
+                attribute: att[i],
+                false_premise: fp[i],
+                multi_turn: mt[i],
+            };
             if quota.total() > 0 {
                 out[i].concepts.insert(name.clone(), quota);
             }
@@ -259,6 +314,7 @@ struct ImageView<'a> {
     count_errors: BTreeSet<&'a str>,
     attribute_errors: BTreeSet<&'a str>,
     mentioned: BTreeSet<&'a str>,
+    errors: Vec<&'a Hallucination>,
     /// Concepts whose presence the truth establishes; `None`: all (annotations).
     known: Option<BTreeSet<&'a str>>,
 }
@@ -267,16 +323,116 @@ impl ImageView<'_> {
     fn knows(&self, concept: &str) -> bool {
         self.known.as_ref().is_none_or(|k| k.contains(concept))
     }
+
+    fn has(&self, concept: &str) -> bool {
+        self.truth.iter().any(|o| o.name == concept)
+    }
 }
 
-/// Instructions for one shard of diagnoses. `seed` is the job seed.
-pub fn generate_shard(
+/// One item to write: what it is about, the facts a writer gets, what the gate checks it by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemRequest {
+    /// The record id (unique in the job).
+    pub id: String,
+    /// The record's image path.
+    pub image: String,
+    pub kind: InstructionType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept: Option<String>,
+    pub why: String,
+    /// The question of a corrected description: the model's own prompt.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt: String,
+    pub facts: Facts,
+    pub gate: GateInput,
+}
+
+/// The natural name of a vocabulary concept ("ball" for "sports ball").
+pub fn natural_name(vocab: &Vocabulary, concept: &str) -> String {
+    vocab.lookup(concept).map(|id| vocab.concept(id).natural_name().to_string()).unwrap_or_else(|| concept.to_string())
+}
+
+struct FactsContext<'a> {
+    vocab: &'a Vocabulary,
+    /// The concepts this model hallucinates most, most first.
+    top: Vec<&'a str>,
+    turns: u32,
+}
+
+impl FactsContext<'_> {
+    fn facts(&self, v: &ImageView, kind: InstructionType, target: Option<&str>) -> Facts {
+        let name = |c: &str| natural_name(self.vocab, c);
+        let objects = v
+            .truth
+            .iter()
+            .map(|o| FactObject { name: name(&o.name), count: o.count, attributes: o.attributes.clone() })
+            .collect();
+        let absent =
+            self.top.iter().filter(|c| !v.has(c) && v.knows(c)).take(5).map(|c| name(c)).collect();
+        let hallucinations = v
+            .errors
+            .iter()
+            .map(|h| FactError {
+                kind: h.kind,
+                concept: name(&h.concept),
+                said: h.claimed.clone().unwrap_or_else(|| h.evidence.clone()),
+                truth: match h.kind {
+                    HallucinationKind::Object => None,
+                    HallucinationKind::Count => h.true_count.map(number_words),
+                    HallucinationKind::Attribute => (!h.known.is_empty()).then(|| h.known.join(" and ")),
+                },
+            })
+            .collect();
+        let target_object = target.and_then(|t| v.truth.iter().find(|o| o.name == t));
+        Facts {
+            schema_version: FACTS_SCHEMA_VERSION,
+            instruction: kind,
+            target: target.map(name),
+            target_present: target.map(|t| v.has(t)),
+            target_count: target_object.and_then(|o| o.count),
+            target_attribute: None,
+            objects,
+            absent,
+            description: None,
+            draft: None,
+            hallucinations,
+            avoid: Vec::new(),
+            turns: (kind == InstructionType::MultiTurn).then_some(self.turns),
+        }
+    }
+
+    fn request(&self, v: &ImageView, tag: &str, kind: InstructionType, concept: &str, why: String) -> ItemRequest {
+        let facts = self.facts(v, kind, Some(concept));
+        let gate = GateInput {
+            kind,
+            image: v.key.to_string(),
+            truth: v.truth.to_vec(),
+            target: Some(concept.to_string()),
+            target_count: facts.target_count,
+            target_family: None,
+            original_correct: Vec::new(),
+        };
+        ItemRequest {
+            id: format!("{}:{tag}:{}", v.key, concept.replace(' ', "_")),
+            image: v.image.clone(),
+            kind,
+            concept: Some(concept.to_string()),
+            why,
+            prompt: String::new(),
+            facts,
+            gate,
+        }
+    }
+}
+
+/// The items one shard must write, in a fixed order. `seed` is the job seed.
+pub fn plan_shard_items(
     extractor: &Extractor,
     profile: &Profile,
     diagnoses: &[DiagnosisRecord],
     quota: &ShardQuota,
     seed: u64,
-) -> Vec<LlavaRecord> {
+) -> Vec<ItemRequest> {
     let vocab = extractor.vocab();
     let mut views: BTreeMap<&str, ImageView> = BTreeMap::new();
     for d in diagnoses.iter().filter(|d| d.error.is_none()) {
@@ -288,6 +444,7 @@ pub fn generate_shard(
             count_errors: BTreeSet::new(),
             attribute_errors: BTreeSet::new(),
             mentioned: BTreeSet::new(),
+            errors: Vec::new(),
             known: Some(BTreeSet::new()),
         });
         // an image is known about a concept when any of its records' truth is
@@ -302,33 +459,33 @@ pub fn generate_shard(
                 HallucinationKind::Count => v.count_errors.insert(h.concept.as_str()),
                 HallucinationKind::Attribute => v.attribute_errors.insert(h.concept.as_str()),
             };
+            v.errors.push(h);
         }
         for m in &d.mentions {
             v.mentioned.insert(m.concept.as_str());
         }
     }
     let views: Vec<ImageView> = views.into_values().collect();
-    let mut out = Vec::new();
-    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut push = |r: LlavaRecord, out: &mut Vec<LlavaRecord>| {
-        let question = r.conversations[0].value.clone();
-        if seen.insert((r.image.clone(), question)) {
-            out.push(r);
-        }
+    let ctx = FactsContext {
+        vocab,
+        top: profile.concepts.iter().filter(|c| c.hallucinations > 0).take(8).map(|c| c.concept.as_str()).collect(),
+        turns: quota.turns,
     };
+    let mut out = Vec::new();
     let tie = |key: &str, concept: &str, kind: &str| stable_hash(seed, &[key, concept, kind]);
     for (concept, q) in &quota.concepts {
-        let Some(cid) = vocab.lookup(concept) else { continue };
-        let c = vocab.concept(cid);
+        if vocab.lookup(concept).is_none() {
+            continue;
+        }
         let triggers: Vec<(&str, f64)> =
             profile.concept(concept).map(|p| p.triggers.iter().map(|t| (t.concept.as_str(), t.lift)).collect()).unwrap_or_default();
-        // negatives: absent here, most tempting first
+        // absent here, most tempting first: negatives, then false premises, then conversations
         let mut cands: Vec<(u8, f64, u64, &ImageView)> = views
             .iter()
-            // a negative needs a known absence: with a detector, only checked concepts
-            .filter(|v| !v.truth.iter().any(|o| o.name == *concept) && v.knows(concept))
+            // an absence must be known: with a detector, only checked concepts
+            .filter(|v| !v.has(concept) && v.knows(concept))
             .map(|v| {
-                let score: f64 = triggers.iter().filter(|(t, _)| v.truth.iter().any(|o| o.name == *t)).map(|(_, l)| l).sum();
+                let score: f64 = triggers.iter().filter(|(t, _)| v.has(t)).map(|(_, l)| l).sum();
                 let tier = if v.hallucinated.contains(concept.as_str()) {
                     0
                 } else if score > 0.0 {
@@ -340,24 +497,30 @@ pub fn generate_shard(
             })
             .collect();
         cands.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
-        for (tier, score, _, v) in cands.into_iter().take(q.negative as usize) {
-            let why = match tier {
-                0 => format!("the model hallucinated {concept} on this image"),
-                1 => format!(
-                    "{concept} is absent but its triggers are present ({}; summed lift {:.2})",
-                    triggers.iter().filter(|(t, _)| v.truth.iter().any(|o| o.name == *t)).map(|(t, _)| *t).collect::<Vec<_>>().join(", "),
-                    score
-                ),
-                _ => format!("{concept} is absent from this image"),
-            };
-            let mut rng = rng_for(seed, &[v.key, concept, "negative-phrasing"]);
-            let (question, answer) = negative_qa(vocab, c, v.truth, &mut rng);
-            push(record(v, "neg", concept, &question, answer, InstructionType::NegativeExistence, why), &mut out);
+        let why_absent = |tier: u8, score: f64, v: &ImageView| match tier {
+            0 => format!("the model hallucinated {concept} on this image"),
+            1 => format!(
+                "{concept} is absent but its triggers are present ({}; summed lift {:.2})",
+                triggers.iter().filter(|(t, _)| v.has(t)).map(|(t, _)| *t).collect::<Vec<_>>().join(", "),
+                score
+            ),
+            _ => format!("{concept} is absent from this image"),
+        };
+        let mut absent_images = cands.into_iter();
+        let absent_kinds = [
+            (q.negative, "neg", InstructionType::NegativeExistence),
+            (q.false_premise, "premise", InstructionType::FalsePremise),
+            (q.multi_turn, "chat", InstructionType::MultiTurn),
+        ];
+        for (n, tag, kind) in absent_kinds {
+            for (tier, score, _, v) in absent_images.by_ref().take(n as usize) {
+                out.push(ctx.request(v, tag, kind, concept, why_absent(tier, score, v)));
+            }
         }
         // positives: present here; images where the model missed it first
         let mut pos: Vec<(u8, u64, &ImageView)> = views
             .iter()
-            .filter(|v| v.truth.iter().any(|o| o.name == *concept))
+            .filter(|v| v.has(concept))
             .map(|v| (u8::from(v.mentioned.contains(concept.as_str())), tie(v.key, concept, "positive"), v))
             .collect();
         pos.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -367,45 +530,42 @@ pub fn generate_shard(
             } else {
                 format!("{concept} is present; balances the negatives")
             };
-            let Some(obj) = v.truth.iter().find(|o| o.name == *concept) else { continue };
-            let mut rng = rng_for(seed, &[v.key, concept, "positive-phrasing"]);
-            let (question, answer) = positive_qa(c, obj, &mut rng);
-            push(record(v, "pos", concept, &question, answer, InstructionType::PositiveExistence, why), &mut out);
+            out.push(ctx.request(v, "pos", InstructionType::PositiveExistence, concept, why));
         }
         // counts where the truth knows the count; miscounted images first
-        let mut cnt: Vec<(u8, u64, &ImageView, u32)> = views
+        let mut cnt: Vec<(u8, u64, &ImageView)> = views
             .iter()
-            .filter_map(|v| {
-                let n = v.truth.iter().find(|o| o.name == *concept)?.count?;
-                Some((u8::from(!v.count_errors.contains(concept.as_str())), tie(v.key, concept, "count"), v, n))
-            })
+            .filter(|v| v.truth.iter().any(|o| o.name == *concept && o.count.is_some()))
+            .map(|v| (u8::from(!v.count_errors.contains(concept.as_str())), tie(v.key, concept, "count"), v))
             .collect();
         cnt.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-        for (ok, _, v, n) in cnt.into_iter().take(q.count as usize) {
+        for (ok, _, v) in cnt.into_iter().take(q.count as usize) {
             let why =
                 if ok == 0 { format!("the model miscounted {concept} on this image") } else { format!("the count of {concept} is known") };
-            let mut rng = rng_for(seed, &[v.key, concept, "count-phrasing"]);
-            let (question, answer) = count_qa(c, n, &mut rng);
-            push(record(v, "count", concept, &question, answer, InstructionType::Count, why), &mut out);
+            out.push(ctx.request(v, "count", InstructionType::Count, concept, why));
         }
         // attributes where known; misnamed images first
         let mut att: Vec<(u8, u64, &ImageView, &ObjectTruth)> = views
             .iter()
             .filter_map(|v| {
-                let o = v.truth.iter().find(|o| o.name == *concept && !o.attributes.is_empty())?;
+                let o = v.truth.iter().find(|o| o.name == *concept && o.attributes.values().any(|x| !x.is_empty()))?;
                 Some((u8::from(!v.attribute_errors.contains(concept.as_str())), tie(v.key, concept, "attribute"), v, o))
             })
             .collect();
         att.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         for (ok, _, v, o) in att.into_iter().take(q.attribute as usize) {
-            let mut rng = rng_for(seed, &[v.key, concept, "attribute-phrasing"]);
-            let Some((family, question, answer)) = attribute_qa(c, o, &mut rng) else { continue };
+            let families: Vec<(&String, &Vec<String>)> = o.attributes.iter().filter(|(_, v)| !v.is_empty()).collect();
+            let mut rng = rng_for(seed, &[v.key, concept, "attribute-family"]);
+            let Some((family, values)) = families.choose(&mut rng) else { continue };
             let why = if ok == 0 {
                 format!("the model named a wrong attribute of {concept} on this image")
             } else {
                 format!("the {family} of {concept} is known")
             };
-            push(record(v, &format!("attr-{family}"), concept, &question, answer, InstructionType::Attribute, why), &mut out);
+            let mut r = ctx.request(v, &format!("attr-{family}"), InstructionType::Attribute, concept, why);
+            r.facts.target_attribute = Some(FactAttribute { family: family.to_string(), values: values.to_vec() });
+            r.gate.target_family = Some(family.to_string());
+            out.push(r);
         }
     }
     // the model's own descriptions, corrected (needs the spans of the claims)
@@ -418,144 +578,105 @@ pub fn generate_shard(
         .collect();
     corr.sort_by_key(|(h, _)| *h);
     let mut made = 0;
+    let mut ids = BTreeSet::new();
     for (_, d) in corr {
         if made >= quota_corrections {
             break;
         }
-        let Some(text) = correct_description(extractor, &mut scratch, d) else { continue };
-        let kinds: Vec<String> = d.hallucinations.iter().map(|h| format!("{} {}", h.kind.as_str(), h.concept)).collect();
-        let r = LlavaRecord::single_turn(
-            format!("{}:corrected:{:016x}", d.image, stable_hash(0, &[&d.prompt])),
-            d.file.clone().unwrap_or_else(|| d.image.clone()),
-            &d.prompt,
-            text,
-            InstructionMeta {
-                kind: InstructionType::CorrectedDescription,
-                concept: None,
-                why: format!("the model's description with its hallucinations removed ({})", kinds.join(", ")),
-            },
-        );
-        let before = out.len();
-        push(r, &mut out);
-        if out.len() > before {
-            made += 1;
+        let id = format!("{}:corrected:{:016x}", d.image, stable_hash(0, &[&d.prompt]));
+        if ids.contains(&id) {
+            continue;
         }
+        let Some(draft) = correct_description(extractor, &mut scratch, d) else { continue };
+        let Some(v) = views.iter().find(|v| v.key == d.image) else { continue };
+        let kinds: Vec<String> = d.hallucinations.iter().map(|h| format!("{} {}", h.kind.as_str(), h.concept)).collect();
+        let mut facts = ctx.facts(v, InstructionType::CorrectedDescription, None);
+        facts.hallucinations.retain(|e| d.hallucinations.iter().any(|h| natural_name(vocab, &h.concept) == e.concept));
+        facts.description = Some(d.response.clone());
+        facts.draft = Some(draft);
+        let present: BTreeSet<&str> = d.truth.iter().map(|o| o.name.as_str()).collect();
+        let gate = GateInput {
+            kind: InstructionType::CorrectedDescription,
+            image: d.image.clone(),
+            truth: d.truth.clone(),
+            target: None,
+            target_count: None,
+            target_family: None,
+            original_correct: d.mentions.iter().filter(|m| present.contains(m.concept.as_str())).map(|m| m.concept.clone()).collect(),
+        };
+        ids.insert(id.clone());
+        out.push(ItemRequest {
+            id,
+            image: d.file.clone().unwrap_or_else(|| d.image.clone()),
+            kind: InstructionType::CorrectedDescription,
+            concept: None,
+            why: format!("the model's description with its hallucinations removed ({})", kinds.join(", ")),
+            prompt: d.prompt.clone(),
+            facts,
+            gate,
+        });
+        made += 1;
     }
     out
 }
 
-fn record(v: &ImageView, tag: &str, concept: &str, question: &str, answer: String, kind: InstructionType, why: String) -> LlavaRecord {
-    LlavaRecord::single_turn(
-        format!("{}:{tag}:{}", v.key, concept.replace(' ', "_")),
-        v.image.clone(),
-        question,
-        answer,
-        InstructionMeta { kind, concept: Some(concept.to_string()), why },
-    )
+/// The template writer's item for `req`, avoiding the questions in `avoid`.
+pub fn write_with_template(vocab: &Vocabulary, req: &ItemRequest, avoid: &[String], seed: u64) -> Option<WrittenItem> {
+    let seen: BTreeSet<String> = avoid.iter().map(|q| crate::writer::normalise(q)).collect();
+    let mut last = None;
+    // a few draws: the frames are few and one image may already hold a question
+    for attempt in 0..6u32 {
+        let mut rng = rng_for(seed, &[&req.id, "template", &attempt.to_string()]);
+        let mut item = crate::writer::template::write(vocab, &req.facts, &mut rng)?;
+        if req.kind == InstructionType::CorrectedDescription {
+            item.turns[0].question = req.prompt.clone();
+        }
+        if !item.turns.iter().any(|t| seen.contains(&crate::writer::normalise(&t.question))) {
+            return Some(item);
+        }
+        last = Some(item);
+    }
+    last
 }
 
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
+/// The record for an accepted item.
+pub fn to_record(req: &ItemRequest, item: &WrittenItem, writer: Option<WriterMeta>) -> LlavaRecord {
+    let mut conversations = Vec::with_capacity(item.turns.len() * 2);
+    for (i, t) in item.turns.iter().enumerate() {
+        let question = if i == 0 { format!("<image>\n{}", t.question) } else { t.question.clone() };
+        conversations.push(Turn { from: "human".into(), value: question });
+        conversations.push(Turn { from: "gpt".into(), value: t.answer.clone() });
+    }
+    LlavaRecord {
+        id: req.id.clone(),
+        image: req.image.clone(),
+        conversations,
+        meta: InstructionMeta { kind: req.kind, concept: req.concept.clone(), why: req.why.clone(), writer },
     }
 }
 
-/// "two dogs", "a car", "some people" (count unknown).
-fn noun_phrase(c: &crate::vocab::Concept, count: Option<u32>) -> String {
-    let (singular, plural) = (&c.synonyms[0], &c.plurals[0]);
-    match count {
-        Some(1) => format!("{} {singular}", article(singular)),
-        Some(n) => format!("{} {plural}", number_words(n)),
-        None if singular == plural => format!("some {plural}"),
-        None => format!("{} {singular}", article(singular)),
+/// Instructions for one shard of diagnoses, written by the template writer and gated.
+/// `seed` is the job seed.
+pub fn generate_shard(
+    extractor: &Extractor,
+    profile: &Profile,
+    diagnoses: &[DiagnosisRecord],
+    quota: &ShardQuota,
+    seed: u64,
+) -> Vec<LlavaRecord> {
+    let mut scratch = ExtractScratch::default();
+    let mut accepted = Accepted::default();
+    let mut out = Vec::new();
+    for req in plan_shard_items(extractor, profile, diagnoses, quota, seed) {
+        let avoid = accepted.questions_for(&req.gate.image);
+        let Some(item) = write_with_template(extractor.vocab(), &req, &avoid, seed) else { continue };
+        if verify(extractor, &mut scratch, &req.gate, &item, &accepted).is_ok() {
+            accepted.insert(&req.gate.image, &item);
+            let meta = WriterMeta { by: "template".into(), attempts: 1, request_id: None, facts: Some(req.facts.clone()) };
+            out.push(to_record(&req, &item, Some(meta)));
+        }
     }
-}
-
-/// A short grounded summary of the scene: "a man, two dogs and a car".
-fn scene_summary(vocab: &Vocabulary, truth: &[ObjectTruth]) -> String {
-    let parts: Vec<String> =
-        truth.iter().take(4).filter_map(|o| vocab.lookup(&o.name).map(|id| noun_phrase(vocab.concept(id), o.count))).collect();
-    match parts.len() {
-        0 => "other things".to_string(),
-        1 => parts[0].clone(),
-        n => format!("{} and {}", parts[..n - 1].join(", "), parts[n - 1]),
-    }
-}
-
-fn pick<'a, R: rand::Rng>(rng: &mut R, options: &'a [&'a str]) -> &'a str {
-    options.choose(rng).copied().unwrap_or(options[0])
-}
-
-fn negative_qa<R: rand::Rng>(vocab: &Vocabulary, c: &crate::vocab::Concept, truth: &[ObjectTruth], rng: &mut R) -> (String, String) {
-    let (s, p) = (&c.synonyms[0], &c.plurals[0]);
-    let a = article(s);
-    let q = pick(
-        rng,
-        &[
-            "Is there {a} {s} in the image?",
-            "Can you see any {p} in this picture?",
-            "Does this image contain {a} {s}?",
-            "Are there any {p} in the photo?",
-            "Is {a} {s} visible anywhere in the image?",
-        ],
-    );
-    let ans = pick(
-        rng,
-        &[
-            "No, there is no {s} in the image. It shows {scene}.",
-            "No. The image does not contain any {p}; it shows {scene}.",
-            "No, I don't see any {p} here. The picture shows {scene}.",
-        ],
-    );
-    let scene = scene_summary(vocab, truth);
-    let fill = |t: &str| t.replace("{a}", a).replace("{s}", s).replace("{p}", p).replace("{scene}", &scene);
-    (fill(q), fill(ans))
-}
-
-fn positive_qa<R: rand::Rng>(c: &crate::vocab::Concept, o: &ObjectTruth, rng: &mut R) -> (String, String) {
-    let (s, p) = (&c.synonyms[0], &c.plurals[0]);
-    let a = article(s);
-    let q = pick(
-        rng,
-        &[
-            "Is there {a} {s} in the image?",
-            "Can you see any {p} in this picture?",
-            "Does this image contain {a} {s}?",
-            "Are there any {p} in the photo?",
-        ],
-    );
-    let ans = match o.count {
-        Some(n) if n > 1 => format!("Yes, there are {} {p} in the image.", number_words(n)),
-        _ => format!("Yes, there is {a} {s} in the image."),
-    };
-    (q.replace("{a}", a).replace("{s}", s).replace("{p}", p), ans)
-}
-
-fn count_qa<R: rand::Rng>(c: &crate::vocab::Concept, n: u32, rng: &mut R) -> (String, String) {
-    let (s, p) = (&c.synonyms[0], &c.plurals[0]);
-    let q = pick(rng, &["How many {p} are in the image?", "How many {p} can you see?", "Count the {p} in this picture."]);
-    let ans = if n == 1 { format!("There is one {s} in the image.") } else { format!("There are {} {p} in the image.", number_words(n)) };
-    (q.replace("{p}", p), ans)
-}
-
-fn attribute_qa<R: rand::Rng>(c: &crate::vocab::Concept, o: &ObjectTruth, rng: &mut R) -> Option<(String, String, String)> {
-    let s = &c.synonyms[0];
-    let families: Vec<(&String, &Vec<String>)> = o.attributes.iter().filter(|(_, v)| !v.is_empty()).collect();
-    let (family, values) = families.choose(rng)?;
-    let value = match values.len() {
-        1 => values[0].clone(),
-        n => format!("{} and {}", values[..n - 1].join(", "), values[n - 1]),
-    };
-    let (q, a) = match family.as_str() {
-        "color" => (pick(rng, &["What color is the {s}?", "What is the color of the {s} in the image?"]), "The {s} is {v}."),
-        "size" => (pick(rng, &["Is the {s} small or large?", "How big is the {s}?"]), "The {s} is {v}."),
-        "material" => (pick(rng, &["What material is the {s} made of?", "What is the {s} made of?"]), "The {s} is {v}."),
-        _ => ("What is the {f} of the {s}?", "The {f} of the {s} is {v}."),
-    };
-    let fill = |t: &str| t.replace("{s}", s).replace("{v}", &value).replace("{f}", family);
-    Some((family.to_string(), fill(q), fill(a)))
+    out
 }
 
 #[cfg(test)]

@@ -56,6 +56,24 @@ pub struct InstructionMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concept: Option<String>,
     pub why: String,
+    /// Who wrote the record, in how many attempts, from which facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterMeta>,
+}
+
+/// The writer's part of a record's `meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterMeta {
+    /// `template`, `sim`, or `openai:<model>`; `template-fallback` when the writer's attempts
+    /// were all refused.
+    pub by: String,
+    /// Replies asked for (the first plus rewrites).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The facts block the writer was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<crate::writer::Facts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
