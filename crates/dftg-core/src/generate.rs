@@ -54,6 +54,8 @@ pub struct GenerationConfig {
     pub multi_turn_turns: u32,
     /// Concepts targeted at most (most hallucinated first).
     pub max_concepts: usize,
+    /// Who writes the items (`[generation.writer]`).
+    pub writer: crate::writer::WriterSpec,
 }
 
 impl Default for GenerationConfig {
@@ -70,6 +72,7 @@ impl Default for GenerationConfig {
             multi_turn_fraction: 0.08,
             multi_turn_turns: 3,
             max_concepts: 30,
+            writer: crate::writer::WriterSpec::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ impl GenerationConfig {
         if !(crate::writer::MIN_TURNS as u32..=4).contains(&self.multi_turn_turns) {
             return Err(CoreError::invalid("generation.multi_turn_turns", "must be between 2 and 4"));
         }
+        self.writer.validate()?;
         if self.max_concepts == 0 {
             return Err(CoreError::invalid("generation.max_concepts", "must be at least 1"));
         }

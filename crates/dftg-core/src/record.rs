@@ -180,3 +180,17 @@ pub struct ImageError {
     pub reason: String,
     pub message: String,
 }
+
+/// Tokens a role's model calls used, as the servers counted them (users pay per token).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl TokenUsage {
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+    }
+}

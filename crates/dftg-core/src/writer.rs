@@ -32,6 +32,121 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4000;
 pub const MIN_TURNS: usize = 2;
 pub const MAX_TURNS: usize = 6;
 
+/// Who writes the remedy data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterKind {
+    /// Sentence frames, offline (the default).
+    #[default]
+    Template,
+    /// Any OpenAI-compatible chat endpoint: vLLM, SGLang, Ollama, llama.cpp server, a hosted API.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// The simulator (the job's own, or the one at `endpoint`).
+    Sim,
+}
+
+impl WriterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterKind::Template => "template",
+            WriterKind::OpenAi => "openai",
+            WriterKind::Sim => "sim",
+        }
+    }
+}
+
+impl std::str::FromStr for WriterKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "template" => Ok(WriterKind::Template),
+            "openai" => Ok(WriterKind::OpenAi),
+            "sim" => Ok(WriterKind::Sim),
+            _ => Err("the writer is template, openai or sim".into()),
+        }
+    }
+}
+
+/// `[generation.writer]` of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterSpec {
+    pub kind: WriterKind,
+    /// Base URL (`http://host:8000/v1`); `sim` without one uses the job's simulator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Model name sent in requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub max_in_flight: usize,
+    pub timeout_secs: f64,
+    /// Transport attempts per request (5xx, timeouts), not rewrites.
+    pub max_attempts: u32,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    /// Send the image too (vision writers).
+    pub with_image: bool,
+    /// Re-asks after a refused reply, before the template writer takes over.
+    pub max_rewrites: u32,
+    /// The simulated writer: share of replies that carry an injected mistake.
+    pub sim_error_rate: f64,
+}
+
+impl Default for WriterSpec {
+    fn default() -> Self {
+        WriterSpec {
+            kind: WriterKind::Template,
+            endpoint: None,
+            model: None,
+            max_in_flight: 64,
+            timeout_secs: 120.0,
+            max_attempts: 4,
+            temperature: 0.7,
+            max_tokens: 1024,
+            with_image: false,
+            max_rewrites: 2,
+            sim_error_rate: 0.0,
+        }
+    }
+}
+
+impl WriterSpec {
+    pub fn validate(&self) -> Result<(), crate::CoreError> {
+        use crate::CoreError;
+        if !(1..=1024).contains(&self.max_in_flight) {
+            return Err(CoreError::invalid("generation.writer.max_in_flight", "must be between 1 and 1024"));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(CoreError::invalid("generation.writer.max_attempts", "must be between 1 and 10"));
+        }
+        if self.max_rewrites > 5 {
+            return Err(CoreError::invalid("generation.writer.max_rewrites", "must be at most 5"));
+        }
+        if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
+            return Err(CoreError::invalid("generation.writer.temperature", "must be between 0 and 2"));
+        }
+        if !(16..=16384).contains(&self.max_tokens) {
+            return Err(CoreError::invalid("generation.writer.max_tokens", "must be between 16 and 16384"));
+        }
+        if !(self.timeout_secs.is_finite() && self.timeout_secs > 0.0 && self.timeout_secs <= 3600.0) {
+            return Err(CoreError::invalid("generation.writer.timeout_secs", "must be a positive number of seconds up to 3600"));
+        }
+        if !(0.0..=1.0).contains(&self.sim_error_rate) {
+            return Err(CoreError::invalid("generation.writer.sim_error_rate", "must be between 0 and 1"));
+        }
+        if self.kind == WriterKind::OpenAi && (self.endpoint.is_none() || self.model.is_none()) {
+            return Err(CoreError::invalid("generation.writer", "an openai writer needs an endpoint and a model"));
+        }
+        for (field, v) in [("generation.writer.endpoint", &self.endpoint), ("generation.writer.model", &self.model)] {
+            if v.as_ref().is_some_and(|v| v.len() > 1024 || v.trim().is_empty()) {
+                return Err(CoreError::invalid(field, "must be non-empty and at most 1024 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One object of the image, as the writer may name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactObject {

@@ -38,5 +38,6 @@ pub mod service;
 pub mod synth;
 pub mod verify;
 pub mod worker;
+pub mod writer;
 
 pub use error::PipelineError;

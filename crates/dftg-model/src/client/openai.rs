@@ -15,7 +15,7 @@ use tracing::{field, Instrument as _};
 
 use super::retry::{parse_retry_after, Jitter, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList};
+use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList, Usage};
 
 /// Environment variables read for the API key, in order.
 pub const API_KEY_ENV: [&str; 2] = ["DFTG_API_KEY", "OPENAI_API_KEY"];
@@ -140,6 +140,18 @@ pub enum ClientConfigError {
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ClientConfigError {
     ClientConfigError::Invalid { field, reason: reason.into() }
+}
+
+/// A successful chat completion.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    /// Attempts used, 1 when the first one succeeded.
+    pub attempts: u32,
+    /// Duration of the successful attempt.
+    pub latency: Duration,
+    /// Tokens, as the server counted them (absent when it does not say).
+    pub usage: Option<Usage>,
 }
 
 /// The HTTP client for an OpenAI-compatible server. Cheap to clone; clones share the
@@ -331,11 +343,12 @@ impl OpenAiClient {
     /// their image) and starts the budget's clock.
     async fn attempt(
         &self,
-        req: &ModelRequest,
+        encode: &(dyn Fn() -> Result<Bytes, ModelError> + Send + Sync),
+        request_id: Option<&str>,
         body: &mut Option<Bytes>,
         deadline: &mut Option<Instant>,
         attempt: u32,
-    ) -> Result<(String, Duration), ModelError> {
+    ) -> Result<(String, Option<Usage>, Duration), ModelError> {
         let url = &self.inner.completions_shown;
         let config = &self.inner.config;
         let raw = {
@@ -356,12 +369,15 @@ impl OpenAiClient {
             };
             let payload = match body {
                 Some(b) => b.clone(),
-                None => body.insert(self.encode(req)?).clone(),
+                None => body.insert(encode()?).clone(),
             };
-            let request = self
+            let mut request = self
                 .authorized(self.inner.http.post(self.inner.completions_url.clone()), timeout)
                 .header(CONTENT_TYPE, "application/json")
                 .body(payload);
+            if let Some(id) = request_id {
+                request = request.header("x-request-id", id);
+            }
             let raw = self.fetch(request, url, reply_body_limit(config.max_reply_bytes), timeout).await;
             let latency = started.elapsed();
             tracing::debug!(
@@ -373,10 +389,40 @@ impl OpenAiClient {
             raw.map(|r| (r, latency))
         };
         let (raw, latency) = raw?;
-        interpret_completion(&raw, url, config.max_reply_bytes).map(|text| (text, latency))
+        interpret_completion(&raw, url, config.max_reply_bytes).map(|(text, usage)| (text, usage, latency))
     }
 
     async fn complete_inner(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
+        let c = self.send(&|| self.encode(req), None).await?;
+        Ok(ModelReply { text: c.text, attempts: c.attempts, latency: c.latency, usage: c.usage })
+    }
+
+    /// Any chat-completions request (the writer's: text, a schema, maybe an image), through the
+    /// same in-flight bound, timeouts and retries as the model's. `request_id` is sent as
+    /// `X-Request-Id`.
+    pub async fn chat(&self, request: &ChatRequest, request_id: Option<&str>) -> Result<Completion, ModelError> {
+        let url = &self.inner.completions_shown;
+        let encode = || {
+            serde_json::to_vec(request)
+                .map(Bytes::from)
+                .map_err(|e| ModelError::rejected(format!("cannot encode the request for {url}: {e}")))
+        };
+        let span = tracing::info_span!(
+            "chat_request",
+            model = %request.model,
+            attempts = field::Empty,
+            status = field::Empty,
+            latency_ms = field::Empty,
+            reason = field::Empty,
+        );
+        self.send(&encode, request_id).instrument(span).await
+    }
+
+    async fn send(
+        &self,
+        encode: &(dyn Fn() -> Result<Bytes, ModelError> + Send + Sync),
+        request_id: Option<&str>,
+    ) -> Result<Completion, ModelError> {
         let span = tracing::Span::current();
         let max_attempts = self.inner.config.retry.attempts();
         let mut body = None;
@@ -385,11 +431,11 @@ impl OpenAiClient {
         loop {
             attempt += 1;
             span.record("attempts", attempt);
-            match self.attempt(req, &mut body, &mut deadline, attempt).await {
-                Ok((text, latency)) => {
+            match self.attempt(encode, request_id, &mut body, &mut deadline, attempt).await {
+                Ok((text, usage, latency)) => {
                     span.record("status", 200u16);
                     span.record("latency_ms", latency.as_millis() as u64);
-                    return Ok(ModelReply { text, attempts: attempt, latency });
+                    return Ok(Completion { text, attempts: attempt, latency, usage });
                 }
                 Err(e) => {
                     if let Some(status) = e.status() {
@@ -441,7 +487,7 @@ impl ModelClient for OpenAiClient {
 
 /// A completion's text, or why there is none. A successful body is model output: messages
 /// describe it (size, where the JSON broke) but never quote it.
-fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<String, ModelError> {
+fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<(String, Option<Usage>), ModelError> {
     if !raw.status.is_success() {
         return Err(status_error(raw, url));
     }
@@ -457,6 +503,7 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
         ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len())))
             .with_status(code)
     })?;
+    let usage = parsed.usage;
     let Some(choice) = parsed.choices.into_iter().next() else {
         return Err(
             ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code)
@@ -468,7 +515,7 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
             text.len()
         ))
         .with_status(code)),
-        Some(text) if !text.trim().is_empty() => Ok(text),
+        Some(text) if !text.trim().is_empty() => Ok((text, usage)),
         content => Err(ModelError::empty(format!(
             "empty response from {url} (http {code}): content is {}, finish_reason {}",
             if content.is_none() { "null" } else { "blank" },
@@ -608,6 +655,7 @@ pub fn encode_chat_body(
         }],
         max_tokens,
         temperature,
+        response_format: None,
     };
     let skeleton = serde_json::to_vec(&chat)?;
     // inside JSON strings quotes are escaped, so this byte sequence is only the structural one
@@ -746,6 +794,7 @@ mod tests {
             }],
             max_tokens: Some(64),
             temperature: None,
+            response_format: None,
         };
         assert_eq!(&body[..], &serde_json::to_vec(&expected).unwrap()[..]);
     }
