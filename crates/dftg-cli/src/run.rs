@@ -105,6 +105,19 @@ pub struct JobFlags {
     /// the CHAIR vocabulary).
     #[arg(long, env = "DFTG_NLTK_TAGGER")]
     pub nltk_tagger: Option<String>,
+    /// Who writes the remedy data: template (offline), sim (the simulator), or openai (any
+    /// OpenAI-compatible chat endpoint, with --writer-endpoint and --writer-model).
+    #[arg(long, value_name = "KIND")]
+    pub writer: Option<String>,
+    /// The writer's endpoint (base URL up to /v1).
+    #[arg(long, value_name = "URL")]
+    pub writer_endpoint: Option<String>,
+    /// The writer's model name.
+    #[arg(long, value_name = "NAME")]
+    pub writer_model: Option<String>,
+    /// Simulated writer: share of its replies that carry an injected mistake.
+    #[arg(long, value_name = "R")]
+    pub sim_writer_error_rate: Option<f64>,
 }
 
 impl JobFlags {
@@ -167,6 +180,7 @@ impl JobFlags {
             spec.vocabulary = v.clone();
         }
         self.apply_truth(&mut spec)?;
+        self.apply_writer(&mut spec)?;
         if spec.extractor == "chair-compat" && spec.nltk_tagger.is_none() {
             spec.nltk_tagger = self.nltk_tagger.clone();
         }
@@ -177,6 +191,26 @@ impl JobFlags {
 
 impl JobFlags {
     /// `--truth`, `--detector*`, `--judge*` and the simulated detector's rates onto `[truth]`.
+    fn apply_writer(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
+        let w = &mut spec.generation.writer;
+        if let Some(k) = &self.writer {
+            w.kind = k.parse().map_err(|e: String| anyhow::anyhow!("--writer {k}: {e}"))?;
+        }
+        if let Some(url) = &self.writer_endpoint {
+            w.endpoint = Some(url.clone());
+            if self.writer.is_none() && w.kind == dftg_core::writer::WriterKind::Template {
+                w.kind = dftg_core::writer::WriterKind::OpenAi;
+            }
+        }
+        if let Some(m) = &self.writer_model {
+            w.model = Some(m.clone());
+        }
+        if let Some(r) = self.sim_writer_error_rate {
+            w.sim_error_rate = r;
+        }
+        Ok(())
+    }
+
     fn apply_truth(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
         use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
         if let Some(t) = &self.truth {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use dftg_core::record::TokenUsage;
+
 use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
 use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
@@ -147,6 +149,28 @@ pub struct DatasetManifest {
     /// Shards whose task was given up, with the reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_shards: BTreeMap<String, String>,
+    /// Who wrote the items, and what the gate refused.
+    #[serde(default)]
+    pub writer: WriterSummary,
+    /// Tokens of model calls by role (`subject`, `writer`).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenUsage>,
+}
+
+/// `dataset.json`'s `writer` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriterSummary {
+    /// `template`, `sim` or `openai`.
+    pub kind: String,
+    pub accepted: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub rewrites: u64,
+    pub fallbacks: u64,
+    pub dropped: u64,
+    /// Where every refused reply is listed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rejections: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,7 +203,11 @@ pub async fn write_dataset(
         shards: Vec::new(),
         plan: plan.clone(),
         failed_shards,
+        writer: WriterSummary { kind: ctx.spec.generation.writer.kind.as_str().to_string(), ..WriterSummary::default() },
+        tokens: BTreeMap::new(),
     };
+    let mut writer = crate::generate::WriterStats::default();
+    let mut rejections: Vec<u8> = Vec::new();
     let store = ctx.store.as_ref();
     let mut reads = futures::stream::iter(0..shards)
         .map(|shard| async move {
@@ -190,11 +218,21 @@ pub async fn write_dataset(
                 }
                 None => Vec::new(),
             };
-            Ok::<_, PipelineError>((shard, key, records))
+            let stats_key = layout::writer_stats_shard(shard);
+            let stats: crate::generate::WriterStats = match store.get(&stats_key).await? {
+                Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: stats_key, reason: e.to_string() })?,
+                None => crate::generate::WriterStats::default(),
+            };
+            let refused = store.get(&layout::writer_rejections_shard(shard)).await?;
+            Ok::<_, PipelineError>((shard, key, records, stats, refused))
         })
         .buffered(READS_IN_FLIGHT);
     while let Some(read) = reads.next().await {
-        let (shard, key, records) = read?;
+        let (shard, key, records, stats, refused) = read?;
+        writer.merge(&stats);
+        if let Some(lines) = refused {
+            rejections.extend_from_slice(&lines);
+        }
         for r in &records {
             let t = r.meta.kind.as_str().to_string();
             let c = r.meta.concept.clone().unwrap_or_else(|| "-".to_string());
@@ -208,6 +246,19 @@ pub async fn write_dataset(
     // distinct images: diagnoses count one record per prompt
     let prompts = ctx.spec.prompts.len().max(1) as u64;
     m.images = (total.images + total.failed_images) / prompts;
+    m.writer.accepted = writer.accepted;
+    m.writer.rejected = writer.rejected;
+    m.writer.rewrites = writer.rewrites;
+    m.writer.fallbacks = writer.fallbacks;
+    m.writer.dropped = writer.dropped;
+    if writer.tokens != TokenUsage::default() {
+        m.tokens.insert("writer".into(), writer.tokens);
+    }
+    if ctx.spec.generation.writer.kind != dftg_core::writer::WriterKind::Template {
+        // rewritten whole on a re-run of the finish: the shards' files are the record
+        ctx.store.put(layout::WRITER_REJECTIONS, bytes::Bytes::from(rejections)).await?;
+        m.writer.rejections = layout::WRITER_REJECTIONS.to_string();
+    }
     ctx.store.put(layout::DATASET, to_json(layout::DATASET, &m, true)?).await?;
     Ok(m)
 }

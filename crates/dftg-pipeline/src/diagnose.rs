@@ -34,6 +34,8 @@ pub struct JobContext {
     pub generation_inputs: tokio::sync::OnceCell<Arc<crate::generate::GenerationInputs>>,
     /// The detector and judge, when the job's truth comes from models.
     pub truth: Option<Arc<crate::verify::TruthModels>>,
+    /// The language model that writes the remedy data; `None`: the template writer.
+    pub writer: Option<Arc<dyn crate::writer::Writer>>,
 }
 
 impl JobContext {
@@ -41,7 +43,13 @@ impl JobContext {
     pub fn new(info: Arc<JobInfo>, model: Arc<dyn ModelClient>, policy: &crate::policy::Policy) -> Result<Self, PipelineError> {
         let extractor = Arc::new(build_extractor(&info.spec, policy)?);
         let concurrency = info.spec.model.max_in_flight;
-        Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new(), truth: None })
+        Ok(JobContext { info, model, extractor, concurrency, generation_inputs: tokio::sync::OnceCell::new(), truth: None, writer: None })
+    }
+
+    /// The context with the writer of the job's remedy data.
+    pub fn with_writer(mut self, writer: Option<Arc<dyn crate::writer::Writer>>) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// The context with the models that give the job its truth.

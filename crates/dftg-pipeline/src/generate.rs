@@ -1,12 +1,22 @@
 //! The generate stage (generator worker): one instruction shard from one diagnosis shard, the
-//! profile and this shard's quota. Create-only put; redelivery is harmless.
+//! profile and this shard's quota. Each planned item goes to the writer (a language model, or
+//! the template writer), through the gate, re-asked with the gate's reason up to the rewrite
+//! limit, then written by the template writer instead. Create-only puts; the instruction shard
+//! is written last, so redelivery is harmless.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use dftg_core::generate::{generate_shard, GenerationPlan, ShardQuota};
-use dftg_core::llava::LlavaRecord;
+use dftg_core::extract::ExtractScratch;
+use dftg_core::generate::{plan_shard_items, to_record, write_with_template, GenerationPlan, ItemRequest, ShardQuota};
+use dftg_core::llava::{LlavaRecord, WriterMeta};
+use dftg_core::record::TokenUsage;
+use dftg_core::seed::stable_hash;
+use dftg_core::writer::gate::{verify, Accepted, Rejection};
+use dftg_core::writer::{parse_reply, WrittenItem};
 use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
 use dftg_runtime::PutOutcome;
@@ -14,6 +24,7 @@ use dftg_runtime::PutOutcome;
 use crate::diagnose::{read_jsonl, JobContext};
 use crate::error::{to_json, PipelineError};
 use crate::layout;
+use crate::writer::WriteCall;
 
 /// `generation-plan.json`: the global plan and each shard's part of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +50,172 @@ pub struct GenerateOutcome {
     pub already_done: bool,
 }
 
+/// A generate shard's writer numbers (`writer/stats/shard-N.json`), summed into `dataset.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WriterStats {
+    pub schema_version: u32,
+    /// Items that entered the dataset.
+    pub accepted: u64,
+    /// Refused replies by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Re-asks after a refusal.
+    pub rewrites: u64,
+    /// Items the template writer wrote after the writer's attempts were all refused.
+    pub fallbacks: u64,
+    /// Items nobody could write so that they passed the gate.
+    pub dropped: u64,
+    /// Tokens of the writer's calls.
+    pub tokens: TokenUsage,
+}
+
+impl WriterStats {
+    pub fn merge(&mut self, o: &WriterStats) {
+        self.accepted += o.accepted;
+        for (k, v) in &o.rejected {
+            *self.rejected.entry(k.clone()).or_default() += v;
+        }
+        self.rewrites += o.rewrites;
+        self.fallbacks += o.fallbacks;
+        self.dropped += o.dropped;
+        self.tokens.add(o.tokens);
+    }
+
+    fn reject(&mut self, why: Rejection) {
+        *self.rejected.entry(why.as_str().to_string()).or_default() += 1;
+        crate::metrics::metrics().writer_rejections.with_label_values(&[why.as_str()]).inc();
+    }
+}
+
+/// One line of `writer/rejections.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionLine {
+    pub request_id: String,
+    pub item: String,
+    pub reason: String,
+}
+
+/// What writing one image's items gave.
+#[derive(Default)]
+struct GroupResult {
+    records: Vec<(usize, LlavaRecord)>,
+    rejections: Vec<RejectionLine>,
+    stats: WriterStats,
+}
+
+/// `X-Request-Id` of an item's attempt: unique in the job, the same on every run.
+fn request_id(seed: u64, job: &str, item: &str, attempt: u32) -> String {
+    format!("{:016x}-{attempt}", stable_hash(seed, &[job, item]))
+}
+
+/// Writes one image's items in order (each sees the questions accepted before it).
+async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<usize>) -> Result<GroupResult, PipelineError> {
+    let items: Vec<(usize, &ItemRequest)> = indices.into_iter().map(|i| (i, &all[i])).collect();
+    let seed = ctx.info.spec.seed;
+    let extractor = &*ctx.extractor;
+    let vocab = extractor.vocab();
+    let mut scratch = ExtractScratch::default();
+    let mut accepted = Accepted::default();
+    let mut out = GroupResult::default();
+    let image = match (&ctx.writer, items.first()) {
+        (Some(w), Some((_, first))) if w.wants_image() => Some(fetch_image_for(ctx, &first.image).await?),
+        _ => None,
+    };
+    for (index, req) in items {
+        let avoid = accepted.questions_for(&req.gate.image);
+        let mut chosen: Option<(WrittenItem, WriterMeta)> = None;
+        if let Some(writer) = &ctx.writer {
+            let mut facts = req.facts.clone();
+            facts.avoid = avoid.clone();
+            let mut history: Vec<(String, Rejection)> = Vec::new();
+            for attempt in 0..writer.max_attempts() {
+                if attempt > 0 {
+                    out.stats.rewrites += 1;
+                }
+                let rid = request_id(seed, &ctx.info.job_id, &req.id, attempt);
+                let call = WriteCall {
+                    request_id: &rid,
+                    kind: req.kind,
+                    facts: &facts,
+                    image: image.as_ref().map(|(b, m)| (&b[..], *m)),
+                    history: &history,
+                };
+                let verdict = match writer.write(call).await {
+                    Ok(reply) => {
+                        out.stats.tokens.add(reply.tokens);
+                        let parsed = parse_reply(req.kind, &reply.text, &req.prompt).map_err(Rejection::from);
+                        let verdict = parsed.and_then(|item| verify(extractor, &mut scratch, &req.gate, &item, &accepted).map(|()| item));
+                        verdict.map_err(|why| (why, Some(reply.text)))
+                    }
+                    Err(e) => {
+                        tracing::warn!(item = %req.id, reason = e.reason(), "writer request failed");
+                        Err((Rejection::WriterFailed, None))
+                    }
+                };
+                match verdict {
+                    Ok(item) => {
+                        let meta = WriterMeta {
+                            by: writer.label().to_string(),
+                            attempts: attempt + 1,
+                            request_id: Some(rid),
+                            facts: Some(facts.clone()),
+                        };
+                        chosen = Some((item, meta));
+                        break;
+                    }
+                    Err((why, text)) => {
+                        out.stats.reject(why);
+                        out.rejections.push(RejectionLine { request_id: rid, item: req.id.clone(), reason: why.as_str().to_string() });
+                        match text {
+                            // bound what goes back into the conversation: a runaway reply is not re-sent whole
+                            Some(t) => history.push((t.chars().take(4096).collect(), why)),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        let fallback = ctx.writer.is_some();
+        if chosen.is_none() {
+            if let Some(item) = write_with_template(vocab, req, &avoid, seed) {
+                match verify(extractor, &mut scratch, &req.gate, &item, &accepted) {
+                    Ok(()) => {
+                        let by = if fallback { "template-fallback" } else { "template" };
+                        let mut facts = req.facts.clone();
+                        facts.avoid = avoid;
+                        chosen = Some((item, WriterMeta { by: by.into(), attempts: 1, request_id: None, facts: Some(facts) }));
+                        if fallback {
+                            out.stats.fallbacks += 1;
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!(item = %req.id, reason = why.as_str(), "template item refused");
+                    }
+                }
+            }
+        }
+        match chosen {
+            Some((item, meta)) => {
+                accepted.insert(&req.gate.image, &item);
+                out.stats.accepted += 1;
+                out.records.push((index, to_record(req, &item, Some(meta))));
+            }
+            None => out.stats.dropped += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// The image bytes for a writer that sees; `image` is the record's path under the corpus.
+async fn fetch_image_for(ctx: &JobContext, image: &str) -> Result<(bytes::Bytes, &'static str), PipelineError> {
+    let bytes = ctx.info.corpus.get(image).await?.ok_or_else(|| PipelineError::CorruptObject {
+        key: crate::error::bounded(image, 256),
+        reason: "the image is missing for the writer".into(),
+    })?;
+    let mime = crate::corpus::sniff_image(&bytes).unwrap_or("application/octet-stream");
+    Ok((bytes, mime))
+}
+
 pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<GenerateOutcome, PipelineError> {
     let out_key = layout::instruction_shard(shard);
     if let Some(existing) = ctx.info.store.get(&out_key).await? {
@@ -62,13 +239,53 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
         key: layout::GENERATION_PLAN.into(),
         reason: format!("no quota for shard {shard}"),
     })?;
-    let records = generate_shard(&ctx.extractor, &inputs.profile, &diagnoses, &quota, ctx.info.spec.seed);
+    let items = plan_shard_items(&ctx.extractor, &inputs.profile, &diagnoses, &quota, ctx.info.spec.seed);
+    // images are independent (duplicates are per image): they go concurrently, each image's
+    // items in order; the writer client bounds the requests in flight
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in items.iter().enumerate() {
+        groups.entry(r.gate.image.as_str()).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let total = items.len();
+    let items = Arc::new(items);
+    let width = ctx.info.spec.generation.writer.max_in_flight.max(1);
+    let results: Vec<GroupResult> = futures::stream::iter(groups)
+        .map(|g| write_group(ctx, items.clone(), g))
+        .buffer_unordered(width)
+        .try_collect()
+        .await?;
+    let mut stats = WriterStats { schema_version: 1, ..WriterStats::default() };
+    let mut records: Vec<(usize, LlavaRecord)> = Vec::with_capacity(total);
+    let mut rejections: Vec<RejectionLine> = Vec::new();
+    for r in results {
+        stats.merge(&r.stats);
+        records.extend(r.records);
+        rejections.extend(r.rejections);
+    }
+    records.sort_by_key(|(i, _)| *i);
+    rejections.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let records: Vec<LlavaRecord> = records.into_iter().map(|(_, r)| r).collect();
+    // side outputs first, the instruction shard last: it is the shard's commit record
+    if !rejections.is_empty() {
+        let key = layout::writer_rejections_shard(shard);
+        ctx.info.store.put_create(&key, crate::diagnose::encode_jsonl(&key, &rejections)?).await?;
+    }
+    let stats_key = layout::writer_stats_shard(shard);
+    ctx.info.store.put_create(&stats_key, to_json(&stats_key, &stats, false)?).await?;
     let bytes = to_json(&out_key, &records, true)?;
     let outcome = ctx.info.store.put_create(&out_key, bytes).await?;
     if outcome == PutOutcome::Created {
+        let m = crate::metrics::metrics();
         for r in &records {
-            crate::metrics::metrics().instructions_generated.with_label_values(&[r.meta.kind.as_str()]).inc();
+            m.instructions_generated.with_label_values(&[r.meta.kind.as_str()]).inc();
         }
+        m.writer_items.with_label_values(&["accepted"]).inc_by(stats.accepted);
+        m.writer_items.with_label_values(&["fallback"]).inc_by(stats.fallbacks);
+        m.writer_items.with_label_values(&["dropped"]).inc_by(stats.dropped);
+        m.writer_items.with_label_values(&["rewrite"]).inc_by(stats.rewrites);
+        m.model_tokens.with_label_values(&["writer", "prompt"]).inc_by(stats.tokens.prompt);
+        m.model_tokens.with_label_values(&["writer", "completion"]).inc_by(stats.tokens.completion);
     }
     Ok(GenerateOutcome { instructions: records.len() as u64, already_done: outcome == PutOutcome::AlreadyExists })
 }

@@ -7,6 +7,10 @@ pub const GENERATION_PLAN: &str = "generation-plan.json";
 pub const DATASET: &str = "dataset.json";
 pub const REPORT: &str = "report.html";
 pub const SIM_TRUTH: &str = "sim-truth.jsonl";
+/// Every reply the gate refused, merged from the shards at the end of the job.
+pub const WRITER_REJECTIONS: &str = "writer/rejections.jsonl";
+pub const WRITER_REJECTIONS_PREFIX: &str = "writer/rejections/";
+pub const WRITER_STATS_PREFIX: &str = "writer/stats/";
 
 pub fn plan_shard(shard: u32) -> String {
     format!("plan/shard-{shard:05}.jsonl")
@@ -23,4 +27,14 @@ pub fn summary_shard(shard: u32) -> String {
 
 pub fn instruction_shard(shard: u32) -> String {
     format!("instructions/shard-{shard:05}.json")
+}
+
+/// One generate shard's refused replies (`{"request_id", "item", "reason"}` a line).
+pub fn writer_rejections_shard(shard: u32) -> String {
+    format!("{WRITER_REJECTIONS_PREFIX}shard-{shard:05}.jsonl")
+}
+
+/// One generate shard's writer counts and tokens.
+pub fn writer_stats_shard(shard: u32) -> String {
+    format!("{WRITER_STATS_PREFIX}shard-{shard:05}.json")
 }

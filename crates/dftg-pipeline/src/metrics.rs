@@ -33,6 +33,9 @@ pub struct Metrics {
     pub task_panics: IntCounter,
     pub service_requests: IntCounterVec,
     pub api_unauthorized: IntCounter,
+    pub writer_items: IntCounterVec,
+    pub writer_rejections: IntCounterVec,
+    pub model_tokens: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -114,6 +117,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["service", "outcome"],
         ),
         api_unauthorized: unauthorized,
+        writer_items: counter(
+            &r,
+            "dftg_writer_items_total",
+            "Remedy items by outcome: accepted, fallback (template after refusals), dropped, rewrite (re-asks).",
+            &["outcome"],
+        ),
+        writer_rejections: counter(&r, "dftg_writer_rejections_total", "Writer replies the gate refused, by reason.", &["reason"]),
+        model_tokens: counter(&r, "dftg_model_tokens_total", "Tokens of model calls as the servers counted them.", &["role", "kind"]),
         registry: r,
     }
 });
@@ -154,6 +165,14 @@ pub fn init(role: &str) {
     }
     for t in dftg_core::llava::InstructionType::ALL {
         m.instructions_generated.with_label_values(&[t.as_str()]);
+    }
+    for outcome in ["accepted", "fallback", "dropped", "rewrite"] {
+        m.writer_items.with_label_values(&[outcome]);
+    }
+    for role in ["subject", "writer"] {
+        for kind in ["prompt", "completion"] {
+            m.model_tokens.with_label_values(&[role, kind]);
+        }
     }
     for service in ["detector", "judge"] {
         for outcome in ["ok", "error", "cached"] {

@@ -26,6 +26,8 @@ pub struct ModelSetup {
     pub truth: Option<Arc<TruthModels>>,
     /// A simulator started only to play the detector and judge (the subject is elsewhere).
     pub vision_sim: Option<SimHandle>,
+    /// The language model that writes the remedy data; `None`: the template writer.
+    pub writer: Option<Arc<dyn crate::writer::Writer>>,
 }
 
 impl ModelSetup {
@@ -199,8 +201,47 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
         None
     };
     let truth = truth_models(spec, sim.as_ref().or(vision_sim.as_ref()))?;
-    Ok(ModelSetup { client: Arc::new(client), sim, truth, vision_sim })
+    let writer = writer_for(spec, sim.as_ref())?;
+    Ok(ModelSetup { client: Arc::new(client), sim, truth, vision_sim, writer })
 }
+
+/// The writer of a job's remedy data: `None` for the template writer; `sim` without an
+/// endpoint is the job's own simulator.
+pub fn writer_for(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<dyn crate::writer::Writer>>, PipelineError> {
+    use dftg_core::writer::WriterKind;
+    let w = &spec.generation.writer;
+    let (url, model, label) = match (w.kind, &w.endpoint, sim) {
+        (WriterKind::Template, _, _) => return Ok(None),
+        (WriterKind::Sim, Some(url), _) => (url.clone(), SIM_WRITER_MODEL.to_string(), "sim".to_string()),
+        (WriterKind::Sim, None, Some(sim)) => (sim.base_url(), SIM_WRITER_MODEL.to_string(), "sim".to_string()),
+        (WriterKind::Sim, None, None) => {
+            return Err(PipelineError::invalid(
+                "generation.writer.endpoint",
+                "the simulated writer needs the job's simulator (model sim:…) or an endpoint",
+            ))
+        }
+        (WriterKind::OpenAi, url, _) => {
+            let url = url.clone().ok_or_else(|| PipelineError::invalid("generation.writer.endpoint", "an endpoint is needed"))?;
+            let model = w.model.clone().ok_or_else(|| PipelineError::invalid("generation.writer.model", "a model name is needed"))?;
+            let label = format!("openai:{model}");
+            (url, model, label)
+        }
+    };
+    let mut config = OpenAiConfig::new(url, model);
+    config.api_key = std::env::var("DFTG_WRITER_API_KEY").ok().filter(|k| !k.trim().is_empty()).or(config.api_key);
+    config.max_in_flight = w.max_in_flight;
+    config.request_timeout = request_timeout("generation.writer.timeout_secs", w.timeout_secs)?;
+    config.retry = retry_policy(w.max_attempts);
+    config.jitter_seed = Some(spec.seed ^ 0x0057_7e17);
+    // the JSON of a multi-turn conversation or a long description, not a caption
+    config.max_reply_bytes = 256 << 10;
+    let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("generation.writer", e.to_string()))?;
+    let prompts = Arc::new(crate::writer::Prompts::from_env()?);
+    Ok(Some(Arc::new(crate::writer::LlmWriter::new(client, prompts, label, w))))
+}
+
+/// The model name the simulated writer is asked for.
+pub const SIM_WRITER_MODEL: &str = "sim-writer";
 
 #[cfg(test)]
 mod tests {

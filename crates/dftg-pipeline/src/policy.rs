@@ -191,6 +191,16 @@ impl Policy {
         if let Some(j) = &spec.truth.judge {
             self.check_service("truth.judge", j.kind == "sim", j.endpoint.as_deref(), "openai")?;
         }
+        let w = &spec.generation.writer;
+        match w.kind {
+            dftg_core::writer::WriterKind::Template => {}
+            dftg_core::writer::WriterKind::OpenAi => {
+                self.check_endpoint("generation.writer.endpoint", w.endpoint.as_deref().unwrap_or(""))?;
+            }
+            dftg_core::writer::WriterKind::Sim => {
+                self.check_service("generation.writer", w.endpoint.is_none(), w.endpoint.as_deref(), "openai")?;
+            }
+        }
         if spec.nltk_tagger.is_some() && !self.open {
             return Err(PipelineError::invalid(
                 "nltk_tagger",

@@ -482,7 +482,7 @@ impl ContextProvider for StoreJobs {
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
-            let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth));
+            let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth).with_writer(model.writer));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {
                     cache.remove(&first);
