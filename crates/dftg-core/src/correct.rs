@@ -46,6 +46,9 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
             return (!t.is_empty() && !current.mentions.is_empty()).then(|| t.to_string());
         }
         let fine = round < FINE_ROUNDS;
+        if std::env::var_os("DFTG_DEBUG_CORRECT").is_some() {
+            eprintln!("round {round}: {text:?}");
+        }
         let sentences = sentence_ranges(&text);
         let sentence_of = |pos: u32| sentences.iter().position(|(s, e)| pos as usize >= *s && (pos as usize) < *e);
         // one edit per sentence and round: the other spans in it would move
@@ -478,6 +481,8 @@ fn sep_after(text: &str, item_start: usize, hi: usize) -> Option<Sep> {
     Some(Sep { start: item_start + at, end: item_start + at + len, conj })
 }
 
+const COMPARATIVES: &[&str] = &["closer", "further", "farther", "nearer", "larger", "smaller", "bigger", "higher", "lower", "more", "less"];
+
 /// Whether a list item can start at `pos` (a noun phrase, not a clause).
 fn item_starts(text: &str, pos: usize, hi: usize) -> bool {
     match next_word(text, pos, hi) {
@@ -485,7 +490,14 @@ fn item_starts(text: &str, pos: usize, hi: usize) -> bool {
             let word = word_at(text, w);
             let ok =
                 !is_verb(&word) && !CLAUSE_WORDS.contains(&word.as_str()) && !PLACE_PREPS.contains(&word.as_str()) && !word.ends_with("ly");
-            ok && (!word.ends_with("ing") || DETERMINERS.contains(&word.as_str()))
+            // "…, one closer to the center and another further back" elaborates, it lists nothing
+            let pronoun =
+                matches!(word.as_str(), "some" | "one" | "another" | "others" | "most" | "many" | "all" | "each" | "both" | "none" | "few")
+                    && next_word(text, w.1, hi).is_none_or(|n| {
+                        let n = word_at(text, n);
+                        is_boundary(&n) || COMPARATIVES.contains(&n.as_str()) || n == "of"
+                    });
+            ok && !pronoun && (!word.ends_with("ing") || DETERMINERS.contains(&word.as_str()))
         }
         None => false,
     }
@@ -523,6 +535,7 @@ fn remove_mention(text: &str, sentence: (usize, usize), span: (usize, usize)) ->
     let start = np_start(text, lo, span.0);
     remove_list_item(text, lo, hi, start, span.1)
         .or_else(|| remove_prep_phrase(text, lo, hi, start, span.1))
+        .or_else(|| remove_participle(text, lo, hi, start, span.1))
         .or_else(|| remove_clause(text, lo, hi, start))
 }
 
@@ -607,6 +620,10 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         }
         if n == 2 {
             let mut e = Edit::delete((last_sep.start, end));
+            // "both the cat and the books" minus the books: "the cat"
+            if let Some(b) = prev_word(text, lo, items[0].0).filter(|b| matches!(word_at(text, *b).as_str(), "both" | "either")) {
+                e = Edit { range: (b.0, end), new: text[items[0].0..last_sep.start].to_string(), capitalize: false };
+            }
             agree_after(text, lo, hi, items[0].0, &mut e, at_sentence_start);
             return Some(e);
         }
@@ -696,6 +713,7 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
             let w = word_at(text, q);
             match (prep.as_str(), w.as_str()) {
                 ("to", "next" | "close") => pp_start = q.0,
+                ("to", "addition") => pp_start = prev_word(text, lo, q.0).filter(|r| word_at(text, *r) == "in")?.0,
                 ("of", "front" | "top" | "side" | "middle" | "edge" | "corner") => {
                     let r = prev_word(text, lo, q.0)?;
                     pp_start = np_start(text, lo, q.0);
@@ -710,10 +728,19 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
         }
         _ => {}
     }
-    let after = next_word(text, np_end, hi).map(|w| word_at(text, w));
-    // the phrase continues ("on a plate of food") or the noun is a possessor
-    if matches!(after.as_deref(), Some("of" | "and" | "or")) {
-        return None;
+    let after = next_word(text, np_end, hi);
+    match after.map(|w| word_at(text, w)).as_deref() {
+        // the phrase continues ("on a plate of food")
+        Some("of") => return None,
+        // "at tables and enjoying a meal" coordinates verbs and can lose the phrase; "on a
+        // table and a chair" coordinates nouns and cannot
+        Some("and" | "or") => {
+            let then = after.and_then(|w| next_word(text, w.1, hi)).map(|w| word_at(text, w)).unwrap_or_default();
+            if !(is_verb(&then) || then.ends_with("ing") || then.ends_with("ed")) {
+                return None;
+            }
+        }
+        _ => {}
     }
     let end = np_end;
     match prev_word(text, lo, pp_start) {
@@ -742,6 +769,25 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
             None
         }
     }
+}
+
+/// "a man eating a donut at a table" → "a man at a table": a participle and its object that
+/// modify a noun (not "is eating", which is the predicate).
+fn remove_participle(text: &str, lo: usize, hi: usize, start: usize, np_end: usize) -> Option<Edit> {
+    let p = prev_word(text, lo, start)?;
+    let verb = word_at(text, p);
+    if !(verb.ends_with("ing") && verb.len() > 4) {
+        return None;
+    }
+    let noun = prev_word(text, lo, p.0)?;
+    let before = word_at(text, noun);
+    if is_boundary(&before) || DETERMINERS.contains(&before.as_str()) || before.ends_with("ed") {
+        return None;
+    }
+    if matches!(next_word(text, np_end, hi).map(|w| word_at(text, w)).as_deref(), Some("of" | "and" | "or")) {
+        return None;
+    }
+    Some(Edit::delete((noun.1, np_end)))
 }
 
 /// "…, with a fork placed next to it", "… and there is a sink in the corner": the clause goes.
@@ -784,6 +830,11 @@ fn remove_clause(text: &str, lo: usize, hi: usize, start: usize) -> Option<Edit>
             | "but"
             | "plus"
             | "along"
+            | "such"
+            | "ready"
+            | "especially"
+            | "particularly"
+            | "like"
     ) || (first.ends_with("ing") && first.len() > 4);
     if !opens_clause {
         return None;

@@ -176,13 +176,13 @@ fn corrected_captions_keep_what_was_right() {
                     BTreeMap::new()
                 }
             };
+            let kept: usize = before.iter().map(|(c, n)| (*n).min(after.get(c).copied().unwrap_or(0))).sum();
             if total > 0 {
-                let kept: usize = before.iter().map(|(c, n)| (*n).min(after.get(c).copied().unwrap_or(0))).sum();
                 t.with_kept += 1;
                 t.kept_sum += kept as f64 / total as f64;
             }
             if let Some(f) = dump.as_mut() {
-                let row = serde_json::json!({"file": file, "image_id": id, "caption": caption, "corrected": fixed,
+                let row = serde_json::json!({"file": file, "image_id": id, "caption": caption, "corrected": fixed, "kept": kept, "correct_mentions": total,
                     "hallucinated": d.hallucinations.iter().map(|h| &h.concept).collect::<Vec<_>>()});
                 writeln!(f, "{row}").expect("write dump");
             }
