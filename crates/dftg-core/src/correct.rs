@@ -46,9 +46,6 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
             return (!t.is_empty() && !current.mentions.is_empty()).then(|| t.to_string());
         }
         let fine = round < FINE_ROUNDS;
-        if std::env::var_os("DFTG_DEBUG_CORRECT").is_some() {
-            eprintln!("round {round}: {text:?}");
-        }
         let sentences = sentence_ranges(&text);
         let sentence_of = |pos: u32| sentences.iter().position(|(s, e)| pos as usize >= *s && (pos as usize) < *e);
         // one edit per sentence and round: the other spans in it would move
@@ -453,7 +450,7 @@ fn sep_before(text: &str, lo: usize, pos: usize) -> Option<Sep> {
 
 /// The next list separator after an item that starts at `item_start`: the item may carry a
 /// short modifier ("a dog sitting nearby") but no finite verb.
-fn sep_after(text: &str, item_start: usize, hi: usize) -> Option<Sep> {
+fn sep_after(text: &str, item_start: usize, hi: usize, after_noun: bool) -> Option<Sep> {
     let rest = &text[item_start..hi];
     let lower_rest = rest.to_ascii_lowercase();
     let comma = lower_rest.find(", ");
@@ -478,6 +475,12 @@ fn sep_after(text: &str, item_start: usize, hi: usize) -> Option<Sep> {
     if words.len() > 8 || words.iter().any(|w| is_verb(w.trim_matches(|c: char| !is_word_char(c)))) || item.contains(['(', ';', ':']) {
         return None;
     }
+    // "a table setting with a plate of broccoli and a cup": without a comma only nouns side by
+    // side ("a toilet and a sink") are a list
+    let comma_sep = lower_rest[at..].starts_with(',');
+    if !comma_sep && ((after_noun && !words.is_empty()) || words.iter().any(|w| PLACE_PREPS.contains(w))) {
+        return None;
+    }
     Some(Sep { start: item_start + at, end: item_start + at + len, conj })
 }
 
@@ -485,7 +488,13 @@ const COMPARATIVES: &[&str] = &["closer", "further", "farther", "nearer", "large
 
 /// Whether a list item can start at `pos` (a noun phrase, not a clause).
 fn item_starts(text: &str, pos: usize, hi: usize) -> bool {
-    match next_word(text, pos, hi) {
+    // "…, and possibly pies": a hedge before the item
+    let first = next_word(text, pos, hi);
+    let first = match first {
+        Some(w) if matches!(word_at(text, w).as_str(), "possibly" | "probably" | "perhaps" | "maybe" | "even") => next_word(text, w.1, hi),
+        other => other,
+    };
+    match first {
         Some(w) => {
             let word = word_at(text, w);
             let ok =
@@ -536,6 +545,7 @@ fn remove_mention(text: &str, sentence: (usize, usize), span: (usize, usize)) ->
     remove_list_item(text, lo, hi, start, span.1)
         .or_else(|| remove_prep_phrase(text, lo, hi, start, span.1))
         .or_else(|| remove_participle(text, lo, hi, start, span.1))
+        .or_else(|| remove_first_clause(text, lo, hi, span.1))
         .or_else(|| remove_clause(text, lo, hi, start))
 }
 
@@ -567,7 +577,7 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         seps.insert(0, sep);
         k += 1;
         cur = prev_start;
-        if !sep_before(text, lo, cur).is_some_and(|s| !s.conj) {
+        if sep_before(text, lo, cur).is_none_or(|s| s.conj) {
             break;
         }
     }
@@ -576,9 +586,16 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
     let mut last_conj = seps.last().is_some_and(|s| s.conj);
     if seps.is_empty() || !last_conj || k == 0 {
         loop {
-            let Some(sep) = sep_after(text, if item_start == start { np_end } else { item_start }, hi).map(|s| s) else { break };
+            let after_noun = item_start == start;
+            let Some(sep) = sep_after(text, if after_noun { np_end } else { item_start }, hi, after_noun) else { break };
             // the mention's own item: the separator must follow its noun phrase closely
             if !item_starts(text, sep.end, hi) {
+                break;
+            }
+            // "near the chair, and a few bottles are scattered": a clause follows, not an item
+            let subject_list = text[lo..items[0].0].trim().is_empty();
+            let tail = &text[sep.end..chunk_end(text, sep.end, hi)];
+            if sep.conj && !subject_list && tail.split_whitespace().any(|w| is_verb(&lower(w.trim_matches(|c: char| !is_word_char(c))))) {
                 break;
             }
             let idx = items.len() - 1;
@@ -715,10 +732,9 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
                 ("to", "next" | "close") => pp_start = q.0,
                 ("to", "addition") => pp_start = prev_word(text, lo, q.0).filter(|r| word_at(text, *r) == "in")?.0,
                 ("of", "front" | "top" | "side" | "middle" | "edge" | "corner") => {
-                    let r = prev_word(text, lo, q.0)?;
                     pp_start = np_start(text, lo, q.0);
                     let before = prev_word(text, lo, pp_start)?;
-                    if !matches!(word_at(text, before).as_str(), "in" | "on" | "at") || r.0 < before.0 {
+                    if !matches!(word_at(text, before).as_str(), "in" | "on" | "at" | "near" | "by" | "along") {
                         return None;
                     }
                     pp_start = before.0;
@@ -742,12 +758,29 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
         }
         _ => {}
     }
-    let end = np_end;
+    // "with a banana in his hand", "with a cow standing in a field, tossing frisbees": what
+    // follows the object of "with" describes it and goes too
+    let mut end = np_end;
+    if prep == "with" {
+        end = chunk_end(text, np_end, hi);
+        while text[end..].starts_with(", ") {
+            match next_word(text, end + 2, hi) {
+                Some(w) if word_at(text, w).ends_with("ing") => end = chunk_end(text, w.1, hi),
+                _ => break,
+            }
+        }
+    }
     match prev_word(text, lo, pp_start) {
         Some(b) => {
             let before = word_at(text, b);
             // "is on a bed", "filled with chairs": the phrase is the predicate
             if is_verb(&before) || before == "there" || (prep == "with" && before.ends_with("ed")) {
+                return None;
+            }
+            // "is located on the desk", "can be seen on the table": the phrase is the predicate
+            let participle = before.ends_with("ed") || matches!(before.as_str(), "seen" | "found" | "shown" | "set" | "kept" | "laid");
+            let another_place = next_word(text, end, hi).is_some_and(|w| PLACE_PREPS.contains(&word_at(text, w).as_str()));
+            if participle && !another_place && prev_word(text, lo, b.0).is_some_and(|v| is_verb(&word_at(text, v))) {
                 return None;
             }
             Some(Edit::delete((pp_start, end)))
@@ -769,6 +802,19 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
             None
         }
     }
+}
+
+/// "A bottle is on the left, while a cup is on the right" → "A cup is on the right": of two
+/// joined clauses, the one about the absent object goes when the other stands on its own.
+fn remove_first_clause(text: &str, lo: usize, hi: usize, np_end: usize) -> Option<Edit> {
+    let rest = text[np_end..hi].to_ascii_lowercase();
+    let (at, len) = [", while ", ", and ", ", but ", ", whereas ", "; "].iter().filter_map(|c| rest.find(c).map(|p| (p, c.len()))).min()?;
+    let from = np_end + at + len;
+    let first = next_word(text, from, hi).map(|w| word_at(text, w))?;
+    let opens = matches!(first.as_str(), "a" | "an" | "the" | "two" | "three" | "several" | "multiple" | "various" | "many" | "another");
+    let clause_end = chunk_end(text, from, hi);
+    let has_verb = text[from..clause_end].split_whitespace().any(|w| is_verb(&lower(w.trim_matches(|c: char| !is_word_char(c)))));
+    (opens && has_verb).then_some(Edit { range: (lo, from), new: String::new(), capitalize: true })
 }
 
 /// "a man eating a donut at a table" → "a man at a table": a participle and its object that
@@ -837,6 +883,10 @@ fn remove_clause(text: &str, lo: usize, hi: usize, start: usize) -> Option<Edit>
             | "like"
     ) || (first.ends_with("ing") && first.len() > 4);
     if !opens_clause {
+        return None;
+    }
+    // the chunk is cut short by a list that goes on after it: not a clause boundary
+    if ce < hi && text[ce..].starts_with(", ") && item_starts(text, ce + 2, hi) {
         return None;
     }
     // from the comma before the chunk to its end
