@@ -450,7 +450,7 @@ fn sep_before(text: &str, lo: usize, pos: usize) -> Option<Sep> {
 
 /// The next list separator after an item that starts at `item_start`: the item may carry a
 /// short modifier ("a dog sitting nearby") but no finite verb.
-fn sep_after(text: &str, item_start: usize, hi: usize, after_noun: bool) -> Option<Sep> {
+fn sep_after(text: &str, item_start: usize, hi: usize, after_noun: bool, first_item: bool) -> Option<Sep> {
     let rest = &text[item_start..hi];
     let lower_rest = rest.to_ascii_lowercase();
     let comma = lower_rest.find(", ");
@@ -479,6 +479,11 @@ fn sep_after(text: &str, item_start: usize, hi: usize, after_noun: bool) -> Opti
     // side ("a toilet and a sink") are a list
     let comma_sep = lower_rest[at..].starts_with(',');
     if !comma_sep && ((after_noun && !words.is_empty()) || words.iter().any(|w| PLACE_PREPS.contains(w))) {
+        return None;
+    }
+    // "a bowl filled with bananas, kiwis, and grapes": the list belongs to the phrase after the
+    // noun, the noun is not its first item
+    if first_item && words.iter().any(|w| PLACE_PREPS.contains(w)) {
         return None;
     }
     Some(Sep { start: item_start + at, end: item_start + at + len, conj })
@@ -587,7 +592,8 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
     if seps.is_empty() || !last_conj || k == 0 {
         loop {
             let after_noun = item_start == start;
-            let Some(sep) = sep_after(text, if after_noun { np_end } else { item_start }, hi, after_noun) else { break };
+            let first_item = after_noun && seps.is_empty();
+            let Some(sep) = sep_after(text, if after_noun { np_end } else { item_start }, hi, after_noun, first_item) else { break };
             // the mention's own item: the separator must follow its noun phrase closely
             if !item_starts(text, sep.end, hi) {
                 break;
@@ -615,6 +621,13 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         return None;
     }
     let at_sentence_start = text[lo..items[0].0].trim().is_empty();
+    // a list opening a clause is its subject: "…, and the tank and bowl are clean"
+    let before_list = text[lo..items[0].0].to_ascii_lowercase();
+    let before_list = before_list.trim_end();
+    let subject = at_sentence_start
+        || [", and", ", but", ", while", ", whereas", ", so", ";"].iter().any(|c| before_list.ends_with(c))
+        || before_list.ends_with(", and the")
+        || before_list.ends_with(", while the");
     let conj_word = |s: &Sep| if text[s.start..s.end].to_ascii_lowercase().contains(" or ") { "or" } else { "and" };
     let last_sep = seps[n - 2];
     let conj = conj_word(&last_sep);
@@ -623,7 +636,7 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         let mut end = np_end;
         let next = next_word(text, np_end, hi).map(|w| word_at(text, w));
         match next.as_deref() {
-            Some(w) if is_verb(w) && !at_sentence_start => {
+            Some(w) if is_verb(w) && !subject => {
                 // "… holding a cup and a dog is sitting nearby": a clause, not a list
                 if !last_sep.conj || n != 2 {
                     return None;
@@ -641,7 +654,7 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
             if let Some(b) = prev_word(text, lo, items[0].0).filter(|b| matches!(word_at(text, *b).as_str(), "both" | "either")) {
                 e = Edit { range: (b.0, end), new: text[items[0].0..last_sep.start].to_string(), capitalize: false };
             }
-            agree_after(text, lo, hi, items[0].0, &mut e, at_sentence_start);
+            agree_after(text, lo, hi, items[0].0, &mut e, subject);
             return Some(e);
         }
         let new_last = seps[n - 3];
@@ -660,7 +673,7 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         };
         e.capitalize = at_sentence_start;
         if n == 2 {
-            agree_after(text, lo, hi, first_sep.end, &mut e, at_sentence_start);
+            agree_after(text, lo, hi, first_sep.end, &mut e, subject);
         }
         return Some(e);
     }
@@ -681,12 +694,19 @@ fn sep_before_item(text: &str, lo: usize, end: usize) -> Option<usize> {
 }
 
 /// After a subject list shrinks to one singular item: "A man and a dog are" → "A man is".
-fn agree_after(text: &str, lo: usize, hi: usize, remaining_start: usize, e: &mut Edit, at_sentence_start: bool) {
-    if !at_sentence_start {
+fn agree_after(text: &str, lo: usize, hi: usize, remaining_start: usize, e: &mut Edit, subject: bool) {
+    if !subject {
         return;
     }
     let Some(first) = next_word(text, remaining_start, hi) else { return };
-    let singular = matches!(word_at(text, first).as_str(), "a" | "an" | "one" | "another");
+    let singular = match word_at(text, first).as_str() {
+        "a" | "an" | "one" | "another" => true,
+        // "the tank", not "the tanks": the word before the verb decides
+        "the" | "this" | "that" | "its" | "his" | "her" | "their" => {
+            next_word(text, first.1, hi).is_some_and(|w| !word_at(text, w).ends_with('s') && !is_verb(&word_at(text, w)))
+        }
+        _ => false,
+    };
     if !singular {
         return;
     }
@@ -1099,6 +1119,14 @@ mod tests {
         assert_eq!(fix(&[("toilet", 1)], "The bathroom has a toilet and a sink.").unwrap(), "The bathroom has a toilet.");
         assert_eq!(fix(&[("sink", 1)], "The bathroom has a toilet and a sink.").unwrap(), "The bathroom has a sink.");
         assert_eq!(fix(&[("cat", 1)], "A dog and a cat are on the grass.").unwrap(), "A cat is on the grass.");
+        let t = [("toilet", 1)];
+        assert_eq!(
+            fix(&t, "The toilet is white, and the tank and bowl are clean.").unwrap(),
+            "The toilet is white, and the tank is clean."
+        );
+        // the list belongs to "filled with", not to the bowl
+        let t = [("banana", 1), ("person", 1)];
+        assert_eq!(fix(&t, "A man stands. He holds a bowl filled with bananas, kiwis, and grapes.").unwrap(), "A man stands.");
     }
 
     #[test]
