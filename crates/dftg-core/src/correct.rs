@@ -918,7 +918,6 @@ fn remove_clause(text: &str, lo: usize, hi: usize, start: usize) -> Option<Edit>
 
 /// "three white balls" → "a white ball" (or "two"), the noun and a following verb agreeing.
 fn fix_count(vocab: &Vocabulary, text: &str, sentence: (usize, usize), h: &Hallucination) -> Option<Edit> {
-    let truth = h.true_count?;
     let end = h.span.1 as usize;
     let noun_start = h.span.0 as usize;
     let mut start = end.checked_sub(h.evidence.len())?;
@@ -934,6 +933,14 @@ fn fix_count(vocab: &Vocabulary, text: &str, sentence: (usize, usize), h: &Hallu
     let concept = vocab.concept(entry.concept?);
     let lo = sentence.0;
     let hi = content_end(text, sentence);
+    // present, how many unknown: the number goes, the claim of several stays ("some balls")
+    let Some(truth) = h.true_count else {
+        if !entry.plural {
+            return None;
+        }
+        let some = if number.chars().next().is_some_and(char::is_uppercase) { "Some" } else { "some" };
+        return Some(Edit { range: (start, num_end), new: some.to_string(), capitalize: false });
+    };
     // "a single dog": the article goes with the number
     if lower(number) == "single" {
         if let Some(a) = prev_word(text, lo, start).filter(|a| matches!(word_at(text, *a).as_str(), "a" | "an")) {
@@ -1162,6 +1169,27 @@ mod tests {
         assert_eq!(fix(&[("dog", 1)], "Two dogs are playing.").unwrap(), "A dog is playing.");
         assert_eq!(fix(&[("dog", 3)], "One dog is playing.").unwrap(), "Three dogs are playing.");
         assert_eq!(fix(&[("apple", 1)], "I see two apples.").unwrap(), "I see an apple.");
+    }
+
+    #[test]
+    fn a_count_the_truth_does_not_know_loses_its_number() {
+        let v = Vocabulary::coco80();
+        let text = "Three white balls lie on the grass.";
+        let h = Hallucination {
+            kind: HallucinationKind::Count,
+            concept: "sports ball".into(),
+            span: (12, 17),
+            evidence: "Three white balls".into(),
+            claimed_count: Some(3),
+            true_count: None,
+            family: None,
+            claimed: None,
+            known: Vec::new(),
+        };
+        let e = fix_count(&v, text, (0, text.len()), &h).unwrap();
+        let mut out = text.to_string();
+        out.replace_range(e.range.0..e.range.1, &e.new);
+        assert_eq!(out, "Some white balls lie on the grass.");
     }
 
     #[test]
