@@ -110,7 +110,13 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
             all.push(drop_sentence(&text, &sentences, i, &drop));
         }
         all.sort_by_key(|e| std::cmp::Reverse(e.range.0));
+        // right to left; an edit reaching into one already made waits for the next round
+        let mut limit = text.len();
         for e in all {
+            if e.range.1 > limit || e.range.0 > e.range.1 {
+                continue;
+            }
+            limit = e.range.0;
             text.replace_range(e.range.0..e.range.1, &e.new);
             if e.capitalize {
                 capitalize_at(&mut text, e.range.0);
