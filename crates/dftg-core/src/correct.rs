@@ -174,7 +174,7 @@ fn capitalize_at(text: &mut String, pos: usize) {
 /// Repairs what removals leave behind: doubled spaces, orphan commas, stacked blank lines,
 /// a lowercase start.
 fn tidy(text: &str) -> String {
-    const FIXES: [(&str, &str); 11] = [
+    const FIXES: [(&str, &str); 10] = [
         ("  ", " "),
         (" ,", ","),
         (" .", "."),
@@ -182,7 +182,6 @@ fn tidy(text: &str) -> String {
         (", .", "."),
         (",.", "."),
         (" \n", "\n"),
-        ("\n ", "\n"),
         ("\n\n\n", "\n\n"),
         (" and and ", " and "),
         (", ,", ","),
