@@ -67,6 +67,9 @@ struct ConceptFile {
     supercategory: String,
     #[serde(default)]
     synonyms: Vec<String>,
+    /// The name prose uses; one of the surface forms, display case allowed ("TV").
+    #[serde(default)]
+    natural: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,17 +90,30 @@ pub struct Concept {
     pub plurals: Vec<String>,
     /// Index in `synonyms` of the name people use in prose ("ball" for "sports ball").
     pub natural: usize,
+    /// That synonym in display case ("TV"), singular and plural.
+    natural_display: (String, String),
 }
 
 impl Concept {
     /// The name written in generated text ("ball", "TV", "table").
     pub fn natural_name(&self) -> &str {
-        &self.synonyms[self.natural]
+        &self.natural_display.0
     }
 
+    /// Its plural ("balls", "TVs", "tables").
     pub fn natural_plural(&self) -> &str {
-        &self.plurals[self.natural]
+        &self.natural_display.1
     }
+}
+
+/// Display forms of the natural name: the plural keeps the display case of the shared stem
+/// ("TV" → "TVs"), an irregular plural is written as the vocabulary has it.
+fn natural_display(display: &str, singular: &str, plural: &str) -> (String, String) {
+    let plural_display = match plural.strip_prefix(singular) {
+        Some(suffix) => format!("{display}{suffix}"),
+        None => plural.to_string(),
+    };
+    (display.to_string(), plural_display)
 }
 
 /// What a surface phrase refers to.
@@ -177,8 +193,22 @@ impl Vocabulary {
                     synonyms.push(s);
                 }
             }
-            let plurals = synonyms.iter().map(|s| pluralize_phrase(s, &file.plurals)).collect();
-            vocab.concepts.push(Concept { name, supercategory: c.supercategory, synonyms, plurals, natural: 0 });
+            let plurals: Vec<String> = synonyms.iter().map(|s| pluralize_phrase(s, &file.plurals)).collect();
+            // The natural name must read back as this concept, so it has to be a surface form.
+            let (natural, display) = match c.natural.as_deref().map(str::trim) {
+                Some(d) => match synonyms.iter().position(|s| *s == normalize_phrase(d)) {
+                    Some(at) => (at, d.split_whitespace().collect::<Vec<_>>().join(" ")),
+                    None => {
+                        return Err(CoreError::invalid(
+                            "vocabulary.concept.natural",
+                            format!("{d:?} of concept {name:?} is none of its surface forms"),
+                        ))
+                    }
+                },
+                None => (0, name.clone()),
+            };
+            let natural_display = natural_display(&display, &synonyms[natural], &plurals[natural]);
+            vocab.concepts.push(Concept { name, supercategory: c.supercategory, synonyms, plurals, natural, natural_display });
         }
         // Priority: explicit phrases, then plural forms, then singular forms; first insert wins.
         for (phrase, target) in &file.phrases {
@@ -367,6 +397,57 @@ mod tests {
         }
         assert_eq!(v.phrase("trash can").unwrap().concept, v.lookup("trash can"));
         assert_eq!(v.phrase("skis").unwrap().concept, v.lookup("ski"), "only the listed form is excluded");
+    }
+
+    /// Every natural name, singular and plural, reads back as its own concept, both by lookup
+    /// and through the extractor (which lowercases: "TV" is tv).
+    #[test]
+    fn natural_names_read_back_as_their_concept() {
+        for b in Builtin::ALL {
+            let v = std::sync::Arc::new(b.vocabulary());
+            let x = crate::extract::Extractor::new(v.clone());
+            let mut wrong = Vec::new();
+            for (i, c) in v.concepts().iter().enumerate() {
+                let id = Some(i as ConceptId);
+                for (form, verb) in [(c.natural_name(), "is"), (c.natural_plural(), "are")] {
+                    // a form the vocabulary reads as no object ("can", excluded) is the fallback
+                    // only when no synonym reads back
+                    let no_object = v.phrase(&normalize_phrase(form)).is_some_and(|p| p.concept.is_none());
+                    if no_object && c.natural == 0 {
+                        continue;
+                    }
+                    if v.lookup(form) != id {
+                        wrong.push(format!("lookup {form:?}"));
+                    }
+                    // a name kept only for its parenthesis ("bow (weapon)") is not prose
+                    if form.contains('(') {
+                        continue;
+                    }
+                    let e = x.extract(&format!("The {form} {verb} on the left."));
+                    let got: Vec<&str> = e.mentions.iter().map(|m| v.name(m.concept)).collect();
+                    if got != [c.name.as_str()] {
+                        wrong.push(format!("extract {form:?} as {got:?}, not {:?}", c.name));
+                    }
+                }
+            }
+            assert!(wrong.is_empty(), "{}: {} wrong: {wrong:#?}", b.name(), wrong.len());
+        }
+        let v = Vocabulary::coco80();
+        let nat = |n: &str| v.concept(v.lookup(n).unwrap()).natural_name().to_string();
+        assert_eq!(
+            ["sports ball", "tv", "dining table", "cell phone", "hair drier", "couch"].map(nat),
+            ["ball", "TV", "table", "phone", "hair dryer", "couch"]
+        );
+        assert_eq!(v.concept(v.lookup("tv").unwrap()).natural_plural(), "TVs");
+        assert_eq!(v.concept(v.lookup("person").unwrap()).natural_plural(), "people");
+    }
+
+    #[test]
+    fn natural_name_must_be_a_surface_form() {
+        let ok = Vocabulary::from_toml("schema_version = 1\nname='x'\n[[concept]]\nname='tv'\nnatural='TV'\n").unwrap();
+        assert_eq!(ok.concept(0).natural_name(), "TV");
+        let err = Vocabulary::from_toml("schema_version = 1\nname='x'\n[[concept]]\nname='tv'\nnatural='telly'\n").unwrap_err();
+        assert!(err.to_string().contains("natural") && err.to_string().contains("telly"), "{err}");
     }
 
     #[test]

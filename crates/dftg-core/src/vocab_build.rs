@@ -14,8 +14,12 @@
 //! - surfaces that name no object are written to `[phrases]` with an empty target, so they win
 //!   over a category's own name and longer phrases containing them still match;
 //! - plurals come from the vocabulary's pluralizer with the irregular table below;
+//! - the natural name (what prose writes) is the first surface kept that names no other thing in
+//!   either number, when it differs from the name ("bat" for `bat_(animal)`); a category with
+//!   no such surface keeps its name;
 //! - from a base vocabulary (coco80) the attribute families are copied, and its phrases whose
-//!   target is empty or a concept of the new vocabulary, unless a category names that phrase.
+//!   target is empty or a concept of the new vocabulary, unless a category names that phrase
+//!   (in either number).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -294,7 +298,8 @@ pub fn build_vocabulary_toml(categories: &[Category], opts: &BuildOptions<'_>) -
         for (p, target) in &b.phrases {
             let p = normalize_phrase(p);
             let target = normalize_phrase(target);
-            if !claims.contains_key(&p) && (target.is_empty() || seen_names.contains(&target)) {
+            // a category's own form, singular or plural ("ski poles"), is not overridden
+            if !forms.contains(&p) && (target.is_empty() || seen_names.contains(&target)) {
                 phrases.entry(p).or_insert(target);
             }
         }
@@ -306,6 +311,12 @@ pub fn build_vocabulary_toml(categories: &[Category], opts: &BuildOptions<'_>) -
         let synonyms: Vec<String> = wanted[i].iter().filter(|s| keeps(i, s)).cloned().collect();
         report.surfaces += synonyms.len();
         out.push_str(&format!("\n[[concept]]\nname = {}\n", quote(&names[i])));
+        // prose names "bat (animal)" by the surface a caption uses: the first one kept that
+        // reads back as this category in both numbers
+        let reads_back = |s: &&String| !no_object.contains(*s) && !no_object.contains(&plural_of(s));
+        if let Some(natural) = synonyms.iter().find(reads_back).filter(|s| **s != names[i]) {
+            out.push_str(&format!("natural = {}\n", quote(natural)));
+        }
         if !c.supercategory.is_empty() {
             out.push_str(&format!("supercategory = {}\n", quote(&c.supercategory)));
         }
@@ -362,6 +373,11 @@ mod tests {
         assert_eq!(v.len(), 10);
         let bat = v.lookup("bat (animal)").unwrap();
         assert_eq!(v.phrase("bat").unwrap().concept, Some(bat), "bat is unambiguous here");
+        assert_eq!(v.concept(bat).natural_name(), "bat");
+        assert_eq!(v.concept(bat).natural_plural(), "bats");
+        let bow = v.lookup("bow (weapon)").unwrap();
+        assert_eq!(v.concept(bow).natural_name(), "bow (weapon)", "no surface left: the name");
+        assert!(!text.contains("natural = \"fish\""), "same as the name: not written");
         assert_eq!(v.phrase("bats").unwrap().concept, Some(bat));
         assert_eq!(v.phrase("baseball bats").unwrap().concept, v.lookup("baseball bat"));
         assert_eq!(v.phrase("gym mats").unwrap().concept, v.lookup("mat (gym equipment)"));
