@@ -120,6 +120,7 @@ fn request(bytes: &[u8], prompt: &str) -> ChatRequest {
         }],
         max_tokens: Some(512),
         temperature: Some(0.0),
+        response_format: None,
     }
 }
 

@@ -608,6 +608,7 @@ pub fn encode_chat_body(
         }],
         max_tokens,
         temperature,
+        response_format: None,
     };
     let skeleton = serde_json::to_vec(&chat)?;
     // inside JSON strings quotes are escaped, so this byte sequence is only the structural one
@@ -746,6 +747,7 @@ mod tests {
             }],
             max_tokens: Some(64),
             temperature: None,
+            response_format: None,
         };
         assert_eq!(&body[..], &serde_json::to_vec(&expected).unwrap()[..]);
     }
