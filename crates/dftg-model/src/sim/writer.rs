@@ -344,7 +344,9 @@ fn plural_word(w: &str) -> String {
     if let Some((_, p)) = irregular.iter().find(|(s, _)| *s == lower) {
         return p.to_string();
     }
-    if ["sheep", "deer", "fish", "skis", "scissors", "glasses", "pants", "jeans", "shorts", "series", "species"].contains(&lower.as_str()) {
+    if ["sheep", "deer", "fish", "broccoli", "skis", "scissors", "glasses", "pants", "jeans", "shorts", "series", "species"]
+        .contains(&lower.as_str())
+    {
         return w.to_string();
     }
     if let Some(stem) = w.strip_suffix("man") {
@@ -372,7 +374,7 @@ fn plural_word(w: &str) -> String {
 }
 
 /// Plural of a name: its last word, or the head of an "X of Y" phrase.
-fn plural(name: &str) -> String {
+pub(super) fn plural(name: &str) -> String {
     if let Some((head, rest)) = name.split_once(" of ") {
         return format!("{} of {rest}", plural(head));
     }
@@ -554,7 +556,7 @@ const AFFIRMS: &[&str] = &[
     "Yes, I can see {np}.",
     "Yes. The picture shows {np}.",
     "Yes, {np} {be} visible in this scene.",
-    "It does: the photo contains {np}.",
+    "Yes: the photo contains {np}.",
     "Yes, the image includes {np}.",
     "Yes, there {be} {np} here.",
     "Yes, you can spot {np} in the picture.",
@@ -632,6 +634,22 @@ const ATTRIBUTE_A: &[&str] = &[
     "The photo shows {avn}.",
 ];
 
+/// Attribute answers with the value directly before the noun only.
+const ATTRIBUTE_BEFORE_NOUN: &[&str] = &[
+    "{its} {avn}.",
+    "The photo shows {avn}.",
+    "The image shows {avn}.",
+    "You can see {avn} here.",
+    "What I see {be} {avn}.",
+    "This picture has {avn}.",
+];
+
+/// Values that name no object, safe after "is".
+const PREDICATIVE_SAFE: &[&str] = &[
+    "red", "blue", "green", "yellow", "white", "black", "brown", "pink", "purple", "gray", "grey", "silver", "gold", "beige", "tan",
+    "small", "large", "big", "tiny", "huge", "tall", "short", "wooden", "striped", "dark", "light",
+];
+
 const ABSENT_ADDS: &[&str] = &[
     " There is also {a} next to it.",
     " I can also see {a} in the background.",
@@ -639,8 +657,7 @@ const ABSENT_ADDS: &[&str] = &[
     " There is also {a} in the picture.",
 ];
 
-const WRONG_COLOUR_ADDS: &[&str] =
-    &[" Note the {vn} in the scene.", " The {vn} stands out in the picture.", " You can clearly see the {vn}."];
+const WRONG_COLOUR_ADDS: &[&str] = &[" Note the {vn} in the scene.", " Look at the {vn} in the picture.", " You can clearly see the {vn}."];
 
 const WRONG_COUNT_ADDS: &[&str] = &[" There {be} {cnt} in the image.", " I count {cnt} in total.", " The picture shows {cnt}."];
 
@@ -967,8 +984,11 @@ impl<'a> Writer<'a> {
             ("v", v),
             ("f", family),
         ];
+        // a value that is also a noun ("orange", "glass") reads as an object unless it sits
+        // directly before the noun
+        let frames = if v.split(" and ").all(|w| PREDICATIVE_SAFE.contains(&w)) { ATTRIBUTE_A } else { ATTRIBUTE_BEFORE_NOUN };
         // a sentence may start with a placeholder: capitalise every sentence
-        let s = fill(frame(&mut self.rng, ATTRIBUTE_A), &vars);
+        let s = fill(frame(&mut self.rng, frames), &vars);
         s.split(". ").map(cap).collect::<Vec<_>>().join(". ")
     }
 
@@ -1008,6 +1028,16 @@ impl<'a> Writer<'a> {
             pool.push(Topic::Absent(a));
         }
         pool.shuffle(&mut self.rng);
+        // one turn per object first, then second questions about the same objects
+        let mut seen: Vec<&str> = Vec::new();
+        let (mut firsts, rest): (Vec<Topic<'a>>, Vec<Topic<'a>>) = pool.into_iter().partition(|t| {
+            let name = topic_name(t);
+            let first = !seen.contains(&name);
+            seen.push(name);
+            first
+        });
+        firsts.extend(rest);
+        let pool = firsts;
         let others = n - usize::from(target_topic.is_some());
         let mut topics: Vec<Option<Topic<'a>>> = pool.into_iter().take(others).map(Some).collect();
         while topics.len() < others {
@@ -1188,6 +1218,12 @@ impl<'a> Writer<'a> {
                 draft.to_json()
             }
         }
+    }
+}
+
+fn topic_name<'a>(t: &Topic<'a>) -> &'a str {
+    match t {
+        Topic::Absent(n) | Topic::Present(n, _) | Topic::Count(n, _) | Topic::Attribute(n, ..) => n,
     }
 }
 
