@@ -24,7 +24,7 @@ fn truth(i: usize) -> ImageTruth {
     let objects = vec![
         ObjectTruth { name: ["dog", "cat", "horse", "sheep"][i % 4].into(), count: Some(1 + (i % 3) as u32), attributes: attrs.clone() },
         ObjectTruth { name: ["frisbee", "bench", "car", "knife"][i % 4].into(), count: Some(1 + (i % 2) as u32), attributes: attrs },
-        ObjectTruth { name: "person".into(), count: if i % 5 == 0 { None } else { Some(2) }, attributes: BTreeMap::new() },
+        ObjectTruth { name: "person".into(), count: if i.is_multiple_of(5) { None } else { Some(2) }, attributes: BTreeMap::new() },
     ];
     ImageTruth { image: format!("img{i}"), file: None, objects }
 }
@@ -48,7 +48,7 @@ fn facts(i: usize) -> Facts {
         description: None,
         draft: None,
         hallucinations: vec![],
-        avoid: if i % 2 == 0 { vec![format!("Is there a {absent} in this image?")] } else { vec![] },
+        avoid: if i.is_multiple_of(2) { vec![format!("Is there a {absent} in this image?")] } else { vec![] },
         turns: Some(2 + (i % 4) as u32),
     };
     match kind {

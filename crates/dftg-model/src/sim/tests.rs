@@ -574,7 +574,7 @@ mod writer {
             description: None,
             draft: None,
             hallucinations: vec![],
-            avoid: if i % 3 == 0 {
+            avoid: if i.is_multiple_of(3) {
                 vec![format!("Is there a {absent_target} in this image?"), "What is on the table?".into()]
             } else {
                 vec![]
@@ -620,7 +620,7 @@ mod writer {
             }
             InstructionType::MultiTurn => {
                 f.turns = Some(2 + (i % 5) as u32);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     f.target = Some(absent_target);
                     f.target_present = Some(false);
                 } else {
