@@ -569,7 +569,6 @@ pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listene
     let sim = Simulator::new(corpus.clone(), config.profile.clone(), config.seed)?;
     let vision = SimVision::new(corpus, config.seed, config.vision.clone())?;
     let sim_writer = SimWriter::new(config.seed, config.writer.clone())?;
-    let writer_log = WriterLog::open(config.truth_log.as_deref())?;
     let file = match &config.truth_log {
         // append: a resumed job keeps what an earlier run of the simulator logged
         Some(path) => Some(
@@ -597,6 +596,8 @@ pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listene
         None => None,
     };
     let vision = Arc::new(VisionService::new(vision, vision_log));
+    // after the truth log: an unwritable directory is reported by the truth log's path
+    let writer_log = WriterLog::open(config.truth_log.as_deref())?;
     let addr = listener.local_addr().map_err(SimError::Serve)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let max_body = config.max_body_bytes;
