@@ -465,24 +465,30 @@ fn be(count: u32) -> &'static str {
 // Frames: many per type, so that no opening dominates a job
 
 const EXISTENCE_Q: &[&str] = &[
-    "Is there {a} in this image?",
-    "Are there any {p} in the picture?",
-    "Can you see {a} anywhere in the photo?",
+    "Is there {a} {in}?",
+    "Are there any {p} {in}?",
+    "Can you see {a} anywhere {in}?",
     "Do you see any {p} here?",
     "Does this image contain {a}?",
     "Does the photo show {a}?",
-    "Is {a} visible in this scene?",
-    "Could you tell me whether there is {a} in the image?",
-    "I'm wondering if there's {a} in this picture. Is there?",
-    "Any {p} in this photo?",
+    "Is {a} visible {in}?",
+    "Could you tell me whether there is {a} {in}?",
+    "I'm wondering if there's {a} {in}. Is there?",
+    "Any {p} {in}?",
     "Would you say this picture includes {a}?",
     "Looking at the image, is there {a}?",
-    "Please check: is there {a} somewhere in the scene?",
-    "Can {a} be spotted in this photo?",
+    "Please check: is there {a} somewhere {in}?",
+    "Can {a} be spotted {in}?",
     "Is it true that the image has {a} in it?",
-    "Do any {p} appear in the picture?",
-    "Tell me, is there {a} in this photograph?",
-    "Quick check: are there {p} in the image?",
+    "Do any {p} appear {in}?",
+    "Tell me, is there {a} {in}?",
+    "Quick check: are there {p} {in}?",
+    "Would I find {a} if I looked closely {in}?",
+    "Has the photographer captured {a} {in}?",
+    "Is {a} part of this scene?",
+    "Does {a} show up anywhere {in}?",
+    "Am I right that there's {a} {in}?",
+    "Do you notice {a} {in}?",
 ];
 
 const DENIALS: &[&str] = &[
@@ -502,11 +508,11 @@ const DENIALS: &[&str] = &[
 
 const PREMISE_Q: &[&str] = &[
     "What color is the {n}?",
-    "Where is the {n} in this picture?",
+    "Where is the {n} {in}?",
     "What is the {n} doing?",
     "Where is the {n} sitting?",
     "What is next to the {n}?",
-    "Can you describe the {n} in the image?",
+    "Can you describe the {n} {in}?",
     "Why is the {n} placed there?",
     "What is the {n} made of?",
     "Which side of the image is the {n} on?",
@@ -517,6 +523,12 @@ const PREMISE_Q: &[&str] = &[
     "What shape is the {n}?",
     "How far is the {n} from the camera?",
     "In this photo, what is the {n} next to?",
+    "What is the {n} holding?",
+    "Is the {n} moving or standing still?",
+    "How old does the {n} look?",
+    "Why is the {n} in the middle of the scene?",
+    "What is behind the {n}?",
+    "What kind of {n} is shown {in}?",
 ];
 
 const PREMISE_A: &[&str] = &[
@@ -567,22 +579,27 @@ const AFFIRMS: &[&str] = &[
 ];
 
 const COUNT_Q: &[&str] = &[
-    "How many {p} are there in the image?",
+    "How many {p} are there {in}?",
     "How many {p} can you see?",
-    "What is the number of {p} in this picture?",
-    "Can you count the {p} in the photo?",
-    "Count the {p} in this scene. How many are there?",
+    "What is the number of {p} {in}?",
+    "Can you count the {p} {in}?",
+    "Count the {p} {in}. How many are there?",
     "How many {p} does this image show?",
-    "Could you tell me how many {p} appear in the picture?",
+    "Could you tell me how many {p} appear {in}?",
     "What's the total number of {p} visible here?",
     "In this photo, how many {p} are there?",
     "Please count the {p} you can see.",
     "Do you know how many {p} this picture contains?",
-    "I need the number of {p} in this image. What is it?",
-    "Tell me the number of {p} shown in the photo.",
+    "I need the number of {p} {in}. What is it?",
+    "Tell me the number of {p} shown {in}.",
     "Looking at the scene, how many {p} do you see?",
     "What count of {p} does the image show?",
-    "Quick question: how many {p} are in this picture?",
+    "Quick question: how many {p} are {in}?",
+    "How many {p} do you notice {in}?",
+    "Give me a count of the {p} {in}.",
+    "What number of {p} appear {in}?",
+    "Could you count up the {p} for me?",
+    "Are you able to say how many {p} there are {in}?",
 ];
 
 const COUNT_A: &[&str] = &[
@@ -602,7 +619,7 @@ const COUNT_A: &[&str] = &[
 
 const ATTRIBUTE_Q: &[&str] = &[
     "What {f} {be} {the}?",
-    "What is the {f} of {the} in this image?",
+    "What is the {f} of {the} {in}?",
     "Which {f} {does} {the} have?",
     "Can you tell me the {f} of {the}?",
     "Describe the {f} of {the}.",
@@ -613,10 +630,15 @@ const ATTRIBUTE_Q: &[&str] = &[
     "Do you know the {f} of {the} shown here?",
     "I'd like to know the {f} of {the}. What is it?",
     "What {f} would you say {the} {be}?",
-    "Could you identify the {f} of {the} in the photo?",
+    "Could you identify the {f} of {the} {in}?",
     "Please name the {f} of {the}.",
     "{the}: what {f} {be} {it}?",
     "Focusing on {the}, which {f} {does} {it} have?",
+    "Which {f} best describes {the}?",
+    "If you had to name the {f} of {the}, what would it be?",
+    "How does {the} look in terms of {f}?",
+    "Can you identify what {f} {the} {be}?",
+    "Would you mind telling me the {f} of {the}?",
 ];
 
 const ATTRIBUTE_A: &[&str] = &[
@@ -660,6 +682,18 @@ const ABSENT_ADDS: &[&str] = &[
 const WRONG_COLOUR_ADDS: &[&str] = &[" Note the {vn} in the scene.", " Look at the {vn} in the picture.", " You can clearly see the {vn}."];
 
 const WRONG_COUNT_ADDS: &[&str] = &[" There {be} {cnt} in the image.", " I count {cnt} in total.", " The picture shows {cnt}."];
+
+/// Where, in a question.
+const PLACES: &[&str] = &[
+    "in this image",
+    "in the picture",
+    "in this photo",
+    "in the photograph",
+    "in this scene",
+    "in the shot",
+    "in this frame",
+    "in the image",
+];
 
 const FOLLOW_UPS: &[&str] = &["And ", "Also, ", "One more thing: ", "Next, "];
 
@@ -783,9 +817,13 @@ impl<'a> Writer<'a> {
     fn question(&mut self, frames: &[&str], vars: &[(&str, &str)]) -> String {
         let mut order: Vec<usize> = (0..frames.len()).collect();
         order.shuffle(&mut self.rng);
+        // where: varied, so frames do not repeat their endings
+        let place = frame(&mut self.rng, PLACES);
+        let mut vars = vars.to_vec();
+        vars.push(("in", place));
         let mut first = None;
         for i in order {
-            let q = fill(frames[i], vars);
+            let q = fill(frames[i], &vars);
             if !self.avoid.contains(&normalise(&q)) {
                 self.avoid.insert(normalise(&q));
                 return q;
