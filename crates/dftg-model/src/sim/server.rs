@@ -342,7 +342,9 @@ pub struct SimStats {
     pub latency_sleeps: u64,
     pub truth_log_write_errors: u64,
     /// Writer replies (also counted in `replies`), and those that carry a mistake.
+    #[serde(default)]
     pub writer_replies: u64,
+    #[serde(default)]
     pub writer_mistakes: u64,
 }
 

@@ -4,8 +4,9 @@
 //!
 //! - A request is a writer request when its `response_format.json_schema.name` starts with
 //!   [`SCHEMA_NAME_PREFIX`], or when a message holds a facts block (servers that ignore
-//!   schemas). No image is needed; an image, if any, is ignored.
-//! - The facts come from the first user message that holds them. A re-ask is the same
+//!   schemas). No image is needed.
+//! - The facts come from the first user message that holds them (else from a system
+//!   message), and the image, if any, is ignored. A re-ask is the same
 //!   conversation with the previous reply and a rejection appended: it gets a fresh draw.
 //! - Every choice is seeded by (simulator seed, the facts message text, the number of
 //!   assistant messages), never by arrival order: runs repeat byte for byte.
@@ -197,7 +198,14 @@ pub(super) fn writer_request(req: &ChatRequest) -> Option<Result<WriterRequest, 
         .is_some_and(|n| n.starts_with(SCHEMA_NAME_PREFIX));
     let texts: Vec<(&str, String)> = req.messages.iter().map(|m| (m.role.as_str(), message_text(&m.content))).collect();
     // a cheap test first: ordinary model requests hold no fenced JSON
-    let found = texts.iter().filter(|(role, t)| *role == "user" && t.contains("```json")).find_map(|(_, t)| find_facts(t).map(|f| (f, t)));
+    let holding = |user: bool| {
+        texts
+            .iter()
+            .filter(|(role, t)| (*role == "user") == user && *role != "assistant" && t.contains("```json"))
+            .find_map(|(_, t)| find_facts(t).map(|f| (f, t)))
+    };
+    // the first user message that holds facts; a system prompt holding them will do
+    let found = holding(true).or_else(|| holding(false));
     let (facts, content) = match found {
         Some(x) => x,
         None if by_schema => return Some(Err("writer request without a facts block in a user message".into())),
@@ -405,6 +413,21 @@ fn with_article(phrase: &str) -> String {
     format!("{} {phrase}", article(phrase))
 }
 
+/// A name that is plural in form ("skis", "scissors"): one of it is "a pair of skis".
+fn pair_noun(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    l.ends_with('s') && !l.ends_with("ss") && !l.ends_with("us") && plural(name) == name
+}
+
+/// One of `noun` ("a dog", "an apple", "a pair of red skis"); `noun` may start with a colour.
+fn one(noun: &str) -> String {
+    if pair_noun(noun) {
+        format!("a pair of {noun}")
+    } else {
+        with_article(noun)
+    }
+}
+
 fn cap(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
@@ -428,7 +451,8 @@ fn counted(name: &str, count: u32, colour: Option<&str>, rng: &mut ChaCha8Rng, a
     if count == 1 {
         let forms: &[&str] = if allow_article { &["a", "one", "a single"] } else { &["one", "a single"] };
         match *pick(rng, forms) {
-            "a" => with_article(&noun),
+            "a" => one(&noun),
+            w if pair_noun(&noun) => format!("{w} pair of {noun}"),
             w => format!("{w} {noun}"),
         }
     } else {
@@ -859,7 +883,7 @@ impl<'a> Writer<'a> {
                     Some(c) => format!("{c} {}", o.name),
                     None => o.name.clone(),
                 };
-                with_article(&noun)
+                one(&noun)
             }
         }
     }
@@ -955,23 +979,27 @@ impl<'a> Writer<'a> {
         };
         match topic {
             Topic::Absent(n) => {
-                let (a, p) = (with_article(n), plural(n));
+                let (a, p) = (one(n), plural(n));
                 let vars = [("n", n), ("a", a.as_str()), ("p", p.as_str())];
                 let premise = kind == InstructionType::FalsePremise;
                 let question = self.question(if premise { PREMISE_Q } else { EXISTENCE_Q }, &vars);
-                let deny = fill(frame(&mut self.rng, if premise { PREMISE_A } else { DENIALS }), &vars);
+                let denials = if premise { PREMISE_A } else { DENIALS };
+                // "no skis", never "there isn't a pair of skis": the negation must reach the noun
+                let denials: Vec<&'static str> =
+                    denials.iter().copied().filter(|d| !pair_noun(n) || !(d.contains("{a}") || d.contains("{n}"))).collect();
+                let deny = fill(frame(&mut self.rng, &denials), &vars);
                 let tail = if tails { self.tail(TAILS, Some(n)) } else { String::new() };
                 QaPair { question, answer: format!("{deny}{tail}") }
             }
             Topic::Present(n, count) => {
-                let (a, p) = (with_article(n), plural(n));
+                let (a, p) = (one(n), plural(n));
                 let vars = [("n", n), ("a", a.as_str()), ("p", p.as_str())];
                 let question = self.question(EXISTENCE_Q, &vars);
                 let colour = self.object(n).and_then(|o| self.colour_of(o));
                 let c = count.unwrap_or(1);
                 let np = match count {
                     Some(c) => counted(n, c, colour.as_deref(), &mut self.rng, true),
-                    None => with_article(&colour.map(|c| format!("{c} {n}")).unwrap_or_else(|| n.to_string())),
+                    None => one(&colour.map(|c| format!("{c} {n}")).unwrap_or_else(|| n.to_string())),
                 };
                 let answer = fill(frame(&mut self.rng, AFFIRMS), &[("np", np.as_str()), ("be", be(c))]);
                 let tail = if tails { self.tail(ALSO_TAILS, Some(n)) } else { String::new() };
@@ -1011,7 +1039,7 @@ impl<'a> Writer<'a> {
     fn attribute_answer(&mut self, n: &str, many: bool, family: &str, v: &str) -> String {
         let noun = if many { plural(n) } else { n.to_string() };
         let the = format!("the {noun}");
-        let avn = if many { format!("{v} {noun}") } else { with_article(&format!("{v} {noun}")) };
+        let avn = if many { format!("{v} {noun}") } else { one(&format!("{v} {noun}")) };
         let vars = [
             ("the", the.as_str()),
             ("be", if many { "are" } else { "is" }),
@@ -1118,7 +1146,7 @@ impl<'a> Writer<'a> {
                         .collect();
                     common.choose(rng).copied().unwrap_or("giraffe")
                 };
-                let a = with_article(choice);
+                let a = one(choice);
                 let add = frame(rng, ABSENT_ADDS).replace("{a}", &a);
                 // a sentence of its own, capitalised
                 let add = format!(" {}", cap(add.trim_start()));
@@ -1173,7 +1201,7 @@ impl<'a> Writer<'a> {
                 match (&mut draft, attr_target.is_some()) {
                     (Draft::Single(qa), true) => {
                         // colour directly before the noun, where a reader checks it
-                        let avn = if many { format!("{wrong} {noun}") } else { with_article(&format!("{wrong} {noun}")) };
+                        let avn = if many { format!("{wrong} {noun}") } else { one(&format!("{wrong} {noun}")) };
                         let frames = ["{its} {avn}.", "The photo shows {avn}.", "It is {v}: the picture shows {avn}."];
                         let vars = [("its", if many { "they're" } else { "it's" }), ("avn", avn.as_str()), ("v", wrong)];
                         qa.answer = fill(frame(rng, &frames), &vars);
@@ -1188,7 +1216,7 @@ impl<'a> Writer<'a> {
             }
             WriterMistake::AffirmsTarget => {
                 if let (Draft::Single(qa), Some(t)) = (&mut draft, target_absent(f)) {
-                    let a = with_article(t);
+                    let a = one(t);
                     let frames: &[&str] = if f.instruction == InstructionType::FalsePremise {
                         &[
                             "The {n} is near the center of the picture.",
@@ -1314,6 +1342,9 @@ mod tests {
         assert_eq!(with_article("unicycle"), "a unicycle");
         assert_eq!(with_article("red frisbee"), "a red frisbee");
         assert_eq!(with_article("orange cup"), "an orange cup");
+        assert_eq!(one("skis"), "a pair of skis");
+        assert_eq!(one("red scissors"), "a pair of red scissors");
+        assert_eq!(one("bus"), "a bus");
     }
 
     #[test]
