@@ -249,7 +249,8 @@ pub struct SimConfig {
     pub model_name: String,
     pub latency: Latency,
     pub faults: Faults,
-    /// Where to write the truth log (JSONL, truncated at start).
+    /// Where to write the truth log (JSONL, truncated at start); the vision and writer logs go
+    /// beside it (`<stem>-vision.jsonl`, `sim-writer-truth.jsonl`).
     pub truth_log: Option<PathBuf>,
     /// Serve these recorded captions instead of simulated descriptions.
     pub replay: Option<Arc<ReplayCaptions>>,
