@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use dftg_model::detect::DetectorApi;
-use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimProfile, SimVisionConfig};
+use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimProfile, SimVisionConfig, SimWriterConfig};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -63,6 +63,10 @@ pub struct SimArgs {
     /// Simulated judge: probability of a wrong answer.
     #[arg(long, default_value_t = 0.03)]
     pub sim_judge_error_rate: f64,
+    /// Simulated writer: share of writer replies that carry one mistake (an absent object, a
+    /// wrong count or colour, broken JSON, …), logged to sim-writer-truth.jsonl.
+    #[arg(long, default_value_t = 0.1)]
+    pub sim_writer_error_rate: f64,
 }
 
 pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
@@ -91,6 +95,7 @@ pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
             detector_false_rate: args.sim_detector_false_rate,
             judge_error_rate: args.sim_judge_error_rate,
         })
+        .with_writer(SimWriterConfig { error_rate: args.sim_writer_error_rate })
         .with_model_name(args.model_name.clone().unwrap_or_else(|| format!("sim-{}", args.profile)));
     if let Some(p) = &args.truth_log {
         config = config.with_truth_log(p.clone());

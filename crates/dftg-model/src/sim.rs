@@ -19,6 +19,9 @@
 //! - It also plays the **detector and the judge** ([`SimVision`]): the Hugging Face and
 //!   Roboflow detector contracts and an OpenAI-compatible judge, answering from the same truth
 //!   with configurable misses, false boxes and wrong answers, logged to the same truth log.
+//! - It plays the **writer** too ([`SimWriter`]): requests with a facts block (or a
+//!   `dftg_writer_*` response schema) get the JSON reply of `dftg_core::writer`, true to the
+//!   facts, with one seeded mistake at `error_rate`, logged to `sim-writer-truth.jsonl`.
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`; the detector's
 //! `POST /hf/detect`, `POST /grounding_dino/infer`, `POST /yolo_world/infer`; the judge's
@@ -44,6 +47,7 @@ mod server;
 mod text;
 mod vision;
 mod vision_server;
+mod writer;
 mod yes_no;
 
 #[cfg(test)]
@@ -63,6 +67,9 @@ pub use vision::{
     SimVisionConfig, SizeClass, CROWD, DEFAULT_IMAGE_SIZE, MAX_INSTANCES,
 };
 pub use vision_server::{VisionService, VisionStats, HF_DETECT_PATH, JUDGE_BASE_PATH, JUDGE_MODEL, MAX_LABELS};
+pub use writer::{
+    writer_log_path, SimWriter, SimWriterConfig, WriterLogEntry, WriterMistake, WriterReply, MAX_REQUEST_ID_CHARS, WRITER_LOG_FILE,
+};
 
 /// Everything that can go wrong setting up or running the simulator.
 #[derive(Debug, Error)]

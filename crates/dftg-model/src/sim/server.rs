@@ -12,7 +12,7 @@ use std::time::Duration;
 use ahash::AHashMap;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,6 +28,7 @@ use super::hash::StableHasher;
 use super::profile::SimProfile;
 use super::vision::{SimVision, SimVisionConfig};
 use super::vision_server::{self, VisionService};
+use super::writer::{self, SimWriter, SimWriterConfig, WriterLog, WriterLogEntry, WriterRequest};
 use super::SimError;
 use crate::api::{ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ModelCard, ModelList, ResponseMessage, Usage};
 
@@ -248,7 +249,8 @@ pub struct SimConfig {
     pub model_name: String,
     pub latency: Latency,
     pub faults: Faults,
-    /// Where to write the truth log (JSONL, truncated at start).
+    /// Where to write the truth log (JSONL, truncated at start); the vision and writer logs go
+    /// beside it (`<stem>-vision.jsonl`, `sim-writer-truth.jsonl`).
     pub truth_log: Option<PathBuf>,
     /// Serve these recorded captions instead of simulated descriptions.
     pub replay: Option<Arc<ReplayCaptions>>,
@@ -256,6 +258,8 @@ pub struct SimConfig {
     pub max_body_bytes: usize,
     /// Errors of the simulated detector and judge (see [`super::SimVision`]).
     pub vision: SimVisionConfig,
+    /// Mistakes of the simulated writer (see [`super::SimWriter`]).
+    pub writer: SimWriterConfig,
 }
 
 impl SimConfig {
@@ -270,7 +274,13 @@ impl SimConfig {
             replay: None,
             max_body_bytes: 64 << 20,
             vision: SimVisionConfig::default(),
+            writer: SimWriterConfig::default(),
         }
+    }
+
+    pub fn with_writer(mut self, writer: SimWriterConfig) -> Self {
+        self.writer = writer;
+        self
     }
 
     pub fn with_vision(mut self, vision: SimVisionConfig) -> Self {
@@ -332,6 +342,11 @@ pub struct SimStats {
     /// Requests that slept for latency (zero latency never does).
     pub latency_sleeps: u64,
     pub truth_log_write_errors: u64,
+    /// Writer replies (also counted in `replies`), and those that carry a mistake.
+    #[serde(default)]
+    pub writer_replies: u64,
+    #[serde(default)]
+    pub writer_mistakes: u64,
 }
 
 #[derive(Default)]
@@ -351,6 +366,8 @@ struct Counters {
     sticky_failures: AtomicU64,
     latency_sleeps: AtomicU64,
     truth_log_write_errors: AtomicU64,
+    writer_replies: AtomicU64,
+    writer_mistakes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -376,6 +393,8 @@ impl Counters {
             sticky_failures: g(&self.sticky_failures),
             latency_sleeps: g(&self.latency_sleeps),
             truth_log_write_errors: g(&self.truth_log_write_errors),
+            writer_replies: g(&self.writer_replies),
+            writer_mistakes: g(&self.writer_mistakes),
         }
     }
 }
@@ -395,9 +414,32 @@ struct AppState {
     stats: Counters,
     shutdown: watch::Receiver<bool>,
     vision: Arc<VisionService>,
+    writer: SimWriter,
+    writer_log: Mutex<WriterLog>,
 }
 
 impl AppState {
+    /// A writer reply, logged with the request's id.
+    fn write(&self, req: &WriterRequest, headers: &HeaderMap) -> Response {
+        let reply = self.writer.write(&req.facts, &req.content, req.attempt);
+        bump(&self.stats.replies);
+        bump(&self.stats.writer_replies);
+        if reply.mistake.is_some() {
+            bump(&self.stats.writer_mistakes);
+        }
+        let entry = WriterLogEntry { request_id: writer::request_id(headers), mistake: reply.mistake };
+        let mut log = match self.writer_log.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = log.record(entry) {
+            bump(&self.stats.truth_log_write_errors);
+            tracing::error!(error = %e, "simulator: cannot write the writer log");
+        }
+        drop(log);
+        writer::completion(&self.config.model_name, self.config.seed, req, reply.text)
+    }
+
     /// Sleeps `d`, or less if the simulator shuts down; true when it shut down.
     async fn pause(&self, d: Duration) -> bool {
         let mut rx = self.shutdown.clone();
@@ -476,6 +518,19 @@ impl SimHandle {
         &self.state.vision
     }
 
+    /// The simulated writer (same replies as the server, without HTTP).
+    pub fn writer(&self) -> &SimWriter {
+        &self.state.writer
+    }
+
+    /// The writer's log so far, in the order replies were given.
+    pub fn writer_log_entries(&self) -> Vec<WriterLogEntry> {
+        match self.state.writer_log.lock() {
+            Ok(g) => g.entries.clone(),
+            Err(poisoned) => poisoned.into_inner().entries.clone(),
+        }
+    }
+
     /// Whether image `key` fails on every request.
     pub fn is_sticky(&self, key: &str) -> bool {
         self.state.config.faults.is_sticky(self.state.config.seed, key)
@@ -516,6 +571,7 @@ pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listene
     let corpus: Arc<SimCorpus> = corpus.into();
     let sim = Simulator::new(corpus.clone(), config.profile.clone(), config.seed)?;
     let vision = SimVision::new(corpus, config.seed, config.vision.clone())?;
+    let sim_writer = SimWriter::new(config.seed, config.writer.clone())?;
     let file = match &config.truth_log {
         // append: a resumed job keeps what an earlier run of the simulator logged
         Some(path) => Some(
@@ -543,6 +599,8 @@ pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listene
         None => None,
     };
     let vision = Arc::new(VisionService::new(vision, vision_log));
+    // after the truth log: an unwritable directory is reported by the truth log's path
+    let writer_log = WriterLog::open(config.truth_log.as_deref())?;
     let addr = listener.local_addr().map_err(SimError::Serve)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let max_body = config.max_body_bytes;
@@ -554,6 +612,8 @@ pub async fn start(corpus: impl Into<Arc<SimCorpus>>, config: SimConfig, listene
         stats: Counters::default(),
         shutdown: shutdown_rx.clone(),
         vision: vision.clone(),
+        writer: sim_writer,
+        writer_log: Mutex::new(writer_log),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -673,7 +733,7 @@ fn completion(state: &AppState, key: &str, prompt: &str, text: String) -> Respon
     axum::Json(resp).into_response()
 }
 
-async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let st = &*state;
     bump(&st.stats.requests);
     let n = st.counter.fetch_add(1, Ordering::Relaxed);
@@ -726,6 +786,13 @@ async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(st, format!("the request body is not a chat completion request: {e}")),
     };
+    // writer requests need no image: they are answered from their facts block
+    if let Some(w) = writer::writer_request(&req) {
+        return match w {
+            Ok(w) => st.write(&w, &headers),
+            Err(e) => bad_request(st, e),
+        };
+    }
     let (prompt, url) = match prompt_and_image(&req) {
         Ok(x) => x,
         Err(e) => return bad_request(st, e),

@@ -532,3 +532,351 @@ fn yes_no_answers_follow_the_same_decisions() {
     }
     assert!(yes_absent > 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The simulated writer
+
+mod writer {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use dftg_core::check::diagnose;
+    use dftg_core::extract::{ExtractScratch, Extractor};
+    use dftg_core::llava::InstructionType;
+    use dftg_core::record::HallucinationKind;
+    use dftg_core::truth::ImageTruth;
+    use dftg_core::vocab::Vocabulary;
+    use dftg_core::writer::{normalise, parse_reply, FactAttribute, FactObject, Facts, ReplyError, WrittenItem, FACTS_SCHEMA_VERSION};
+
+    use super::super::{SimWriter, SimWriterConfig, WriterMistake};
+    use super::synthetic;
+
+    const ABSENT_POOL: &[&str] = &["cat", "horse", "airplane", "toilet", "giraffe", "dog", "person", "car", "umbrella", "clock", "sheep"];
+
+    /// The facts a planner would give for `kind` on `truth`, or none when the image has no
+    /// fitting target. Natural names of coco80 are its canonical names.
+    pub(crate) fn facts_for(truth: &ImageTruth, kind: InstructionType, i: usize) -> Option<Facts> {
+        let objects: Vec<FactObject> =
+            truth.objects.iter().map(|o| FactObject { name: o.name.clone(), count: o.count, attributes: o.attributes.clone() }).collect();
+        let present = |n: &str| truth.objects.iter().any(|o| o.name == n);
+        let absent: Vec<String> = ABSENT_POOL.iter().filter(|n| !present(n)).map(|n| n.to_string()).collect();
+        let absent_target = absent[i % absent.len()].clone();
+        let nth = |v: Vec<&dftg_core::truth::ObjectTruth>| if v.is_empty() { None } else { Some(v[i % v.len()].clone()) };
+        let mut f = Facts {
+            schema_version: FACTS_SCHEMA_VERSION,
+            instruction: kind,
+            target: None,
+            target_present: None,
+            target_count: None,
+            target_attribute: None,
+            objects,
+            absent: vec![absent_target.clone(), absent[(i + 1) % absent.len()].clone()],
+            description: None,
+            draft: None,
+            hallucinations: vec![],
+            avoid: if i.is_multiple_of(3) {
+                vec![format!("Is there a {absent_target} in this image?"), "What is on the table?".into()]
+            } else {
+                vec![]
+            },
+            turns: None,
+        };
+        match kind {
+            InstructionType::NegativeExistence | InstructionType::FalsePremise => {
+                f.target = Some(absent_target);
+                f.target_present = Some(false);
+            }
+            InstructionType::PositiveExistence => {
+                let o = nth(truth.objects.iter().collect())?;
+                f.target = Some(o.name.clone());
+                f.target_present = Some(true);
+                f.target_count = o.count;
+            }
+            InstructionType::Count => {
+                let o = nth(truth.objects.iter().filter(|o| o.count.is_some()).collect())?;
+                f.target = Some(o.name.clone());
+                f.target_present = Some(true);
+                f.target_count = o.count;
+            }
+            InstructionType::Attribute => {
+                let o = nth(truth.objects.iter().filter(|o| o.attributes.contains_key("color")).collect())?;
+                f.target = Some(o.name.clone());
+                f.target_present = Some(true);
+                f.target_count = o.count;
+                f.target_attribute = Some(FactAttribute { family: "color".into(), values: o.attributes["color"].clone() });
+            }
+            InstructionType::CorrectedDescription => {
+                let parts: Vec<String> = truth
+                    .objects
+                    .iter()
+                    .map(|o| match o.count {
+                        Some(1) | None => format!("a {}", o.name),
+                        Some(c) => format!("{} {}s", ["", "one", "two", "three", "four", "five"][c.min(5) as usize], o.name),
+                    })
+                    .collect();
+                let draft = format!("The picture shows {}.", parts.join(", "));
+                f.description = Some(format!("{draft} A cat sits nearby."));
+                f.draft = Some(draft);
+            }
+            InstructionType::MultiTurn => {
+                f.turns = Some(2 + (i % 5) as u32);
+                if i.is_multiple_of(2) {
+                    f.target = Some(absent_target);
+                    f.target_present = Some(false);
+                } else {
+                    let o = nth(truth.objects.iter().collect())?;
+                    f.target = Some(o.name.clone());
+                    f.target_present = Some(true);
+                    f.target_count = o.count;
+                }
+            }
+        }
+        Some(f)
+    }
+
+    fn content(f: &Facts) -> String {
+        format!("Write one item from these facts.\n{}", dftg_core::writer::facts_block(f))
+    }
+
+    /// Every (facts, truth) of a synthetic corpus, for every type.
+    fn cases(n: usize) -> Vec<(Facts, ImageTruth)> {
+        let mut out = Vec::new();
+        for (i, (truth, _)) in synthetic(n).into_iter().enumerate() {
+            for kind in InstructionType::ALL {
+                if let Some(f) = facts_for(&truth, kind, i) {
+                    out.push((f, truth.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn writer(rate: f64) -> SimWriter {
+        SimWriter::new(7, SimWriterConfig { error_rate: rate }).unwrap()
+    }
+
+    /// Hallucinations of the project's extractor in every answer of `item`.
+    fn hallucinations(item: &WrittenItem, truth: &ImageTruth) -> Vec<(HallucinationKind, String, String)> {
+        let e = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let mut s = ExtractScratch::default();
+        item.turns
+            .iter()
+            .flat_map(|t| diagnose(&e, &mut s, truth, &t.question, &t.answer).hallucinations)
+            .map(|h| (h.kind, h.concept, h.evidence))
+            .collect()
+    }
+
+    #[test]
+    fn clean_replies_parse_and_are_true_to_the_facts() {
+        let w = writer(0.0);
+        let e = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let mut per_type: BTreeMap<&str, usize> = BTreeMap::new();
+        for (f, truth) in cases(70) {
+            let r = w.write(&f, &content(&f), 0);
+            assert_eq!(r.mistake, None);
+            let item = parse_reply(f.instruction, &r.text, "Describe the image.").unwrap_or_else(|e| panic!("{e}: {}", r.text));
+            *per_type.entry(f.instruction.as_str()).or_default() += 1;
+            let hs = hallucinations(&item, &truth);
+            assert!(hs.is_empty(), "{:?}: {hs:?} in {}", f.instruction, r.text);
+            let target = f.target.clone().unwrap_or_default();
+            let mut s = ExtractScratch::default();
+            match f.instruction {
+                InstructionType::NegativeExistence | InstructionType::FalsePremise => {
+                    let a = &item.turns[0].answer;
+                    let d = diagnose(&e, &mut s, &truth, "", a);
+                    assert!(d.negated.contains(&target), "{target} is not denied: {a}");
+                    assert!(!d.mentions.iter().any(|m| m.concept == target), "{a}");
+                    let q = diagnose(&e, &mut s, &truth, "", &item.turns[0].question);
+                    assert!(q.mentions.iter().any(|m| m.concept == target) || q.negated.contains(&target), "{}", item.turns[0].question);
+                }
+                InstructionType::PositiveExistence => {
+                    let a = &item.turns[0].answer;
+                    assert!(a.starts_with("Yes") || a.starts_with("Indeed") || a.starts_with("Sure"), "{a}");
+                    let d = diagnose(&e, &mut s, &truth, "", a);
+                    assert!(d.mentions.iter().any(|m| m.concept == target), "{a}");
+                }
+                InstructionType::Count => {
+                    let a = &item.turns[0].answer;
+                    let d = diagnose(&e, &mut s, &truth, "", a);
+                    let m = d.mentions.iter().find(|m| m.concept == target).unwrap_or_else(|| panic!("no {target} in {a}"));
+                    assert_eq!(m.count, f.target_count, "{a}");
+                }
+                InstructionType::Attribute => {
+                    let a = &item.turns[0].answer;
+                    let values = &f.target_attribute.as_ref().unwrap().values;
+                    assert!(values.iter().any(|v| a.to_lowercase().contains(v.as_str())), "{a}");
+                    let d = diagnose(&e, &mut s, &truth, "", a);
+                    assert!(d.mentions.iter().any(|m| m.concept == target), "{a}");
+                }
+                InstructionType::CorrectedDescription => assert_eq!(item.turns[0].answer, f.draft.clone().unwrap()),
+                InstructionType::MultiTurn => {
+                    assert_eq!(item.turns.len(), f.turns.unwrap() as usize);
+                    let all: String = item.turns.iter().map(|t| format!("{} ", t.question)).collect();
+                    let d = diagnose(&e, &mut s, &truth, "", &all);
+                    // "an orange anywhere" is not read as the fruit: the name itself will do
+                    let named = d.mentions.iter().any(|m| m.concept == target) || d.negated.contains(&target);
+                    assert!(named || all.to_lowercase().contains(&target), "no turn about {target}: {all}");
+                }
+            }
+            for t in &item.turns {
+                assert!(!f.avoid.iter().any(|a| normalise(a) == normalise(&t.question)), "{} repeats an avoided question", t.question);
+            }
+        }
+        assert_eq!(per_type.len(), 7, "{per_type:?}");
+    }
+
+    #[test]
+    fn plurals_are_the_vocabulary_plurals() {
+        let v = Vocabulary::coco80();
+        let wrong: Vec<String> = (0..v.len() as u16)
+            .filter_map(|c| {
+                let name = v.concept(c).natural_name().to_string();
+                let p = super::super::writer::plural(&name);
+                (v.phrase(&p).and_then(|e| e.concept) != Some(c)).then(|| format!("{name} → {p}"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "not vocabulary plurals: {wrong:?}");
+    }
+
+    #[test]
+    fn the_same_request_gets_the_same_reply_and_a_reask_a_fresh_one() {
+        let w = writer(0.2);
+        let mut fresh = 0;
+        let all = cases(21);
+        for (f, _) in &all {
+            let c = content(f);
+            assert_eq!(w.write(f, &c, 0), w.write(f, &c, 0));
+            assert_eq!(w.write(f, &c, 0), writer(0.2).write(f, &c, 0));
+            if w.write(f, &c, 0) != w.write(f, &c, 1) {
+                fresh += 1;
+            }
+        }
+        assert!(fresh * 10 >= all.len() * 9, "re-asks mostly differ: {fresh} of {}", all.len());
+    }
+
+    #[test]
+    fn mistakes_come_at_the_configured_rate_and_are_what_they_say() {
+        let w = writer(0.3);
+        let all = cases(140);
+        let mut kinds: BTreeMap<WriterMistake, usize> = BTreeMap::new();
+        let mut with_mistake = 0;
+        for (f, truth) in &all {
+            let r = w.write(f, &content(f), 0);
+            let clean = writer(0.0).write(f, &content(f), 0);
+            let Some(kind) = r.mistake else {
+                assert_eq!(r, clean);
+                continue;
+            };
+            with_mistake += 1;
+            *kinds.entry(kind).or_default() += 1;
+            let parsed = parse_reply(f.instruction, &r.text, "Describe the image.");
+            match kind {
+                WriterMistake::MalformedJson => assert_eq!(parsed, Err(ReplyError::MalformedJson), "{}", r.text),
+                WriterMistake::MissingField => assert_eq!(parsed, Err(ReplyError::MissingField), "{}", r.text),
+                WriterMistake::Duplicate => {
+                    let item = parsed.unwrap();
+                    assert!(item.turns.iter().any(|t| f.avoid.iter().any(|a| normalise(a) == normalise(&t.question))), "{}", r.text);
+                    assert!(hallucinations(&item, truth).is_empty(), "{}", r.text);
+                }
+                _ => {
+                    let item = parsed.unwrap_or_else(|e| panic!("{kind:?} {e}: {}", r.text));
+                    let hs = hallucinations(&item, truth);
+                    let expected = match kind {
+                        WriterMistake::WrongCount => HallucinationKind::Count,
+                        WriterMistake::WrongAttribute => HallucinationKind::Attribute,
+                        _ => HallucinationKind::Object,
+                    };
+                    assert!(!hs.is_empty() && hs.iter().all(|h| h.0 == expected), "{kind:?}: {hs:?} in {}", r.text);
+                    if kind == WriterMistake::AffirmsTarget {
+                        assert!(hs.iter().any(|h| Some(&h.1) == f.target.as_ref()), "{hs:?}");
+                    }
+                }
+            }
+        }
+        let rate = with_mistake as f64 / all.len() as f64;
+        assert!((0.25..=0.35).contains(&rate), "mistake rate {rate} of {}", all.len());
+        assert_eq!(kinds.len(), WriterMistake::ALL.len(), "every kind is drawn: {kinds:?}");
+    }
+
+    /// The first three words of a question.
+    fn opening(q: &str) -> String {
+        normalise(q).split(' ').take(3).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Distinct word bigrams over `questions`.
+    fn bigrams<'a>(questions: impl IntoIterator<Item = &'a String>) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for q in questions {
+            let words: Vec<String> = normalise(q).split(' ').map(String::from).collect();
+            for p in words.windows(2) {
+                out.insert((p[0].clone(), p[1].clone()));
+            }
+        }
+        out
+    }
+
+    /// A template writer's questions: five frames per type (the baseline of issue 10).
+    fn template_question(f: &Facts, i: usize) -> String {
+        let t = f.target.clone().unwrap_or_else(|| "object".into());
+        let frames: [&str; 5] = match f.instruction {
+            InstructionType::Count => [
+                "How many {t}s are there?",
+                "How many {t}s can you see?",
+                "Count the {t}s.",
+                "What is the number of {t}s?",
+                "How many {t}s are in the image?",
+            ],
+            InstructionType::Attribute => [
+                "What color is the {t}?",
+                "What is the color of the {t}?",
+                "Which color is the {t}?",
+                "Describe the color of the {t}.",
+                "What color does the {t} have?",
+            ],
+            InstructionType::FalsePremise => [
+                "What is the {t} doing?",
+                "Where is the {t}?",
+                "What color is the {t}?",
+                "Where is the {t} sitting?",
+                "What is next to the {t}?",
+            ],
+            _ => [
+                "Is there a {t} in the image?",
+                "Are there any {t}s in the image?",
+                "Can you see a {t}?",
+                "Does the image contain a {t}?",
+                "Is a {t} visible?",
+            ],
+        };
+        frames[i % 5].replace("{t}", &t)
+    }
+
+    #[test]
+    fn questions_vary_over_a_job() {
+        let w = writer(0.0);
+        let mut openings: BTreeMap<String, usize> = BTreeMap::new();
+        let mut questions: Vec<String> = Vec::new();
+        let mut baseline: Vec<String> = Vec::new();
+        let mut per_type: BTreeMap<InstructionType, BTreeSet<String>> = BTreeMap::new();
+        for (i, (f, _)) in cases(210).into_iter().enumerate() {
+            let r = w.write(&f, &content(&f), (i % 2) as u64);
+            let item = parse_reply(f.instruction, &r.text, "Describe the image.").unwrap();
+            if f.instruction == InstructionType::CorrectedDescription {
+                continue;
+            }
+            for (j, t) in item.turns.iter().enumerate() {
+                *openings.entry(opening(&t.question)).or_default() += 1;
+                per_type.entry(f.instruction).or_default().insert(opening(&t.question));
+                questions.push(t.question.clone());
+                baseline.push(template_question(&f, i + j));
+            }
+        }
+        let (top, n) = openings.iter().max_by_key(|(_, n)| **n).unwrap();
+        assert!((*n as f64) <= 0.15 * questions.len() as f64, "{top:?} opens {n} of {} questions", questions.len());
+        for (kind, o) in &per_type {
+            assert!(o.len() >= 12, "{kind:?} has only {} openings", o.len());
+        }
+        let (ours, theirs) = (bigrams(&questions).len(), bigrams(&baseline).len());
+        assert!(ours >= 2 * theirs, "{ours} distinct question bigrams, the five-frame writer {theirs}");
+    }
+}
