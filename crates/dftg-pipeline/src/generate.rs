@@ -93,7 +93,13 @@ pub struct RejectionLine {
     pub request_id: String,
     pub item: String,
     pub reason: String,
+    /// The start of the refused reply, to read when tuning prompts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reply: String,
 }
+
+/// Characters of a refused reply kept in `writer/rejections.jsonl`.
+const REPLY_EXCERPT_CHARS: usize = 600;
 
 /// What writing one image's items gave.
 #[derive(Default)]
@@ -165,7 +171,8 @@ async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<
                     }
                     Err((why, text)) => {
                         out.stats.reject(why);
-                        out.rejections.push(RejectionLine { request_id: rid, item: req.id.clone(), reason: why.as_str().to_string() });
+                        let reply = text.as_deref().map(|t| t.chars().take(REPLY_EXCERPT_CHARS).collect()).unwrap_or_default();
+                        out.rejections.push(RejectionLine { request_id: rid, item: req.id.clone(), reason: why.as_str().to_string(), reply });
                         match text {
                             // bound what goes back into the conversation: a runaway reply is not re-sent whole
                             Some(t) => history.push((t.chars().take(4096).collect(), why)),

@@ -174,6 +174,8 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
         if uses_sim_vision(spec) {
             config = config.with_vision(vision_config(spec));
         }
+        // the job's simulator also plays its writer, with the job's mistake rate
+        config = config.with_writer(dftg_model::sim::SimWriterConfig { error_rate: spec.generation.writer.sim_error_rate });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| PipelineError::Model(format!("cannot bind the simulator on loopback: {e}")))?;
