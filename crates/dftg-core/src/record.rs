@@ -121,6 +121,10 @@ pub struct DiagnosisRecord {
     /// What each checked claim's verdict rests on, so any verdict can be audited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<ClaimEvidence>,
+    /// What the model's reply cost, as its server reported it (absent: no usage reported, or
+    /// no reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<crate::tokens::TokenUsage>,
 }
 
 impl DiagnosisRecord {

@@ -1,6 +1,7 @@
 //! Coordinator steps, the same in both shapes: plan shards, build the profile at the barrier,
-//! split the generation budget across shards, and write the dataset manifest. Its state lives
-//! in the store (`job.json` and the shard objects), so a restarted coordinator resumes.
+//! split the generation budget across shards, and write the dataset manifest and the
+//! training-ready files (`train`). Its state lives in the store (`job.json` and the shard
+//! objects), so a restarted coordinator resumes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
 use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
+use dftg_core::tokens::{TokensByRole, ROLE_SUBJECT};
 use dftg_runtime::BlobStore;
 
 use crate::error::{to_json, PipelineError};
 use crate::generate::{read_json, StoredGenerationPlan};
 use crate::job::JobSpec;
 use crate::layout;
+use crate::train::{TrainFiles, TrainWriter};
 
 /// What the coordinator knows of a job (no model, no extractor).
 pub struct JobInfo {
@@ -138,11 +141,18 @@ pub struct DatasetManifest {
     pub diagnosed_images: u64,
     pub failed_images: u64,
     pub errors_by_reason: BTreeMap<String, u64>,
+    /// Tokens the job's models used, by role (`subject`: the model under diagnosis), as their
+    /// servers reported them; 0 when a server reports no usage.
+    #[serde(default)]
+    pub tokens: TokensByRole,
     pub instructions: u64,
     pub by_type: BTreeMap<String, u64>,
     pub by_concept: BTreeMap<String, u64>,
     pub by_type_and_concept: BTreeMap<String, BTreeMap<String, u64>>,
     pub shards: Vec<DatasetShard>,
+    /// The training-ready files (`train/`); absent in manifests written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainFiles>,
     pub plan: GenerationPlan,
     /// Shards whose task was given up, with the reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -172,15 +182,18 @@ pub async fn write_dataset(
         diagnosed_images: total.images,
         failed_images: total.failed_images,
         errors_by_reason: total.errors_by_reason.clone(),
+        tokens: TokensByRole::from([(ROLE_SUBJECT.to_string(), total.tokens)]),
         instructions: 0,
         by_type: BTreeMap::new(),
         by_concept: BTreeMap::new(),
         by_type_and_concept: BTreeMap::new(),
         shards: Vec::new(),
+        train: None,
         plan: plan.clone(),
         failed_shards,
     };
     let store = ctx.store.as_ref();
+    let mut train = TrainWriter::new();
     let mut reads = futures::stream::iter(0..shards)
         .map(|shard| async move {
             let key = layout::instruction_shard(shard);
@@ -201,6 +214,7 @@ pub async fn write_dataset(
             *m.by_type.entry(t.clone()).or_default() += 1;
             *m.by_concept.entry(c.clone()).or_default() += 1;
             *m.by_type_and_concept.entry(t).or_default().entry(c).or_default() += 1;
+            train.push(r)?;
         }
         m.instructions += records.len() as u64;
         m.shards.push(DatasetShard { diagnoses: layout::diagnosis_shard(shard), instructions: key, records: records.len() as u64 });
@@ -208,6 +222,8 @@ pub async fn write_dataset(
     // distinct images: diagnoses count one record per prompt
     let prompts = ctx.spec.prompts.len().max(1) as u64;
     m.images = (total.images + total.failed_images) / prompts;
+    // before the manifest that names them
+    m.train = Some(train.write(store, &ctx.spec.corpus.path).await?);
     ctx.store.put(layout::DATASET, to_json(layout::DATASET, &m, true)?).await?;
     Ok(m)
 }

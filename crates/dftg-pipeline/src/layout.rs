@@ -7,6 +7,10 @@ pub const GENERATION_PLAN: &str = "generation-plan.json";
 pub const DATASET: &str = "dataset.json";
 pub const REPORT: &str = "report.html";
 pub const SIM_TRUTH: &str = "sim-truth.jsonl";
+/// Training-ready files (`train.rs`), written when the job finishes.
+pub const TRAIN_LLAVA: &str = "train/llava.json";
+pub const TRAIN_SHAREGPT: &str = "train/sharegpt.json";
+pub const TRAIN_DATASET_INFO: &str = "train/dataset_info.json";
 
 pub fn plan_shard(shard: u32) -> String {
     format!("plan/shard-{shard:05}.jsonl")

@@ -335,7 +335,7 @@ impl OpenAiClient {
         body: &mut Option<Bytes>,
         deadline: &mut Option<Instant>,
         attempt: u32,
-    ) -> Result<(String, Duration), ModelError> {
+    ) -> Result<(Completion, Duration), ModelError> {
         let url = &self.inner.completions_shown;
         let config = &self.inner.config;
         let raw = {
@@ -373,7 +373,7 @@ impl OpenAiClient {
             raw.map(|r| (r, latency))
         };
         let (raw, latency) = raw?;
-        interpret_completion(&raw, url, config.max_reply_bytes).map(|text| (text, latency))
+        interpret_completion(&raw, url, config.max_reply_bytes).map(|c| (c, latency))
     }
 
     async fn complete_inner(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
@@ -386,10 +386,10 @@ impl OpenAiClient {
             attempt += 1;
             span.record("attempts", attempt);
             match self.attempt(req, &mut body, &mut deadline, attempt).await {
-                Ok((text, latency)) => {
+                Ok((Completion { text, usage }, latency)) => {
                     span.record("status", 200u16);
                     span.record("latency_ms", latency.as_millis() as u64);
-                    return Ok(ModelReply { text, attempts: attempt, latency });
+                    return Ok(ModelReply { text, attempts: attempt, latency, usage });
                 }
                 Err(e) => {
                     if let Some(status) = e.status() {
@@ -439,9 +439,15 @@ impl ModelClient for OpenAiClient {
     }
 }
 
+/// A completion's text and its token usage.
+struct Completion {
+    text: String,
+    usage: Option<dftg_core::tokens::TokenUsage>,
+}
+
 /// A completion's text, or why there is none. A successful body is model output: messages
 /// describe it (size, where the JSON broke) but never quote it.
-fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<String, ModelError> {
+fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<Completion, ModelError> {
     if !raw.status.is_success() {
         return Err(status_error(raw, url));
     }
@@ -457,6 +463,7 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
         ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len())))
             .with_status(code)
     })?;
+    let usage = parsed.usage.as_ref().map(|u| u.tokens());
     let Some(choice) = parsed.choices.into_iter().next() else {
         return Err(
             ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code)
@@ -468,7 +475,7 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
             text.len()
         ))
         .with_status(code)),
-        Some(text) if !text.trim().is_empty() => Ok(text),
+        Some(text) if !text.trim().is_empty() => Ok(Completion { text, usage }),
         content => Err(ModelError::empty(format!(
             "empty response from {url} (http {code}): content is {}, finish_reason {}",
             if content.is_none() { "null" } else { "blank" },

@@ -65,7 +65,7 @@ impl ModelClient for ScriptedClient {
             if text.trim().is_empty() {
                 Err(ModelError::empty(format!("empty response from scripted model {}", self.name)))
             } else {
-                Ok(ModelReply { text, attempts: 1, latency: started.elapsed() })
+                Ok(ModelReply { text, attempts: 1, latency: started.elapsed(), usage: None })
             }
         });
         Box::pin(futures::future::ready(result))
