@@ -248,21 +248,9 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
             out.push(match reply {
                 Ok((text, tokens)) => {
                     // a reply whose checking failed was still paid for
-                    let record = match crate::verify::diagnose_with_models(
-                        models,
-                        &ctx.extractor,
-                        &entry.truth,
-                        &bytes,
-                        mime,
-                        prompt,
-                        &text,
-                    )
-                    .await
-                    {
-                        Ok(record) => record,
-                        Err(err) => failed(entry, prompt, err),
-                    };
-                    DiagnosisRecord { tokens, ..record }
+                    let checked =
+                        crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await;
+                    DiagnosisRecord { tokens, ..checked.unwrap_or_else(|err| failed(entry, prompt, err)) }
                 }
                 Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
             });
