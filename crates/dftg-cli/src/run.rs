@@ -311,6 +311,17 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         report.generate_time.as_secs_f64(),
         if report.resumed_shards > 0 { format!(", {} shards already done (resumed)", report.resumed_shards) } else { String::new() }
     );
+    if let Some(t) = m.tokens.get(dftg_core::tokens::ROLE_SUBJECT) {
+        println!("  tokens of the model under diagnosis: {} prompt, {} completion", t.prompt, t.completion);
+    }
+    if let Some(train) = &m.train {
+        println!(
+            "  train on: {} or {} (images under {})",
+            job_dir.join(&train.llava).display(),
+            job_dir.join(&train.sharegpt).display(),
+            train.image_folder
+        );
+    }
     println!("  read first: {}", job_dir.join(layout::REPORT).display());
     Ok(ExitCode::SUCCESS)
 }

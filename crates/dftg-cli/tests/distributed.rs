@@ -274,7 +274,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
         .expect("dftg run");
     assert!(st.success());
     let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
-    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
+    for sub in ["plan", "diagnoses", "summaries", "instructions", "train"] {
         let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
         assert!(!a.is_empty());
         assert!(a == b, "{sub} differ between the distributed and the embedded run");

@@ -212,6 +212,7 @@ pub fn diagnose_extraction(vocab: &Vocabulary, ex: &Extraction, truth: &ImageTru
         checked: None,
         unverified: Vec::new(),
         evidence: Vec::new(),
+        tokens: None,
     }
 }
 

@@ -19,6 +19,7 @@
 //! - `pope_build` — POPE questions for any corpus: random / popular / adversarial samplers
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
+//! - `tokens`  — token counts of model calls, by role
 
 pub mod before_after;
 pub mod chair;
@@ -35,6 +36,7 @@ pub mod pope_build;
 pub mod profile;
 pub mod record;
 pub mod seed;
+pub mod tokens;
 pub mod truth;
 pub mod vocab;
 pub mod vocab_build;

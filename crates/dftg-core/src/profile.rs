@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{DiagnosisRecord, HallucinationKind};
+use crate::tokens::TokenUsage;
 
 pub const PROFILE_SCHEMA_VERSION: u32 = 1;
 
@@ -55,12 +56,19 @@ pub struct Summary {
     pub hallucinated_images: u64,
     pub truth_objects: u64,
     pub covered_objects: u64,
+    /// Tokens the model under diagnosis used (failed images included: a reply whose
+    /// checking failed was still paid for). Summaries written before it read as zero.
+    #[serde(default)]
+    pub tokens: TokenUsage,
 }
 
 impl Summary {
     /// Adds one diagnosis. `vocabulary` lists every concept that can be hallucinated, so the
     /// opportunities of concepts absent from an image are counted.
     pub fn add(&mut self, d: &DiagnosisRecord, vocabulary: &[&str]) {
+        if let Some(t) = d.tokens {
+            self.tokens.add(t);
+        }
         if let Some(err) = &d.error {
             self.failed_images += 1;
             *self.errors_by_reason.entry(err.reason.clone()).or_default() += 1;
@@ -153,6 +161,7 @@ impl Summary {
         self.hallucinated_images += other.hallucinated_images;
         self.truth_objects += other.truth_objects;
         self.covered_objects += other.covered_objects;
+        self.tokens.add(other.tokens);
     }
 
     fn both_present(&self, a: &str, b: &str) -> u64 {
@@ -324,7 +333,11 @@ mod tests {
             (truth("4", &["dog", "frisbee"]), "A dog catches a frisbee. A man watches."),
             (truth("5", &["dining table", "sandwich"]), "A sandwich on a table, a fork nearby."),
         ];
-        cases.iter().map(|(t, r)| diagnose(&e, &mut s, t, "p", r)).collect()
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (t, r))| DiagnosisRecord { tokens: Some(TokenUsage::new(10, i as u64)), ..diagnose(&e, &mut s, t, "p", r) })
+            .collect()
     }
 
     #[test]
@@ -341,6 +354,11 @@ mod tests {
         let mut ba = b.clone();
         ba.merge(&a);
         assert_eq!(ba, whole);
+        assert_eq!(whole.tokens, TokenUsage::new(50, 10));
+        // a summary written before tokens were counted still reads
+        let mut old = serde_json::to_value(&whole).unwrap();
+        old.as_object_mut().unwrap().remove("tokens");
+        assert_eq!(serde_json::from_value::<Summary>(old).unwrap().tokens, TokenUsage::default());
         let p = Profile::build("m", &whole);
         assert_eq!(p.concepts[0].concept, "fork");
         assert_eq!(p.concepts[0].hallucinations, 3);

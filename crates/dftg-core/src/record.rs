@@ -121,6 +121,10 @@ pub struct DiagnosisRecord {
     /// What each checked claim's verdict rests on, so any verdict can be audited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<ClaimEvidence>,
+    /// What the model's reply cost, as its server reported it (absent: no usage reported, or
+    /// no reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<crate::tokens::TokenUsage>,
 }
 
 impl DiagnosisRecord {
@@ -181,16 +185,3 @@ pub struct ImageError {
     pub message: String,
 }
 
-/// Tokens a role's model calls used, as the servers counted them (users pay per token).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenUsage {
-    pub prompt: u64,
-    pub completion: u64,
-}
-
-impl TokenUsage {
-    pub fn add(&mut self, other: TokenUsage) {
-        self.prompt += other.prompt;
-        self.completion += other.completion;
-    }
-}

@@ -75,11 +75,22 @@ pub struct ResponseMessage {
     pub content: Option<String>,
 }
 
+/// Token counts of a completion. Servers differ in what they fill in, so a missing count reads
+/// as 0 rather than failing the reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    #[serde(default)]
     pub prompt_tokens: u32,
+    #[serde(default)]
     pub completion_tokens: u32,
+    #[serde(default)]
     pub total_tokens: u32,
+}
+
+impl Usage {
+    pub fn tokens(&self) -> dftg_core::tokens::TokenUsage {
+        dftg_core::tokens::TokenUsage::new(u64::from(self.prompt_tokens), u64::from(self.completion_tokens))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -71,6 +71,6 @@ pub struct ModelReply {
     /// Duration of the successful attempt (request sent → body read); excludes queueing for
     /// an in-flight slot and earlier failed attempts, so it measures the model, not the client.
     pub latency: Duration,
-    /// Tokens of the successful attempt, as the server counted them.
-    pub usage: Option<crate::api::Usage>,
+    /// Tokens of the successful attempt, when the server reported `usage`.
+    pub usage: Option<dftg_core::tokens::TokenUsage>,
 }

@@ -121,6 +121,16 @@ async fn fail(client: &OpenAiClient) -> ModelError {
 }
 
 #[tokio::test]
+async fn usage_is_optional_and_partial_usage_still_reads() {
+    let no_usage = json!({"choices": [{"message": {"role": "assistant", "content": "A cat."}}]}).to_string();
+    let partial = json!({"choices": [{"message": {"role": "assistant", "content": "A cat."}}], "usage": {"prompt_tokens": 9}}).to_string();
+    let script = Script::new(vec![canned(200, no_usage), canned(200, partial)]);
+    let client = client(config(&script.serve().await));
+    assert_eq!(client.complete(&request()).await.expect("completion").usage, None);
+    assert_eq!(client.complete(&request()).await.expect("completion").usage, Some(dftg_core::tokens::TokenUsage::new(9, 0)));
+}
+
+#[tokio::test]
 async fn sends_the_openai_request_and_returns_the_text() {
     let script = Script::new(vec![ok("A dog on a red sofa.")]);
     let base = script.serve().await;
@@ -130,6 +140,7 @@ async fn sends_the_openai_request_and_returns_the_text() {
     let reply = client.complete(&request()).await.expect("completion");
     assert_eq!(reply.text, "A dog on a red sofa.");
     assert_eq!(reply.attempts, 1);
+    assert_eq!(reply.usage, Some(dftg_core::tokens::TokenUsage::new(10, 5)));
 
     let seen = script.seen();
     assert_eq!(seen.len(), 1);

@@ -1,6 +1,7 @@
 //! Coordinator steps, the same in both shapes: plan shards, build the profile at the barrier,
-//! split the generation budget across shards, and write the dataset manifest. Its state lives
-//! in the store (`job.json` and the shard objects), so a restarted coordinator resumes.
+//! split the generation budget across shards, and write the dataset manifest and the
+//! training-ready files (`train`). Its state lives in the store (`job.json` and the shard
+//! objects), so a restarted coordinator resumes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,17 +9,18 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use dftg_core::record::TokenUsage;
 
 use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
 use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
+use dftg_core::tokens::{TokensByRole, ROLE_SUBJECT};
 use dftg_runtime::BlobStore;
 
 use crate::error::{to_json, PipelineError};
 use crate::generate::{read_json, StoredGenerationPlan};
 use crate::job::JobSpec;
 use crate::layout;
+use crate::train::{TrainFiles, TrainWriter};
 
 /// What the coordinator knows of a job (no model, no extractor).
 pub struct JobInfo {
@@ -140,11 +142,18 @@ pub struct DatasetManifest {
     pub diagnosed_images: u64,
     pub failed_images: u64,
     pub errors_by_reason: BTreeMap<String, u64>,
+    /// Tokens the job's models used, by role (`subject`: the model under diagnosis), as their
+    /// servers reported them; 0 when a server reports no usage.
+    #[serde(default)]
+    pub tokens: TokensByRole,
     pub instructions: u64,
     pub by_type: BTreeMap<String, u64>,
     pub by_concept: BTreeMap<String, u64>,
     pub by_type_and_concept: BTreeMap<String, BTreeMap<String, u64>>,
     pub shards: Vec<DatasetShard>,
+    /// The training-ready files (`train/`); absent in manifests written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainFiles>,
     pub plan: GenerationPlan,
     /// Shards whose task was given up, with the reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -152,9 +161,6 @@ pub struct DatasetManifest {
     /// Who wrote the items, and what the gate refused.
     #[serde(default)]
     pub writer: WriterSummary,
-    /// Tokens of model calls by role (`subject`, `writer`).
-    #[serde(default)]
-    pub tokens: BTreeMap<String, TokenUsage>,
 }
 
 /// `dataset.json`'s `writer` block.
@@ -196,19 +202,21 @@ pub async fn write_dataset(
         diagnosed_images: total.images,
         failed_images: total.failed_images,
         errors_by_reason: total.errors_by_reason.clone(),
+        tokens: TokensByRole::from([(ROLE_SUBJECT.to_string(), total.tokens)]),
         instructions: 0,
         by_type: BTreeMap::new(),
         by_concept: BTreeMap::new(),
         by_type_and_concept: BTreeMap::new(),
         shards: Vec::new(),
+        train: None,
         plan: plan.clone(),
         failed_shards,
         writer: WriterSummary { kind: ctx.spec.generation.writer.kind.as_str().to_string(), ..WriterSummary::default() },
-        tokens: BTreeMap::new(),
     };
     let mut writer = crate::generate::WriterStats::default();
     let mut rejections: Vec<u8> = Vec::new();
     let store = ctx.store.as_ref();
+    let mut train = TrainWriter::new();
     let mut reads = futures::stream::iter(0..shards)
         .map(|shard| async move {
             let key = layout::instruction_shard(shard);
@@ -239,6 +247,7 @@ pub async fn write_dataset(
             *m.by_type.entry(t.clone()).or_default() += 1;
             *m.by_concept.entry(c.clone()).or_default() += 1;
             *m.by_type_and_concept.entry(t).or_default().entry(c).or_default() += 1;
+            train.push(r)?;
         }
         m.instructions += records.len() as u64;
         m.shards.push(DatasetShard { diagnoses: layout::diagnosis_shard(shard), instructions: key, records: records.len() as u64 });
@@ -251,14 +260,16 @@ pub async fn write_dataset(
     m.writer.rewrites = writer.rewrites;
     m.writer.fallbacks = writer.fallbacks;
     m.writer.dropped = writer.dropped;
-    if writer.tokens != TokenUsage::default() {
-        m.tokens.insert("writer".into(), writer.tokens);
+    if !writer.tokens.is_zero() {
+        dftg_core::tokens::add_to_role(&mut m.tokens, dftg_core::tokens::ROLE_WRITER, writer.tokens);
     }
     if ctx.spec.generation.writer.kind != dftg_core::writer::WriterKind::Template {
         // rewritten whole on a re-run of the finish: the shards' files are the record
         ctx.store.put(layout::WRITER_REJECTIONS, bytes::Bytes::from(rejections)).await?;
         m.writer.rejections = layout::WRITER_REJECTIONS.to_string();
     }
+    // before the manifest that names them
+    m.train = Some(train.write(store, &ctx.spec.corpus.path).await?);
     ctx.store.put(layout::DATASET, to_json(layout::DATASET, &m, true)?).await?;
     Ok(m)
 }

@@ -13,6 +13,7 @@ use dftg_core::check::diagnose;
 use dftg_core::extract::{ExtractScratch, Extractor};
 use dftg_core::profile::Summary;
 use dftg_core::record::{DiagnosisRecord, ImageError, ImageScores, DIAGNOSIS_SCHEMA_VERSION};
+use dftg_core::tokens::{TokenUsage, ROLE_SUBJECT};
 use dftg_model::client::{ModelClient, ModelRequest};
 use dftg_runtime::{BlobStore, PutOutcome};
 
@@ -253,11 +254,11 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
         let mut out = Vec::with_capacity(replies.len());
         for (prompt, reply) in replies {
             out.push(match reply {
-                Ok(text) => {
-                    match crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await {
-                        Ok(record) => record,
-                        Err(err) => failed(entry, prompt, err),
-                    }
+                Ok((text, tokens)) => {
+                    // a reply whose checking failed was still paid for
+                    let checked =
+                        crate::verify::diagnose_with_models(models, &ctx.extractor, &entry.truth, &bytes, mime, prompt, &text).await;
+                    DiagnosisRecord { tokens, ..checked.unwrap_or_else(|err| failed(entry, prompt, err)) }
                 }
                 Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
             });
@@ -268,14 +269,14 @@ async fn diagnose_entry(ctx: &JobContext, entry: &PlanEntry) -> Vec<DiagnosisRec
     replies
         .into_iter()
         .map(|(prompt, reply)| match reply {
-            Ok(text) => diagnose(&ctx.extractor, &mut scratch, &entry.truth, prompt, &text),
+            Ok((text, tokens)) => DiagnosisRecord { tokens, ..diagnose(&ctx.extractor, &mut scratch, &entry.truth, prompt, &text) },
             Err(e) => failed(entry, prompt, ImageError { reason: e.reason().to_string(), message: e.to_string() }),
         })
         .collect()
 }
 
-/// One model call, measured.
-async fn ask(ctx: &JobContext, req: &ModelRequest) -> Result<String, dftg_model::client::ModelError> {
+/// One model call, measured: its text and the tokens its server reported.
+async fn ask(ctx: &JobContext, req: &ModelRequest) -> Result<(String, Option<TokenUsage>), dftg_model::client::ModelError> {
     let m = metrics();
     m.model_requests_in_flight.inc();
     let started = std::time::Instant::now();
@@ -286,7 +287,12 @@ async fn ask(ctx: &JobContext, req: &ModelRequest) -> Result<String, dftg_model:
     match reply {
         Ok(r) => {
             m.model_retries.inc_by(u64::from(r.attempts.saturating_sub(1)));
-            Ok(r.text)
+            // counted when spent, so a redelivered shard's calls count again: they were paid
+            if let Some(t) = r.usage {
+                m.model_tokens.with_label_values(&[ROLE_SUBJECT, "prompt"]).inc_by(t.prompt);
+                m.model_tokens.with_label_values(&[ROLE_SUBJECT, "completion"]).inc_by(t.completion);
+            }
+            Ok((r.text, r.usage))
         }
         Err(e) => {
             m.model_retries.inc_by(u64::from(e.attempts().saturating_sub(1)));
@@ -333,6 +339,7 @@ fn failed(entry: &PlanEntry, prompt: &str, error: ImageError) -> DiagnosisRecord
         checked: None,
         unverified: Vec::new(),
         evidence: Vec::new(),
+        tokens: None,
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use dftg_core::extract::ExtractScratch;
 use dftg_core::generate::{plan_shard_items, to_record, write_with_template, GenerationPlan, ItemRequest, ShardQuota};
 use dftg_core::llava::{LlavaRecord, WriterMeta};
-use dftg_core::record::TokenUsage;
+use dftg_core::tokens::TokenUsage;
 use dftg_core::seed::stable_hash;
 use dftg_core::writer::gate::{verify, Accepted, Rejection};
 use dftg_core::writer::{parse_reply, WrittenItem};

@@ -11,6 +11,10 @@ pub const SIM_TRUTH: &str = "sim-truth.jsonl";
 pub const WRITER_REJECTIONS: &str = "writer/rejections.jsonl";
 pub const WRITER_REJECTIONS_PREFIX: &str = "writer/rejections/";
 pub const WRITER_STATS_PREFIX: &str = "writer/stats/";
+/// Training-ready files (`train.rs`), written when the job finishes.
+pub const TRAIN_LLAVA: &str = "train/llava.json";
+pub const TRAIN_SHAREGPT: &str = "train/sharegpt.json";
+pub const TRAIN_DATASET_INFO: &str = "train/dataset_info.json";
 
 pub fn plan_shard(shard: u32) -> String {
     format!("plan/shard-{shard:05}.jsonl")

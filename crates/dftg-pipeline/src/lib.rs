@@ -11,6 +11,7 @@
 //! - `coordinator` — barrier (profile + generation plan), dataset manifest, job state
 //! - `generate`    — stage 2 worker: instruction shard in LLaVA format
 //! - `report`      — the self-contained `report.html`
+//! - `train`       — training-ready files: LLaVA, ShareGPT (`messages`), LLaMA-Factory's `dataset_info.json`
 //! - `policy`      — what a job may touch: allowed stores, endpoints, vocabularies
 //! - `worker`      — the queue loop shared by both shapes (ack after write, requeue, DLQ)
 //! - `runner`      — the embedded shape: in-process queue, local store, one process
@@ -36,6 +37,7 @@ pub mod report;
 pub mod runner;
 pub mod service;
 pub mod synth;
+pub mod train;
 pub mod verify;
 pub mod worker;
 pub mod writer;

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub model_request_errors: IntCounterVec,
     pub model_requests_in_flight: IntGauge,
     pub model_retries: IntCounter,
+    pub model_tokens: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub hallucinations_found: IntCounterVec,
     pub concept_hallucinations: IntCounterVec,
@@ -35,7 +36,6 @@ pub struct Metrics {
     pub api_unauthorized: IntCounter,
     pub writer_items: IntCounterVec,
     pub writer_rejections: IntCounterVec,
-    pub model_tokens: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -95,6 +95,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         model_request_errors: counter(&r, "dftg_model_request_errors_total", "Model calls that failed after their retries.", &["reason"]),
         model_requests_in_flight: in_flight,
         model_retries: retries,
+        model_tokens: counter(
+            &r,
+            "dftg_model_tokens_total",
+            "Tokens the models reported using, by role (subject: the model under diagnosis; writer: the data writer) and kind.",
+            &["role", "kind"],
+        ),
         dead_letters: counter(&r, "dftg_dead_letters_total", "Messages moved to a dead-letter queue.", &["queue"]),
         hallucinations_found: counter(&r, "dftg_hallucinations_found_total", "Hallucinations found by diagnosis.", &["kind"]),
         concept_hallucinations: counter(&r, "dftg_concept_hallucinations_total", "Object hallucinations per concept.", &["concept"]),
@@ -124,7 +130,6 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["outcome"],
         ),
         writer_rejections: counter(&r, "dftg_writer_rejections_total", "Writer replies the gate refused, by reason.", &["reason"]),
-        model_tokens: counter(&r, "dftg_model_tokens_total", "Tokens of model calls as the servers counted them.", &["role", "kind"]),
         registry: r,
     }
 });
@@ -151,6 +156,9 @@ pub fn init(role: &str) {
     }
     for outcome in ["ok", "error"] {
         m.model_request_duration.with_label_values(&[outcome]);
+    }
+    for kind in ["prompt", "completion"] {
+        m.model_tokens.with_label_values(&[dftg_core::tokens::ROLE_SUBJECT, kind]);
     }
     // label sets that dashboards and alerts query exist from the start (at 0)
     for q in [crate::messages::DIAGNOSE_QUEUE, crate::messages::GENERATE_QUEUE] {

@@ -128,6 +128,21 @@ h1{{font-size:1.6em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{borde
         profile.images,
         profile.failed_images
     );
+    if !dataset.tokens.is_empty() {
+        let used: Vec<String> = dataset
+            .tokens
+            .iter()
+            .map(|(role, t)| {
+                let who = match role.as_str() {
+                    dftg_core::tokens::ROLE_SUBJECT => "model under diagnosis".to_string(),
+                    dftg_core::tokens::ROLE_WRITER => "data writer".to_string(),
+                    other => escape(other),
+                };
+                format!("{who}: {} prompt + {} completion = {} tokens", t.prompt, t.completion, t.total())
+            })
+            .collect();
+        let _ = write!(h, "<p class=\"muted\" id=\"tokens\">tokens used · {}</p>", used.join(" · "));
+    }
     let _ = write!(
         h,
         "<div><span class=\"kpi\"><b>{}</b>CHAIR<sub>s</sub> (responses with an object hallucination)</span>\

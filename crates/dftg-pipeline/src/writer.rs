@@ -14,7 +14,7 @@ use base64::Engine as _;
 use futures::future::BoxFuture;
 
 use dftg_core::llava::InstructionType;
-use dftg_core::record::TokenUsage;
+use dftg_core::tokens::TokenUsage;
 use dftg_core::writer::gate::Rejection;
 use dftg_core::writer::{facts_block, reply_schema, schema_name, Facts};
 use dftg_model::api::{ChatMessage, ChatRequest, ContentPart, ImageUrl, MessageContent};
@@ -203,10 +203,7 @@ impl Writer for LlmWriter {
         Box::pin(async move {
             let request = self.request(&call).map_err(|e| ModelError::rejected(e.to_string()))?;
             let c = self.client.chat(&request, Some(call.request_id)).await?;
-            let tokens = c
-                .usage
-                .map(|u| TokenUsage { prompt: u64::from(u.prompt_tokens), completion: u64::from(u.completion_tokens) })
-                .unwrap_or_default();
+            let tokens = c.usage.unwrap_or_default();
             Ok(WriterReply { text: c.text, tokens })
         })
     }

@@ -174,6 +174,93 @@ async fn resume_redoes_nothing_and_any_sharding_gives_the_same_output() {
     let out3 = dir.path().join("c");
     let third = run(&corpus, &out3, &spec).await;
     assert_eq!(instructions(&out.join(&first.job_id)), instructions(&out3.join(&third.job_id)));
+    for file in ["train/llava.json", "train/sharegpt.json", "train/dataset_info.json"] {
+        let read = |out: &Path, job: &str| std::fs::read(out.join(job).join(file)).unwrap();
+        assert_eq!(read(&out, &first.job_id), read(&out3, &third.job_id), "{file} differs between two runs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_writes_training_files_and_counts_the_subjects_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 60, 5).unwrap();
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    spec.shard_size = 20;
+    let out = dir.path().join("out");
+    let report = run(&corpus, &out, &spec).await;
+    let job = out.join(&report.job_id);
+    let read = |name: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(job.join(name)).unwrap()).unwrap() };
+
+    // training files: as many records as the shards, in shard order, images under the corpus
+    let recs = instructions(&job);
+    assert!(!recs.is_empty());
+    let dataset = read("dataset.json");
+    let train = &dataset["train"];
+    assert_eq!(train["records"].as_u64().unwrap(), recs.len() as u64);
+    assert_eq!(train["image_folder"].as_str().unwrap(), corpus.to_str().unwrap());
+    let llava = read(train["llava"].as_str().unwrap());
+    let llava = llava.as_array().unwrap();
+    assert_eq!(llava.len(), recs.len());
+    for (out, r) in llava.iter().zip(&recs) {
+        assert_eq!(out["id"].as_str().unwrap(), r.id);
+        assert_eq!(out["image"].as_str().unwrap(), r.image);
+        assert!(out.get("meta").is_none(), "llava.json keeps only what LLaVA reads");
+        assert_eq!(out["conversations"], serde_json::to_value(&r.conversations).unwrap());
+        assert!(corpus.join(&r.image).is_file(), "{} is not under the image folder", r.image);
+    }
+    let sharegpt = read(train["sharegpt"].as_str().unwrap());
+    let sharegpt = sharegpt.as_array().unwrap();
+    assert_eq!(sharegpt.len(), recs.len());
+    for (item, r) in sharegpt.iter().zip(&recs) {
+        let messages = item["messages"].as_array().unwrap();
+        let images = item["images"].as_array().unwrap();
+        assert_eq!(images.len(), 1, "{item}");
+        assert_eq!(images[0].as_str().unwrap(), r.image);
+        let tokens: usize = messages.iter().map(|m| m["content"].as_str().unwrap().matches("<image>").count()).sum();
+        assert_eq!(tokens, 1, "one <image> token per item: {item}");
+        assert!(messages[0]["content"].as_str().unwrap().contains("<image>"));
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(m["role"], if i % 2 == 0 { "user" } else { "assistant" });
+        }
+        assert_eq!(messages.len(), r.conversations.len());
+    }
+    let info = read(train["dataset_info"].as_str().unwrap());
+    let entry = &info[dftg_pipeline::train::LLAMA_FACTORY_DATASET];
+    assert_eq!(entry["formatting"], "sharegpt");
+    assert_eq!(entry["columns"]["messages"], "messages");
+    assert_eq!(entry["columns"]["images"], "images");
+    assert_eq!(entry["tags"]["role_tag"], "role");
+    assert!(job.join("train").join(entry["file_name"].as_str().unwrap()).is_file());
+
+    // tokens: the simulator's usage on every reply, summed per shard into dataset.json
+    let diags = diagnoses(&job);
+    let mut sum = dftg_core::tokens::TokenUsage::default();
+    for d in &diags {
+        match (&d.error, d.tokens) {
+            (None, Some(t)) => {
+                assert!(t.prompt > 0 && t.completion > 0, "{t:?}");
+                sum.add(t);
+            }
+            (None, None) => panic!("a diagnosed image without its reply's tokens: {}", d.image),
+            (Some(_), t) => sum.add(t.unwrap_or_default()),
+        }
+    }
+    let subject: dftg_core::tokens::TokenUsage = serde_json::from_value(dataset["tokens"]["subject"].clone()).unwrap();
+    assert_eq!(subject, sum);
+    assert_eq!(report.manifest.tokens["subject"], sum);
+    let ok = diags.iter().filter(|d| d.error.is_none()).count() as u64;
+    assert!(ok > 0 && subject.prompt >= ok && subject.completion >= ok, "{subject:?} over {ok} replies");
+    let metrics = dftg_pipeline::metrics::render();
+    let counted = |kind: &str| -> u64 {
+        let series = format!("dftg_model_tokens_total{{kind=\"{kind}\",role=\"subject\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    // other tests of this binary may have added theirs
+    assert!(counted("prompt") >= subject.prompt && counted("completion") >= subject.completion);
+    let html = std::fs::read_to_string(job.join("report.html")).unwrap();
+    assert!(html.contains(&format!("{} prompt + {} completion", subject.prompt, subject.completion)), "report.html shows no tokens");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

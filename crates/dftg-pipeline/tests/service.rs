@@ -130,12 +130,17 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     local.run(RunOptions { workers: 2, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
     let a = dir.path().join("store").join(&job_id);
     let b = out.join(&job_id);
-    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
+    for sub in ["plan", "diagnoses", "summaries", "instructions", "train"] {
         assert_eq!(files(&a, sub), files(&b, sub), "{sub} differ");
     }
     for f in ["profile.json", "dataset.json", "generation-plan.json"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
+    // the distributed finish writes the training files and counts the subject's tokens too
+    let dataset: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(files(&a, "train").len(), 3);
+    assert_eq!(dataset["train"]["records"], dataset["instructions"]);
+    assert!(dataset["tokens"]["subject"]["prompt"].as_u64().unwrap() > 0, "{}", dataset["tokens"]);
     simulator.shutdown().await.unwrap();
 }
 

@@ -15,7 +15,7 @@ use tracing::{field, Instrument as _};
 
 use super::retry::{parse_retry_after, Jitter, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
-use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList, Usage};
+use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList};
 
 /// Environment variables read for the API key, in order.
 pub const API_KEY_ENV: [&str; 2] = ["DFTG_API_KEY", "OPENAI_API_KEY"];
@@ -151,7 +151,7 @@ pub struct Completion {
     /// Duration of the successful attempt.
     pub latency: Duration,
     /// Tokens, as the server counted them (absent when it does not say).
-    pub usage: Option<Usage>,
+    pub usage: Option<dftg_core::tokens::TokenUsage>,
 }
 
 /// The HTTP client for an OpenAI-compatible server. Cheap to clone; clones share the
@@ -348,7 +348,7 @@ impl OpenAiClient {
         body: &mut Option<Bytes>,
         deadline: &mut Option<Instant>,
         attempt: u32,
-    ) -> Result<(String, Option<Usage>, Duration), ModelError> {
+    ) -> Result<(String, Option<dftg_core::tokens::TokenUsage>, Duration), ModelError> {
         let url = &self.inner.completions_shown;
         let config = &self.inner.config;
         let raw = {
@@ -487,7 +487,7 @@ impl ModelClient for OpenAiClient {
 
 /// A completion's text, or why there is none. A successful body is model output: messages
 /// describe it (size, where the JSON broke) but never quote it.
-fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<(String, Option<Usage>), ModelError> {
+fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<(String, Option<dftg_core::tokens::TokenUsage>), ModelError> {
     if !raw.status.is_success() {
         return Err(status_error(raw, url));
     }
@@ -503,7 +503,7 @@ fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<
         ModelError::malformed(format!("malformed response from {url} (http {code}): {}", json_problem(&e, raw.body.len())))
             .with_status(code)
     })?;
-    let usage = parsed.usage;
+    let usage = parsed.usage.as_ref().map(|u| u.tokens());
     let Some(choice) = parsed.choices.into_iter().next() else {
         return Err(
             ModelError::malformed(format!("response from {url} (http {code}) has no choices ({} bytes)", raw.body.len())).with_status(code)
