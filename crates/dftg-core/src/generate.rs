@@ -593,12 +593,18 @@ pub fn plan_shard_items(
         }
         let Some(draft) = correct_description(extractor, &mut scratch, d) else { continue };
         let Some(v) = views.iter().find(|v| v.key == d.image) else { continue };
+        let present: BTreeSet<&str> = d.truth.iter().map(|o| o.name.as_str()).collect();
+        let original_correct: Vec<String> =
+            d.mentions.iter().filter(|m| present.contains(m.concept.as_str())).map(|m| m.concept.clone()).collect();
+        // a description whose fix loses much of what was right teaches saying less: take another
+        if crate::writer::gate::kept_share(extractor, &mut scratch, &original_correct, &draft) < crate::writer::gate::MIN_KEPT {
+            continue;
+        }
         let kinds: Vec<String> = d.hallucinations.iter().map(|h| format!("{} {}", h.kind.as_str(), h.concept)).collect();
         let mut facts = ctx.facts(v, InstructionType::CorrectedDescription, None);
         facts.hallucinations.retain(|e| d.hallucinations.iter().any(|h| natural_name(vocab, &h.concept) == e.concept));
         facts.description = Some(d.response.clone());
         facts.draft = Some(draft);
-        let present: BTreeSet<&str> = d.truth.iter().map(|o| o.name.as_str()).collect();
         let gate = GateInput {
             kind: InstructionType::CorrectedDescription,
             image: d.image.clone(),
@@ -606,7 +612,7 @@ pub fn plan_shard_items(
             target: None,
             target_count: None,
             target_family: None,
-            original_correct: d.mentions.iter().filter(|m| present.contains(m.concept.as_str())).map(|m| m.concept.clone()).collect(),
+            original_correct,
         };
         ids.insert(id.clone());
         out.push(ItemRequest {

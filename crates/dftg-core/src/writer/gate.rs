@@ -255,19 +255,8 @@ pub fn verify(
                     return Err(Rejection::AttributeNotStated);
                 }
             }
-            InstructionType::CorrectedDescription if !input.original_correct.is_empty() => {
-                let mut have: BTreeMap<&str, usize> = BTreeMap::new();
-                for m in &d.mentions {
-                    *have.entry(m.concept.as_str()).or_default() += 1;
-                }
-                let mut kept = 0usize;
-                for c in &input.original_correct {
-                    if let Some(n) = have.get_mut(c.as_str()).filter(|n| **n > 0) {
-                        *n -= 1;
-                        kept += 1;
-                    }
-                }
-                if (kept as f64) < MIN_KEPT * input.original_correct.len() as f64 {
+            InstructionType::CorrectedDescription => {
+                if kept_share(extractor, scratch, &input.original_correct, &turn.answer) < MIN_KEPT {
                     return Err(Rejection::LostContent);
                 }
             }
@@ -283,33 +272,57 @@ pub fn verify(
     Ok(())
 }
 
-/// "The frisbee is red and white": attributes said after a copula, which the caption extractor
-/// (built for descriptions' prenominal adjectives) does not attach. Returns (concept, family, value).
+/// "The frisbee is red and white", "The TV in the image is black", "The bananas appear to be
+/// green": attributes said after a copula, which the caption extractor (built for descriptions'
+/// prenominal adjectives) does not attach. Returns (concept, family, value).
 fn predicative_attributes(extractor: &Extractor, text: &str, ex: &Extraction) -> Vec<(String, String, String)> {
-    const COPULAS: [&str; 8] = ["is", "are", "was", "were", "looks", "look", "appears", "appear"];
-    const FILLERS: [&str; 10] = ["a", "an", "mostly", "all", "light", "dark", "bright", "and", "or", "both"];
+    const COPULAS: [&str; 10] = ["is", "are", "was", "were", "looks", "look", "appears", "appear", "seems", "seem"];
+    // words between the copula and the value ("appear to be mostly light green")
+    const FILLERS: [&str; 16] =
+        ["a", "an", "to", "be", "mostly", "all", "light", "dark", "bright", "and", "or", "both", "colored", "coloured", "in", "color"];
+    // at most this many words between the noun and its copula ("in the image", "here")
+    const MAX_GAP: usize = 4;
     let vocab = extractor.vocab();
     let mut out = Vec::new();
-    for m in &ex.mentions {
-        let rest = text.get(m.span.1 as usize..).unwrap_or("");
+    for (i, m) in ex.mentions.iter().enumerate() {
+        let end = ex.mentions.get(i + 1).map(|n| n.span.0 as usize).unwrap_or(text.len());
+        let rest = text.get(m.span.1 as usize..end.max(m.span.1 as usize)).unwrap_or("");
         // the clause right after the noun: stop at sentence or clause punctuation
-        let clause = rest.split(['.', ';', '!', '?', ':']).next().unwrap_or("");
-        let mut words = clause.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty());
-        let Some(first) = words.next() else { continue };
-        if !COPULAS.contains(&first.to_lowercase().as_str()) {
-            continue;
-        }
-        for w in words {
-            let lw = w.to_lowercase();
-            if let Some(id) = vocab.attribute_word(&lw) {
+        let clause = rest.split(['.', ';', '!', '?', ':', ',']).next().unwrap_or("");
+        let words: Vec<String> =
+            clause.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        let Some(at) = words.iter().take(MAX_GAP + 1).position(|w| COPULAS.contains(&w.as_str())) else { continue };
+        for w in &words[at + 1..] {
+            if let Some(id) = vocab.attribute_word(w) {
                 let (family, value) = vocab.attribute_name(id);
                 out.push((vocab.name(m.concept).to_string(), family.to_string(), value.to_string()));
-            } else if !FILLERS.contains(&lw.as_str()) {
+            } else if !FILLERS.contains(&w.as_str()) {
                 break;
             }
         }
     }
     out
+}
+
+/// Share of `original` (one concept name per correct mention) that `text` still mentions,
+/// counted with multiplicity; 1 when there was nothing to keep.
+pub fn kept_share(extractor: &Extractor, scratch: &mut ExtractScratch, original: &[String], text: &str) -> f64 {
+    if original.is_empty() {
+        return 1.0;
+    }
+    let (_, ex) = read(extractor, scratch, text);
+    let mut have: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &ex.mentions {
+        *have.entry(extractor.vocab().name(m.concept)).or_default() += 1;
+    }
+    let mut kept = 0usize;
+    for c in original {
+        if let Some(n) = have.get_mut(c.as_str()).filter(|n| **n > 0) {
+            *n -= 1;
+            kept += 1;
+        }
+    }
+    kept as f64 / original.len() as f64
 }
 
 fn starts_with_no(answer: &str) -> bool {
@@ -377,6 +390,11 @@ mod tests {
         assert_eq!(verify(&e, &mut s, &cnt, &qa("How many dogs are there?", "I see dogs."), &acc), Err(Rejection::CountNotStated));
         let att = input(InstructionType::Attribute, "frisbee");
         assert_eq!(verify(&e, &mut s, &att, &qa("What color is the frisbee?", "The frisbee is red."), &acc), Ok(()));
+        for said in ["The frisbee in the image is red.", "The frisbee appears to be red.", "The frisbee here is red."] {
+            assert_eq!(verify(&e, &mut s, &att, &qa("What color is the frisbee?", said), &acc), Ok(()), "{said}");
+        }
+        let wrong = qa("What color is the frisbee?", "The frisbee in this photo appears to be green.");
+        assert_eq!(verify(&e, &mut s, &att, &wrong, &acc), Err(Rejection::WrongAttribute));
         assert_eq!(
             verify(&e, &mut s, &att, &qa("What color is the frisbee?", "The frisbee is green."), &acc),
             Err(Rejection::WrongAttribute)
