@@ -194,7 +194,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
         spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env),
         spawn(&["worker", "--role", "inference", "--prefetch", "1"], &env),
     ];
-    let _generator = spawn(&["worker", "--role", "generator"], &env);
+    let mut generators = vec![spawn(&["worker", "--role", "generator", "--prefetch", "1"], &env)];
     let http = reqwest::Client::new();
 
     // an invalid spec is refused with 400 and the field
@@ -209,7 +209,8 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
         assert!(v["error"].as_str().unwrap_or("").contains(field), "{v}");
     }
 
-    let spec = job_toml("s3://dftg/corpus", &sim_url, 100);
+    // the remedy data written by the simulated writer: the generators call the simulator too
+    let spec = format!("{}[generation.writer]\nkind = \"sim\"\nendpoint = \"{sim_url}\"\n", job_toml("s3://dftg/corpus", &sim_url, 100));
     let r = http.post(format!("{api}/v1/jobs")).body(spec.clone()).send().await.expect("submit");
     assert_eq!(r.status(), 201);
     let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("job id").to_string();
@@ -232,6 +233,12 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     // SIGKILL the coordinator mid-job and start a new one on the same store and broker
     drop(coordinator.take());
     let (_coordinator2, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    // SIGKILL the generator while it writes (its shard's writer calls are in flight); another takes over
+    wait_until(&http, &api, &job, "the first generate shard", long, |s| s["generate"]["shards_done"].as_u64().unwrap_or(0) >= 1).await;
+    let mut victim = generators.remove(0);
+    victim.0.kill().expect("kill -9 generator");
+    let _ = victim.0.wait();
+    generators.push(spawn(&["worker", "--role", "generator", "--prefetch", "1"], &env));
     let done = wait_until(&http, &api, &job, "the job to finish", long, |s| s["phase"] == "done").await;
     assert!(done["dead_letters"].as_u64().unwrap_or(0) >= 1, "the poison message is counted: {done}");
     let dead = q.take_dead_letters(dftg_pipeline::messages::DIAGNOSE_QUEUE, 10).await.expect("dead letters");
@@ -266,6 +273,10 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
             "32",
             "--timeout",
             "10",
+            "--writer",
+            "sim",
+            "--writer-endpoint",
+            &sim_url,
             "--out",
         ])
         .arg(&local_out)
@@ -274,7 +285,7 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
         .expect("dftg run");
     assert!(st.success());
     let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
-    for sub in ["plan", "diagnoses", "summaries", "instructions", "train"] {
+    for sub in ["plan", "diagnoses", "summaries", "instructions", "train", "writer/stats"] {
         let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
         assert!(!a.is_empty());
         assert!(a == b, "{sub} differ between the distributed and the embedded run");
@@ -282,7 +293,11 @@ async fn distributed_job_survives_kills_and_disconnects_and_matches_dftg_run() {
     for f in ["profile.json", "generation-plan.json"] {
         assert_eq!(std::fs::read(out.join(f)).expect(f), std::fs::read(local_job.join(f)).expect(f), "{f} differs");
     }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("dataset.json")).expect("dataset")).expect("json");
+    assert_eq!(manifest["writer"]["kind"], "sim");
+    assert!(manifest["writer"]["accepted"].as_u64().unwrap_or(0) > 0, "{}", manifest["writer"]);
     drop(inference);
+    drop(generators);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,9 +109,10 @@ struct GroupResult {
     stats: WriterStats,
 }
 
-/// `X-Request-Id` of an item's attempt: unique in the job, the same on every run.
-fn request_id(seed: u64, job: &str, item: &str, attempt: u32) -> String {
-    format!("{:016x}-{attempt}", stable_hash(seed, &[job, item]))
+/// `X-Request-Id` of an item's attempt: unique in the job (item ids are), and the same on every
+/// run and in both shapes, so records do not depend on where they were written.
+fn request_id(seed: u64, item: &str, attempt: u32) -> String {
+    format!("{:016x}-{attempt}", stable_hash(seed, &["writer-request", item]))
 }
 
 /// Writes one image's items in order (each sees the questions accepted before it).
@@ -138,7 +139,7 @@ async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<
                 if attempt > 0 {
                     out.stats.rewrites += 1;
                 }
-                let rid = request_id(seed, &ctx.info.job_id, &req.id, attempt);
+                let rid = request_id(seed, &req.id, attempt);
                 let call = WriteCall {
                     request_id: &rid,
                     kind: req.kind,
