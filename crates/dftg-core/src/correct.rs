@@ -40,6 +40,9 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
     let mut current = d.clone();
     // count and attribute fixes already made: if the claim is still wrong, its sentence goes
     let mut tried: BTreeSet<(HallucinationKind, String)> = BTreeSet::new();
+    // sentences written by `restate_present`: one that is wrong again goes
+    let mut restated: BTreeSet<String> = BTreeSet::new();
+    let present = |concept: &str| d.truth.iter().any(|t| t.name == concept);
     for round in 0..FINE_ROUNDS + DROP_ROUNDS {
         if current.hallucinations.is_empty() {
             let t = text.trim();
@@ -107,7 +110,19 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
             }
         }
         for &i in &drop {
-            all.push(drop_sentence(&text, &sentences, i, &drop));
+            // what the sentence said rightly about present objects survives as a plain statement
+            let rewrite = restate_present(vocab, &text, sentences[i], &current.mentions, &present)
+                .filter(|r| !restated.contains(r))
+                .filter(|r| diagnose(extractor, scratch, &truth, &d.prompt, r).hallucinations.is_empty());
+            match rewrite {
+                Some(r) => {
+                    let (s, e) = sentences[i];
+                    let end = s + text[s..e].trim_end().len();
+                    restated.insert(r.clone());
+                    all.push(Edit { range: (s, end), new: r, capitalize: false });
+                }
+                None => all.push(drop_sentence(&text, &sentences, i, &drop)),
+            }
         }
         all.sort_by_key(|e| std::cmp::Reverse(e.range.0));
         // right to left; an edit reaching into one already made waits for the next round
@@ -126,6 +141,124 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
         current = diagnose(extractor, scratch, &truth, &d.prompt, &text);
     }
     None
+}
+
+/// Determiners that point back into the text or to a part of a set ("the", "his", "other"): a
+/// sentence that states the object anew cannot keep them.
+const REFERRING: &[&str] = &[
+    "the",
+    "this",
+    "that",
+    "these",
+    "those",
+    "his",
+    "her",
+    "their",
+    "its",
+    "our",
+    "my",
+    "your",
+    "other",
+    "another",
+    "both",
+    "each",
+    "every",
+    "all",
+    "either",
+    "same",
+    "remaining",
+];
+
+/// A sentence that has to go, restated as what it rightly said exists: "A handbag is placed on
+/// the floor near the toilet." → "There is a toilet." Only objects the sentence names and the
+/// truth holds, each as its noun phrase with adjectives and number (determiners that refer back
+/// become an article). `None` when the sentence names no present object in a plain noun phrase.
+fn restate_present(
+    vocab: &Vocabulary,
+    text: &str,
+    sentence: (usize, usize),
+    mentions: &[crate::record::Mention],
+    present: &dyn Fn(&str) -> bool,
+) -> Option<String> {
+    let (lo, hi) = (sentence.0, content_end(text, sentence));
+    let inside: Vec<&crate::record::Mention> = mentions.iter().filter(|m| m.span.0 as usize >= lo && m.span.1 as usize <= hi).collect();
+    let mut phrases: Vec<(String, bool)> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for m in &inside {
+        if !present(&m.concept) || seen.contains(m.concept.as_str()) {
+            continue;
+        }
+        let (s0, s1) = (m.span.0 as usize, m.span.1 as usize);
+        let start = np_start(text, lo, s0);
+        // the phrase must hold no other object ("the dog's bowl") and no punctuation
+        if inside.iter().any(|o| !std::ptr::eq(*o, *m) && (o.span.0 as usize) < s1 && o.span.1 as usize > start) {
+            continue;
+        }
+        let words: Vec<&str> = text[start..s1].split_whitespace().collect();
+        // "an area for people" is about the area
+        let inner_prep = words.iter().any(|w| {
+            matches!(lower(w).as_str(), "for" | "as" | "than" | "like") || PLACE_PREPS.contains(&lower(w).as_str()) && lower(w) != "of"
+        });
+        if words.iter().any(|w| !w.chars().all(is_word_char)) || words.len() > 6 || inner_prep {
+            continue;
+        }
+        let surface = lower(&text[s0..s1]);
+        let Some(entry) = vocab.phrase(&surface) else { continue };
+        let mut k = 0;
+        while k + 1 < words.len() && REFERRING.contains(&lower(words[k]).as_str()) {
+            k += 1;
+        }
+        // "two other cats": what "other" sets apart is not said here
+        let mut np: Vec<String> = words[k..].iter().filter(|w| lower(w) != "other").map(|w| w.to_string()).collect();
+        let quantified = np.first().is_some_and(|w| {
+            let w = lower(w);
+            DETERMINERS.contains(&w.as_str()) || crate::extract::number_word(&w).is_some() || w.chars().all(|c| c.is_ascii_digit())
+        });
+        // "broccoli", "sheep": a plural that is also its singular counts as one unless a number says more
+        let same_form = entry.concept.is_some_and(|c| vocab.concept(c).synonyms.contains(&surface));
+        let plural = (entry.plural && !same_form)
+            || m.count.is_some_and(|c| c > 1)
+            || (same_form
+                && np.first().is_some_and(|w| {
+                    matches!(lower(w).as_str(), "several" | "many" | "multiple" | "some" | "few" | "numerous" | "various")
+                }));
+        // a noun that had an article before its adjectives ("a smiling man") gets one back
+        let had_article = k > 0
+            || text[lo..start]
+                .split_whitespace()
+                .rev()
+                .take(3)
+                .any(|w| matches!(lower(w).as_str(), "a" | "an" | "the" | "this" | "that" | "his" | "her" | "its" | "their"));
+        // the capital of the sentence's first word goes ("TV" keeps its own)
+        if let Some(first) = np.first_mut() {
+            let opens = k == 0 && text[lo..start].trim().is_empty();
+            if (opens || k > 0) && first.chars().skip(1).any(char::is_lowercase) || np_lowercase_ok(first) {
+                *first = lower(first);
+            }
+        }
+        let mut phrase = np.join(" ");
+        if !quantified && !plural && had_article {
+            let article = if phrase.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+            phrase = format!("{article} {phrase}");
+        }
+        seen.insert(m.concept.as_str());
+        phrases.push((phrase, plural));
+    }
+    let (_, first_plural) = phrases.first()?;
+    let verb = if *first_plural { "are" } else { "is" };
+    let names: Vec<&str> = phrases.iter().map(|(p, _)| p.as_str()).collect();
+    let list = match names.len() {
+        1 => names[0].to_string(),
+        2 => format!("{} and {}", names[0], names[1]),
+        n => format!("{}, and {}", names[..n - 1].join(", "), names[n - 1]),
+    };
+    Some(format!("There {verb} {list}."))
+}
+
+/// A word written with a capital only because it opened the sentence.
+fn np_lowercase_ok(word: &str) -> bool {
+    let l = lower(word);
+    DETERMINERS.contains(&l.as_str()) || crate::extract::number_word(&l).is_some() || BARE_ADJECTIVES.contains(&l.as_str())
 }
 
 /// Removing sentence `i`: a paragraph break after it stays; a connective opening the next
@@ -552,11 +685,21 @@ fn remove_mention(text: &str, sentence: (usize, usize), span: (usize, usize)) ->
         return None;
     }
     let start = np_start(text, lo, span.0);
-    remove_list_item(text, lo, hi, start, span.1)
+    let edit = remove_list_item(text, lo, hi, start, span.1)
         .or_else(|| remove_prep_phrase(text, lo, hi, start, span.1))
         .or_else(|| remove_participle(text, lo, hi, start, span.1))
         .or_else(|| remove_first_clause(text, lo, hi, span.1))
-        .or_else(|| remove_clause(text, lo, hi, start))
+        .or_else(|| remove_clause(text, lo, hi, start))?;
+    // "There are several chairs here, possibly for guests" must not become "There are possibly
+    // for guests": an existential keeps a noun phrase after it
+    let head = format!("{} {}", text[lo..edit.range.0].to_ascii_lowercase().trim_end(), lower(edit.new.trim()));
+    let head = head.trim_end();
+    let existential =
+        ["there is", "there are", "there was", "there were", "there is also", "there are also"].iter().any(|t| head.ends_with(t));
+    if existential && !item_starts(text, edit.range.1, hi) {
+        return None;
+    }
+    Some(edit)
 }
 
 /// "A, B, and C" minus one item, the separators repaired.
@@ -1138,7 +1281,10 @@ mod tests {
         );
         // the list belongs to "filled with", not to the bowl
         let t = [("banana", 1), ("person", 1)];
-        assert_eq!(fix(&t, "A man stands. He holds a bowl filled with bananas, kiwis, and grapes.").unwrap(), "A man stands.");
+        assert_eq!(
+            fix(&t, "A man stands. He holds a bowl filled with bananas, kiwis, and grapes.").unwrap(),
+            "A man stands. There are bananas."
+        );
     }
 
     #[test]

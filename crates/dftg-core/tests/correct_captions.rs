@@ -33,7 +33,7 @@ use dftg_core::vocab::Vocabulary;
 /// reach it (0.81): most of what it loses sits in sentences whose subject is the absent object
 /// ("A handbag is placed on the floor near the toilet."), which go whole. Its floor guards
 /// against regressions until the rewriting that could keep such facts exists.
-const FILES: [(&str, f64); 2] = [("minigpt-4.instruction1", 0.90), ("mplug.instruction1", 0.80)];
+const FILES: [(&str, f64); 2] = [("minigpt-4.instruction1", 0.90), ("mplug.instruction1", 0.90)];
 
 fn data_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("DFTG_SHARED_DATA").or_else(|| std::env::var_os("DFTG_DATA")) {
