@@ -204,42 +204,74 @@ fn restate_present(
         }
         let surface = lower(&text[s0..s1]);
         let Some(entry) = vocab.phrase(&surface) else { continue };
+        // "the broccoli pieces", "several train cars": the object is part of a compound noun
+        if next_word(text, s1, hi).filter(|w| w.0 == s1 + 1).is_some_and(|w| {
+            let n = word_at(text, w);
+            n.chars().all(|c| c.is_ascii_lowercase())
+                && !is_boundary(&n)
+                && !n.ends_with("ed")
+                && !matches!(
+                    n.as_str(),
+                    "and"
+                        | "or"
+                        | "for"
+                        | "as"
+                        | "than"
+                        | "to"
+                        | "of"
+                        | "next"
+                        | "close"
+                        | "nearby"
+                        | "there"
+                        | "here"
+                        | "too"
+                        | "together"
+                        | "full"
+                        | "itself"
+                )
+        }) {
+            continue;
+        }
         let mut k = 0;
         while k + 1 < words.len() && REFERRING.contains(&lower(words[k]).as_str()) {
             k += 1;
         }
-        // "two other cats": what "other" sets apart is not said here
-        let mut np: Vec<String> = words[k..].iter().filter(|w| lower(w) != "other").map(|w| w.to_string()).collect();
-        let quantified = np.first().is_some_and(|w| {
-            let w = lower(w);
-            DETERMINERS.contains(&w.as_str()) || crate::extract::number_word(&w).is_some() || w.chars().all(|c| c.is_ascii_digit())
-        });
-        // "broccoli", "sheep": a plural that is also its singular counts as one unless a number says more
+        // "two other cats", "the left sink": what these set apart is not said here
+        let mut np: Vec<String> = words[k..]
+            .iter()
+            .enumerate()
+            .filter(|(j, w)| k + j + 1 == words.len() || !RELATIVE.contains(&lower(w).as_str()))
+            .map(|(_, w)| w.to_string())
+            .collect();
+        let first = np.first().map(|w| lower(w)).unwrap_or_default();
+        let number = crate::extract::number_word(&first).or_else(|| first.parse().ok());
+        let quantified = DETERMINERS.contains(&first.as_str()) || number.is_some();
+        // "a group of people" is one group, "a couple of chairs" are chairs
+        let quantity = np.iter().position(|w| lower(w) == "of").and_then(|p| p.checked_sub(1)).map(|p| lower(&np[p]));
         let same_form = entry.concept.is_some_and(|c| vocab.concept(c).synonyms.contains(&surface));
-        let plural = (entry.plural && !same_form)
-            || m.count.is_some_and(|c| c > 1)
-            || (same_form
-                && np.first().is_some_and(|w| {
-                    matches!(lower(w).as_str(), "several" | "many" | "multiple" | "some" | "few" | "numerous" | "various")
-                }));
-        // a noun that had an article before its adjectives ("a smiling man") gets one back
-        let had_article = k > 0
-            || text[lo..start]
-                .split_whitespace()
-                .rev()
-                .take(3)
-                .any(|w| matches!(lower(w).as_str(), "a" | "an" | "the" | "this" | "that" | "his" | "her" | "its" | "their"));
+        let plural = match quantity.as_deref() {
+            Some("couple" | "few" | "lot" | "lots" | "number" | "plenty") => true,
+            Some(_) => false,
+            None => {
+                (entry.plural && !same_form)
+                    // "skis", "scissors": named by their plural
+                    || (same_form && surface.ends_with('s') && !["ss", "us", "is"].iter().any(|e| surface.ends_with(e)))
+                    || PLURAL_ONLY.contains(&surface.as_str())
+                    || m.count.is_some_and(|c| c > 1)
+                    || number.is_some_and(|n| n > 1)
+                    || matches!(first.as_str(), "several" | "many" | "multiple" | "some" | "few" | "numerous" | "various" | "both")
+            }
+        };
         // the capital of the sentence's first word goes ("TV" keeps its own)
-        if let Some(first) = np.first_mut() {
+        if let Some(w) = np.first_mut() {
             let opens = k == 0 && text[lo..start].trim().is_empty();
-            if (opens || k > 0) && first.chars().skip(1).any(char::is_lowercase) || np_lowercase_ok(first) {
-                *first = lower(first);
+            if opens && w.chars().skip(1).any(char::is_lowercase) || np_lowercase_ok(w) {
+                *w = lower(w);
             }
         }
         let mut phrase = np.join(" ");
-        if !quantified && !plural && had_article {
-            let article = if phrase.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
-            phrase = format!("{article} {phrase}");
+        if !quantified && !plural && !MASS.contains(&surface.as_str()) {
+            phrase = format!("{} {phrase}", indefinite(&phrase));
         }
         seen.insert(m.concept.as_str());
         phrases.push((phrase, plural));
@@ -253,6 +285,51 @@ fn restate_present(
         n => format!("{}, and {}", names[..n - 1].join(", "), names[n - 1]),
     };
     Some(format!("There {verb} {list}."))
+}
+
+/// Adjectives that place an object among others already described ("the left sink", "the other
+/// chair"): they go with the determiner.
+const RELATIVE: &[&str] = &[
+    "other",
+    "left",
+    "right",
+    "front",
+    "back",
+    "first",
+    "second",
+    "third",
+    "last",
+    "next",
+    "nearest",
+    "closest",
+    "same",
+    "former",
+    "latter",
+    "middle",
+    "only",
+    "remaining",
+    "additional",
+    "farthest",
+    "furthest",
+];
+
+/// Plurals the vocabulary may list as singular surfaces.
+const PLURAL_ONLY: &[&str] = &["people", "men", "women", "children", "persons"];
+
+/// Nouns that take no article ("There is broccoli.").
+const MASS: &[&str] = &["broccoli", "luggage", "toast", "food"];
+
+/// "a" or "an" before `phrase`, by its sound where the spelling misleads ("a unique", "an hour").
+fn indefinite(phrase: &str) -> &'static str {
+    let l = phrase.to_ascii_lowercase();
+    let vowel = l.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let consonant_sound = ["uni", "use", "usu", "uti", "eu", "one", "once"].iter().any(|p| l.starts_with(p));
+    let silent_h = ["hour", "honest", "honor", "heir"].iter().any(|p| l.starts_with(p));
+    if (vowel && !consonant_sound) || silent_h {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// A word written with a capital only because it opened the sentence.
@@ -1308,6 +1385,40 @@ mod tests {
         assert_eq!(fix(&t, "A man stands. A dog sits next to him. Also, the man smiles.").unwrap(), "A man stands. The man smiles.");
         assert_eq!(fix(&t, "A man stands.\n\nA dog sits.\n\nAdditionally, the sky is blue.").unwrap(), "A man stands.\n\nThe sky is blue.");
         assert_eq!(fix(&[("dog", 1)], "A cat sleeps."), None);
+    }
+
+    #[test]
+    fn a_sentence_about_an_absent_object_keeps_the_present_ones_it_names() {
+        // the absent object heads the subject: what else the sentence names is stated plainly
+        assert_eq!(fix(&[("toilet", 1)], "A handbag is placed on the floor near the toilet.").unwrap(), "There is a toilet.");
+        let t = [("sink", 1), ("toilet", 1)];
+        assert_eq!(
+            fix(&t, "The bathroom has a sink.\n\nA handbag is placed on the floor near the toilet. The sink is white.").unwrap(),
+            "The bathroom has a sink.\n\nThere is a toilet. The sink is white."
+        );
+        // two present objects, the verb agreeing with the first; numbers stay
+        let t = [("person", 2), ("bench", 1)];
+        assert_eq!(fix(&t, "A dog sits on the bench next to the two men.").unwrap(), "There is a bench and two men.");
+        assert_eq!(fix(&[("person", 3)], "A dog is watching the people.").unwrap(), "There are people.");
+        // words that point back or pick one out of several go with "the"
+        assert_eq!(fix(&[("chair", 2)], "A cat sleeps on the left chair.").unwrap(), "There is a chair.");
+        assert_eq!(fix(&[("chair", 2)], "A cat sleeps on the other chair.").unwrap(), "There is a chair.");
+        // no article for a mass noun, "an" by sound
+        assert_eq!(fix(&[("broccoli", 1)], "A fork lies beside the broccoli.").unwrap(), "There is broccoli.");
+        assert_eq!(fix(&[("umbrella", 1)], "A dog sits under the old umbrella.").unwrap(), "There is an old umbrella.");
+        // "a group of people" is one group
+        assert_eq!(fix(&[("person", 4)], "A dog runs toward a group of people.").unwrap(), "There is a group of people.");
+        // a part of a compound noun is not the object
+        assert_eq!(fix(&[("train", 1)], "A dog sleeps in the train station."), None);
+        // nothing present named: the sentence goes
+        assert_eq!(fix(&[("person", 1)], "A man stands. A dog sleeps on a rug."), Some("A man stands.".to_string()));
+    }
+
+    #[test]
+    fn an_existential_keeps_its_noun_phrase() {
+        let t = [("person", 2)];
+        let out = fix(&t, "Two men play. There are several chairs scattered around, possibly for spectators or other players.").unwrap();
+        assert!(!out.contains("There are possibly"), "{out:?}");
     }
 
     #[test]

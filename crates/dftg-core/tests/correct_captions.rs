@@ -117,6 +117,8 @@ struct Tally {
     captions: usize,
     with_kept: usize,
     kept_sum: f64,
+    /// the same share over distinct concepts (a concept kept once counts as kept)
+    concepts_sum: f64,
     none: usize,
     unclean: Vec<String>,
     disfluent: Vec<String>,
@@ -128,6 +130,14 @@ impl Tally {
             1.0
         } else {
             self.kept_sum / self.with_kept as f64
+        }
+    }
+
+    fn concepts_mean(&self) -> f64 {
+        if self.with_kept == 0 {
+            1.0
+        } else {
+            self.concepts_sum / self.with_kept as f64
         }
     }
 }
@@ -183,6 +193,7 @@ fn corrected_captions_keep_what_was_right() {
             if total > 0 {
                 t.with_kept += 1;
                 t.kept_sum += kept as f64 / total as f64;
+                t.concepts_sum += before.keys().filter(|c| after.contains_key(*c)).count() as f64 / before.len() as f64;
             }
             if let Some(f) = dump.as_mut() {
                 let row = serde_json::json!({"file": file, "image_id": id, "caption": caption, "corrected": fixed, "kept": kept, "correct_mentions": total,
@@ -194,15 +205,17 @@ fn corrected_captions_keep_what_was_right() {
             captions: halves[0].captions + halves[1].captions,
             with_kept: halves[0].with_kept + halves[1].with_kept,
             kept_sum: halves[0].kept_sum + halves[1].kept_sum,
+            concepts_sum: halves[0].concepts_sum + halves[1].concepts_sum,
             none: halves[0].none + halves[1].none,
             unclean: halves.iter().flat_map(|h| h.unclean.clone()).collect(),
             disfluent: halves.iter().flat_map(|h| h.disfluent.clone()).collect(),
         };
         for (label, t) in [("tuning (even ids)", &halves[0]), ("held out (odd ids)", &halves[1]), ("all", &all)] {
             println!(
-                "{file} {label}: {} captions with a hallucination, mean kept {:.3} (over {}), nothing left {}, unclean {}, disfluent {}",
+                "{file} {label}: {} captions with a hallucination, mean kept {:.3} (distinct objects {:.3}) (over {}), nothing left {}, unclean {}, disfluent {}",
                 t.captions,
                 t.mean(),
+                t.concepts_mean(),
                 t.with_kept,
                 t.none,
                 t.unclean.len(),
