@@ -1,7 +1,9 @@
 //! The model's own description, corrected like a careful editor would: wrong counts and
 //! attributes fixed in place, an absent object removed with its list item, prepositional phrase
 //! or clause, and only when it is what the sentence is about, with its sentence. Everything else
-//! is kept verbatim. Re-diagnosed until clean; whole sentences go only as the last resort.
+//! is kept verbatim. Re-diagnosed until clean; whole sentences go only as the last resort, and
+//! then the present objects they named are kept as a plain statement ("A handbag is placed on
+//! the floor near the toilet." → "There is a toilet.").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1022,6 +1024,12 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
             if is_verb(&before) || before == "there" || (prep == "with" && before.ends_with("ed")) {
                 return None;
             }
+            // "holding onto a bag", "looking at the dog": the phrase is the verb's object
+            let phrasal =
+                ["hold", "look", "star", "gaz", "point", "reach", "wait", "search", "aim", "glanc"].iter().any(|v| before.starts_with(v));
+            if phrasal && matches!(prep.as_str(), "at" | "onto" | "on" | "for" | "to") {
+                return None;
+            }
             // "is located on the desk", "can be seen on the table": the phrase is the predicate
             let participle = before.ends_with("ed") || matches!(before.as_str(), "seen" | "found" | "shown" | "set" | "kept" | "laid");
             let another_place = next_word(text, end, hi).is_some_and(|w| PLACE_PREPS.contains(&word_at(text, w).as_str()));
@@ -1412,6 +1420,17 @@ mod tests {
         assert_eq!(fix(&[("train", 1)], "A dog sleeps in the train station."), None);
         // nothing present named: the sentence goes
         assert_eq!(fix(&[("person", 1)], "A man stands. A dog sleeps on a rug."), Some("A man stands.".to_string()));
+    }
+
+    #[test]
+    fn the_object_of_a_phrasal_verb_is_not_a_place() {
+        // "holding onto a handbag" cannot lose its object: the sentence is restated instead
+        let t = [("toilet", 1), ("person", 1)];
+        assert_eq!(
+            fix(&t, "The man is holding onto a handbag, which can be seen near the toilet.").unwrap(),
+            "There is a man and a toilet."
+        );
+        assert_eq!(fix(&[("person", 1)], "The man is standing on a skateboard.").unwrap(), "The man is standing.");
     }
 
     #[test]

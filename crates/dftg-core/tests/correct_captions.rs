@@ -6,9 +6,10 @@
 //! For every caption with at least one hallucination: diagnose with the coco80 extractor,
 //! correct, and measure kept = original correct mentions (concept present in the truth, repeats
 //! counted) still mentioned in the corrected text / original correct mentions. Captions without
-//! a correct mention have no kept fraction and are left out of the mean. Targets: mean kept ≥ 0.90
-//! per file (not met for mPLUG-Owl, see `FILES`), every corrected text re-diagnoses clean, and reads fluently (no doubled spaces or
-//! orphan punctuation, no sentence opening lowercase or with "And"/"Also").
+//! a correct mention have no kept fraction and are left out of the mean; the share of distinct
+//! correct objects still mentioned is printed beside it. Targets: mean kept ≥ 0.90 per file, every
+//! corrected text re-diagnoses clean, and reads fluently (no doubled spaces or orphan
+//! punctuation, no sentence opening lowercase or with "And"/"Also").
 //!
 //! Halves: the rules in `correct.rs` were tuned looking at captions of even image ids only;
 //! odd image ids are reported separately as held out.
@@ -29,10 +30,11 @@ use dftg_core::record::DiagnosisRecord;
 use dftg_core::truth::{ImageTruth, ObjectTruth};
 use dftg_core::vocab::Vocabulary;
 
-/// Each file with the mean kept it must reach. The target is 0.90 for both; mPLUG-Owl does not
-/// reach it (0.81): most of what it loses sits in sentences whose subject is the absent object
-/// ("A handbag is placed on the floor near the toilet."), which go whole. Its floor guards
-/// against regressions until the rewriting that could keep such facts exists.
+/// Each file with the mean kept it must reach: the target, 0.90, for both (reached: 0.96 and
+/// 0.94). mPLUG-Owl was at 0.81 while sentences whose subject is the absent object ("A handbag
+/// is placed on the floor near the toilet.") went whole; they are now restated as the present
+/// objects they name ("There is a toilet."). Most of that gain is objects also mentioned elsewhere
+/// in the caption (mentions count with repeats), hence the distinct-object share printed beside.
 const FILES: [(&str, f64); 2] = [("minigpt-4.instruction1", 0.90), ("mplug.instruction1", 0.90)];
 
 fn data_dir() -> Option<PathBuf> {
