@@ -184,3 +184,4 @@ pub struct ImageError {
     pub reason: String,
     pub message: String,
 }
+
