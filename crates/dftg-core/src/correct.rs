@@ -1,7 +1,9 @@
 //! The model's own description, corrected like a careful editor would: wrong counts and
 //! attributes fixed in place, an absent object removed with its list item, prepositional phrase
 //! or clause, and only when it is what the sentence is about, with its sentence. Everything else
-//! is kept verbatim. Re-diagnosed until clean; whole sentences go only as the last resort.
+//! is kept verbatim. Re-diagnosed until clean; whole sentences go only as the last resort, and
+//! then the present objects they named are kept as a plain statement ("A handbag is placed on
+//! the floor near the toilet." → "There is a toilet.").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +42,9 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
     let mut current = d.clone();
     // count and attribute fixes already made: if the claim is still wrong, its sentence goes
     let mut tried: BTreeSet<(HallucinationKind, String)> = BTreeSet::new();
+    // sentences written by `restate_present`: one that is wrong again goes
+    let mut restated: BTreeSet<String> = BTreeSet::new();
+    let present = |concept: &str| d.truth.iter().any(|t| t.name == concept);
     for round in 0..FINE_ROUNDS + DROP_ROUNDS {
         if current.hallucinations.is_empty() {
             let t = text.trim();
@@ -107,7 +112,19 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
             }
         }
         for &i in &drop {
-            all.push(drop_sentence(&text, &sentences, i, &drop));
+            // what the sentence said rightly about present objects survives as a plain statement
+            let rewrite = restate_present(vocab, &text, sentences[i], &current.mentions, &present)
+                .filter(|r| !restated.contains(r))
+                .filter(|r| diagnose(extractor, scratch, &truth, &d.prompt, r).hallucinations.is_empty());
+            match rewrite {
+                Some(r) => {
+                    let (s, e) = sentences[i];
+                    let end = s + text[s..e].trim_end().len();
+                    restated.insert(r.clone());
+                    all.push(Edit { range: (s, end), new: r, capitalize: false });
+                }
+                None => all.push(drop_sentence(&text, &sentences, i, &drop)),
+            }
         }
         all.sort_by_key(|e| std::cmp::Reverse(e.range.0));
         // right to left; an edit reaching into one already made waits for the next round
@@ -126,6 +143,201 @@ pub fn correct_description(extractor: &Extractor, scratch: &mut ExtractScratch, 
         current = diagnose(extractor, scratch, &truth, &d.prompt, &text);
     }
     None
+}
+
+/// Determiners that point back into the text or to a part of a set ("the", "his", "other"): a
+/// sentence that states the object anew cannot keep them.
+const REFERRING: &[&str] = &[
+    "the",
+    "this",
+    "that",
+    "these",
+    "those",
+    "his",
+    "her",
+    "their",
+    "its",
+    "our",
+    "my",
+    "your",
+    "other",
+    "another",
+    "both",
+    "each",
+    "every",
+    "all",
+    "either",
+    "same",
+    "remaining",
+];
+
+/// A sentence that has to go, restated as what it rightly said exists: "A handbag is placed on
+/// the floor near the toilet." → "There is a toilet." Only objects the sentence names and the
+/// truth holds, each as its noun phrase with adjectives and number (determiners that refer back
+/// become an article). `None` when the sentence names no present object in a plain noun phrase.
+fn restate_present(
+    vocab: &Vocabulary,
+    text: &str,
+    sentence: (usize, usize),
+    mentions: &[crate::record::Mention],
+    present: &dyn Fn(&str) -> bool,
+) -> Option<String> {
+    let (lo, hi) = (sentence.0, content_end(text, sentence));
+    let inside: Vec<&crate::record::Mention> = mentions.iter().filter(|m| m.span.0 as usize >= lo && m.span.1 as usize <= hi).collect();
+    let mut phrases: Vec<(String, bool)> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for m in &inside {
+        if !present(&m.concept) || seen.contains(m.concept.as_str()) {
+            continue;
+        }
+        let (s0, s1) = (m.span.0 as usize, m.span.1 as usize);
+        let start = np_start(text, lo, s0);
+        // the phrase must hold no other object ("the dog's bowl") and no punctuation
+        if inside.iter().any(|o| !std::ptr::eq(*o, *m) && (o.span.0 as usize) < s1 && o.span.1 as usize > start) {
+            continue;
+        }
+        let words: Vec<&str> = text[start..s1].split_whitespace().collect();
+        // "an area for people" is about the area
+        let inner_prep = words.iter().any(|w| {
+            matches!(lower(w).as_str(), "for" | "as" | "than" | "like") || PLACE_PREPS.contains(&lower(w).as_str()) && lower(w) != "of"
+        });
+        if words.iter().any(|w| !w.chars().all(is_word_char)) || words.len() > 6 || inner_prep {
+            continue;
+        }
+        let surface = lower(&text[s0..s1]);
+        let Some(entry) = vocab.phrase(&surface) else { continue };
+        // "the broccoli pieces", "several train cars": the object is part of a compound noun
+        if next_word(text, s1, hi).filter(|w| w.0 == s1 + 1).is_some_and(|w| {
+            let n = word_at(text, w);
+            n.chars().all(|c| c.is_ascii_lowercase())
+                && !is_boundary(&n)
+                && !n.ends_with("ed")
+                && !matches!(
+                    n.as_str(),
+                    "and"
+                        | "or"
+                        | "for"
+                        | "as"
+                        | "than"
+                        | "to"
+                        | "of"
+                        | "next"
+                        | "close"
+                        | "nearby"
+                        | "there"
+                        | "here"
+                        | "too"
+                        | "together"
+                        | "full"
+                        | "itself"
+                )
+        }) {
+            continue;
+        }
+        let mut k = 0;
+        while k + 1 < words.len() && REFERRING.contains(&lower(words[k]).as_str()) {
+            k += 1;
+        }
+        // "two other cats", "the left sink": what these set apart is not said here
+        let mut np: Vec<String> = words[k..]
+            .iter()
+            .enumerate()
+            .filter(|(j, w)| k + j + 1 == words.len() || !RELATIVE.contains(&lower(w).as_str()))
+            .map(|(_, w)| w.to_string())
+            .collect();
+        let first = np.first().map(|w| lower(w)).unwrap_or_default();
+        let number = crate::extract::number_word(&first).or_else(|| first.parse().ok());
+        let quantified = DETERMINERS.contains(&first.as_str()) || number.is_some();
+        // "a group of people" is one group, "a couple of chairs" are chairs
+        let quantity = np.iter().position(|w| lower(w) == "of").and_then(|p| p.checked_sub(1)).map(|p| lower(&np[p]));
+        let same_form = entry.concept.is_some_and(|c| vocab.concept(c).synonyms.contains(&surface));
+        let plural = match quantity.as_deref() {
+            Some("couple" | "few" | "lot" | "lots" | "number" | "plenty") => true,
+            Some(_) => false,
+            None => {
+                (entry.plural && !same_form)
+                    // "skis", "scissors": named by their plural
+                    || (same_form && surface.ends_with('s') && !["ss", "us", "is"].iter().any(|e| surface.ends_with(e)))
+                    || PLURAL_ONLY.contains(&surface.as_str())
+                    || m.count.is_some_and(|c| c > 1)
+                    || number.is_some_and(|n| n > 1)
+                    || matches!(first.as_str(), "several" | "many" | "multiple" | "some" | "few" | "numerous" | "various" | "both")
+            }
+        };
+        // the capital of the sentence's first word goes ("TV" keeps its own)
+        if let Some(w) = np.first_mut() {
+            let opens = k == 0 && text[lo..start].trim().is_empty();
+            if opens && w.chars().skip(1).any(char::is_lowercase) || np_lowercase_ok(w) {
+                *w = lower(w);
+            }
+        }
+        let mut phrase = np.join(" ");
+        if !quantified && !plural && !MASS.contains(&surface.as_str()) {
+            phrase = format!("{} {phrase}", indefinite(&phrase));
+        }
+        seen.insert(m.concept.as_str());
+        phrases.push((phrase, plural));
+    }
+    let (_, first_plural) = phrases.first()?;
+    let verb = if *first_plural { "are" } else { "is" };
+    let names: Vec<&str> = phrases.iter().map(|(p, _)| p.as_str()).collect();
+    let list = match names.len() {
+        1 => names[0].to_string(),
+        2 => format!("{} and {}", names[0], names[1]),
+        n => format!("{}, and {}", names[..n - 1].join(", "), names[n - 1]),
+    };
+    Some(format!("There {verb} {list}."))
+}
+
+/// Adjectives that place an object among others already described ("the left sink", "the other
+/// chair"): they go with the determiner.
+const RELATIVE: &[&str] = &[
+    "other",
+    "left",
+    "right",
+    "front",
+    "back",
+    "first",
+    "second",
+    "third",
+    "last",
+    "next",
+    "nearest",
+    "closest",
+    "same",
+    "former",
+    "latter",
+    "middle",
+    "only",
+    "remaining",
+    "additional",
+    "farthest",
+    "furthest",
+];
+
+/// Plurals the vocabulary may list as singular surfaces.
+const PLURAL_ONLY: &[&str] = &["people", "men", "women", "children", "persons"];
+
+/// Nouns that take no article ("There is broccoli.").
+const MASS: &[&str] = &["broccoli", "luggage", "toast", "food"];
+
+/// "a" or "an" before `phrase`, by its sound where the spelling misleads ("a unique", "an hour").
+fn indefinite(phrase: &str) -> &'static str {
+    let l = phrase.to_ascii_lowercase();
+    let vowel = l.starts_with(['a', 'e', 'i', 'o', 'u']);
+    let consonant_sound = ["uni", "use", "usu", "uti", "eu", "one", "once"].iter().any(|p| l.starts_with(p));
+    let silent_h = ["hour", "honest", "honor", "heir"].iter().any(|p| l.starts_with(p));
+    if (vowel && !consonant_sound) || silent_h {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// A word written with a capital only because it opened the sentence.
+fn np_lowercase_ok(word: &str) -> bool {
+    let l = lower(word);
+    DETERMINERS.contains(&l.as_str()) || crate::extract::number_word(&l).is_some() || BARE_ADJECTIVES.contains(&l.as_str())
 }
 
 /// Removing sentence `i`: a paragraph break after it stays; a connective opening the next
@@ -552,11 +764,21 @@ fn remove_mention(text: &str, sentence: (usize, usize), span: (usize, usize)) ->
         return None;
     }
     let start = np_start(text, lo, span.0);
-    remove_list_item(text, lo, hi, start, span.1)
+    let edit = remove_list_item(text, lo, hi, start, span.1)
         .or_else(|| remove_prep_phrase(text, lo, hi, start, span.1))
         .or_else(|| remove_participle(text, lo, hi, start, span.1))
         .or_else(|| remove_first_clause(text, lo, hi, span.1))
-        .or_else(|| remove_clause(text, lo, hi, start))
+        .or_else(|| remove_clause(text, lo, hi, start))?;
+    // "There are several chairs here, possibly for guests" must not become "There are possibly
+    // for guests": an existential keeps a noun phrase after it
+    let head = format!("{} {}", text[lo..edit.range.0].to_ascii_lowercase().trim_end(), lower(edit.new.trim()));
+    let head = head.trim_end();
+    let existential =
+        ["there is", "there are", "there was", "there were", "there is also", "there are also"].iter().any(|t| head.ends_with(t));
+    if existential && !item_starts(text, edit.range.1, hi) {
+        return None;
+    }
+    Some(edit)
 }
 
 /// "A, B, and C" minus one item, the separators repaired.
@@ -800,6 +1022,12 @@ fn remove_prep_phrase(text: &str, lo: usize, hi: usize, start: usize, np_end: us
             let before = word_at(text, b);
             // "is on a bed", "filled with chairs": the phrase is the predicate
             if is_verb(&before) || before == "there" || (prep == "with" && before.ends_with("ed")) {
+                return None;
+            }
+            // "holding onto a bag", "looking at the dog": the phrase is the verb's object
+            let phrasal =
+                ["hold", "look", "star", "gaz", "point", "reach", "wait", "search", "aim", "glanc"].iter().any(|v| before.starts_with(v));
+            if phrasal && matches!(prep.as_str(), "at" | "onto" | "on" | "for" | "to") {
                 return None;
             }
             // "is located on the desk", "can be seen on the table": the phrase is the predicate
@@ -1138,7 +1366,10 @@ mod tests {
         );
         // the list belongs to "filled with", not to the bowl
         let t = [("banana", 1), ("person", 1)];
-        assert_eq!(fix(&t, "A man stands. He holds a bowl filled with bananas, kiwis, and grapes.").unwrap(), "A man stands.");
+        assert_eq!(
+            fix(&t, "A man stands. He holds a bowl filled with bananas, kiwis, and grapes.").unwrap(),
+            "A man stands. There are bananas."
+        );
     }
 
     #[test]
@@ -1162,6 +1393,51 @@ mod tests {
         assert_eq!(fix(&t, "A man stands. A dog sits next to him. Also, the man smiles.").unwrap(), "A man stands. The man smiles.");
         assert_eq!(fix(&t, "A man stands.\n\nA dog sits.\n\nAdditionally, the sky is blue.").unwrap(), "A man stands.\n\nThe sky is blue.");
         assert_eq!(fix(&[("dog", 1)], "A cat sleeps."), None);
+    }
+
+    #[test]
+    fn a_sentence_about_an_absent_object_keeps_the_present_ones_it_names() {
+        // the absent object heads the subject: what else the sentence names is stated plainly
+        assert_eq!(fix(&[("toilet", 1)], "A handbag is placed on the floor near the toilet.").unwrap(), "There is a toilet.");
+        let t = [("sink", 1), ("toilet", 1)];
+        assert_eq!(
+            fix(&t, "The bathroom has a sink.\n\nA handbag is placed on the floor near the toilet. The sink is white.").unwrap(),
+            "The bathroom has a sink.\n\nThere is a toilet. The sink is white."
+        );
+        // two present objects, the verb agreeing with the first; numbers stay
+        let t = [("person", 2), ("bench", 1)];
+        assert_eq!(fix(&t, "A dog sits on the bench next to the two men.").unwrap(), "There is a bench and two men.");
+        assert_eq!(fix(&[("person", 3)], "A dog is watching the people.").unwrap(), "There are people.");
+        // words that point back or pick one out of several go with "the"
+        assert_eq!(fix(&[("chair", 2)], "A cat sleeps on the left chair.").unwrap(), "There is a chair.");
+        assert_eq!(fix(&[("chair", 2)], "A cat sleeps on the other chair.").unwrap(), "There is a chair.");
+        // no article for a mass noun, "an" by sound
+        assert_eq!(fix(&[("broccoli", 1)], "A fork lies beside the broccoli.").unwrap(), "There is broccoli.");
+        assert_eq!(fix(&[("umbrella", 1)], "A dog sits under the old umbrella.").unwrap(), "There is an old umbrella.");
+        // "a group of people" is one group
+        assert_eq!(fix(&[("person", 4)], "A dog runs toward a group of people.").unwrap(), "There is a group of people.");
+        // a part of a compound noun is not the object
+        assert_eq!(fix(&[("train", 1)], "A dog sleeps in the train station."), None);
+        // nothing present named: the sentence goes
+        assert_eq!(fix(&[("person", 1)], "A man stands. A dog sleeps on a rug."), Some("A man stands.".to_string()));
+    }
+
+    #[test]
+    fn the_object_of_a_phrasal_verb_is_not_a_place() {
+        // "holding onto a handbag" cannot lose its object: the sentence is restated instead
+        let t = [("toilet", 1), ("person", 1)];
+        assert_eq!(
+            fix(&t, "The man is holding onto a handbag, which can be seen near the toilet.").unwrap(),
+            "There is a man and a toilet."
+        );
+        assert_eq!(fix(&[("person", 1)], "The man is standing on a skateboard.").unwrap(), "The man is standing.");
+    }
+
+    #[test]
+    fn an_existential_keeps_its_noun_phrase() {
+        let t = [("person", 2)];
+        let out = fix(&t, "Two men play. There are several chairs scattered around, possibly for spectators or other players.").unwrap();
+        assert!(!out.contains("There are possibly"), "{out:?}");
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! For every caption with at least one hallucination: diagnose with the coco80 extractor,
 //! correct, and measure kept = original correct mentions (concept present in the truth, repeats
 //! counted) still mentioned in the corrected text / original correct mentions. Captions without
-//! a correct mention have no kept fraction and are left out of the mean. Targets: mean kept ≥ 0.90
-//! per file (not met for mPLUG-Owl, see `FILES`), every corrected text re-diagnoses clean, and reads fluently (no doubled spaces or
-//! orphan punctuation, no sentence opening lowercase or with "And"/"Also").
+//! a correct mention have no kept fraction and are left out of the mean; the share of distinct
+//! correct objects still mentioned is printed beside it. Targets: mean kept ≥ 0.90 per file, every
+//! corrected text re-diagnoses clean, and reads fluently (no doubled spaces or orphan
+//! punctuation, no sentence opening lowercase or with "And"/"Also").
 //!
 //! Halves: the rules in `correct.rs` were tuned looking at captions of even image ids only;
 //! odd image ids are reported separately as held out.
@@ -29,11 +30,12 @@ use dftg_core::record::DiagnosisRecord;
 use dftg_core::truth::{ImageTruth, ObjectTruth};
 use dftg_core::vocab::Vocabulary;
 
-/// Each file with the mean kept it must reach. The target is 0.90 for both; mPLUG-Owl does not
-/// reach it (0.81): most of what it loses sits in sentences whose subject is the absent object
-/// ("A handbag is placed on the floor near the toilet."), which go whole. Its floor guards
-/// against regressions until the rewriting that could keep such facts exists.
-const FILES: [(&str, f64); 2] = [("minigpt-4.instruction1", 0.90), ("mplug.instruction1", 0.80)];
+/// Each file with the mean kept it must reach: the target, 0.90, for both (reached: 0.96 and
+/// 0.94). mPLUG-Owl was at 0.81 while sentences whose subject is the absent object ("A handbag
+/// is placed on the floor near the toilet.") went whole; they are now restated as the present
+/// objects they name ("There is a toilet."). Most of that gain is objects also mentioned elsewhere
+/// in the caption (mentions count with repeats), hence the distinct-object share printed beside.
+const FILES: [(&str, f64); 2] = [("minigpt-4.instruction1", 0.90), ("mplug.instruction1", 0.90)];
 
 fn data_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("DFTG_SHARED_DATA").or_else(|| std::env::var_os("DFTG_DATA")) {
@@ -117,6 +119,8 @@ struct Tally {
     captions: usize,
     with_kept: usize,
     kept_sum: f64,
+    /// the same share over distinct concepts (a concept kept once counts as kept)
+    concepts_sum: f64,
     none: usize,
     unclean: Vec<String>,
     disfluent: Vec<String>,
@@ -128,6 +132,14 @@ impl Tally {
             1.0
         } else {
             self.kept_sum / self.with_kept as f64
+        }
+    }
+
+    fn concepts_mean(&self) -> f64 {
+        if self.with_kept == 0 {
+            1.0
+        } else {
+            self.concepts_sum / self.with_kept as f64
         }
     }
 }
@@ -183,6 +195,7 @@ fn corrected_captions_keep_what_was_right() {
             if total > 0 {
                 t.with_kept += 1;
                 t.kept_sum += kept as f64 / total as f64;
+                t.concepts_sum += before.keys().filter(|c| after.contains_key(*c)).count() as f64 / before.len() as f64;
             }
             if let Some(f) = dump.as_mut() {
                 let row = serde_json::json!({"file": file, "image_id": id, "caption": caption, "corrected": fixed, "kept": kept, "correct_mentions": total,
@@ -194,15 +207,17 @@ fn corrected_captions_keep_what_was_right() {
             captions: halves[0].captions + halves[1].captions,
             with_kept: halves[0].with_kept + halves[1].with_kept,
             kept_sum: halves[0].kept_sum + halves[1].kept_sum,
+            concepts_sum: halves[0].concepts_sum + halves[1].concepts_sum,
             none: halves[0].none + halves[1].none,
             unclean: halves.iter().flat_map(|h| h.unclean.clone()).collect(),
             disfluent: halves.iter().flat_map(|h| h.disfluent.clone()).collect(),
         };
         for (label, t) in [("tuning (even ids)", &halves[0]), ("held out (odd ids)", &halves[1]), ("all", &all)] {
             println!(
-                "{file} {label}: {} captions with a hallucination, mean kept {:.3} (over {}), nothing left {}, unclean {}, disfluent {}",
+                "{file} {label}: {} captions with a hallucination, mean kept {:.3} (distinct objects {:.3}) (over {}), nothing left {}, unclean {}, disfluent {}",
                 t.captions,
                 t.mean(),
+                t.concepts_mean(),
                 t.with_kept,
                 t.none,
                 t.unclean.len(),
