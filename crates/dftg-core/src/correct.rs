@@ -186,8 +186,12 @@ fn restate_present(
     let inside: Vec<&crate::record::Mention> = mentions.iter().filter(|m| m.span.0 as usize >= lo && m.span.1 as usize <= hi).collect();
     let mut phrases: Vec<(String, bool)> = Vec::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
+    // an object the rest of the text already names needs no restating: a careful editor does
+    // not repeat "There is a toilet." after the toilet was described
+    let named_elsewhere: BTreeSet<&str> =
+        mentions.iter().filter(|m| (m.span.1 as usize) <= lo || m.span.0 as usize >= hi).map(|m| m.concept.as_str()).collect();
     for m in &inside {
-        if !present(&m.concept) || seen.contains(m.concept.as_str()) {
+        if !present(&m.concept) || seen.contains(m.concept.as_str()) || named_elsewhere.contains(m.concept.as_str()) {
             continue;
         }
         let (s0, s1) = (m.span.0 as usize, m.span.1 as usize);
