@@ -99,7 +99,10 @@ impl GenerationConfig {
             + self.false_premise_fraction
             + self.multi_turn_fraction;
         if typed > 1.0 {
-            return Err(CoreError::invalid("generation", "count, attribute, correction, false premise and multi-turn fractions sum above 1"));
+            return Err(CoreError::invalid(
+                "generation",
+                "count, attribute, correction, false premise and multi-turn fractions sum above 1",
+            ));
         }
         if !(crate::writer::MIN_TURNS as u32..=4).contains(&self.multi_turn_turns) {
             return Err(CoreError::invalid("generation.multi_turn_turns", "must be between 2 and 4"));
@@ -281,7 +284,8 @@ pub fn allocate_to_shards(plan: &GenerationPlan, shards: &[Summary]) -> Vec<Shar
         let others: Vec<u64> = shards.iter().zip(&tempting).map(|(s, t)| get(s, name).opportunities - t).collect();
         let second = split(q.negative - first.iter().sum::<u64>(), others.clone());
         // what negatives leave of each shard's absent images hosts premises, then conversations
-        let left: Vec<u64> = others.iter().zip(&tempting).enumerate().map(|(i, (o, t))| (o + t).saturating_sub(first[i] + second[i])).collect();
+        let left: Vec<u64> =
+            others.iter().zip(&tempting).enumerate().map(|(i, (o, t))| (o + t).saturating_sub(first[i] + second[i])).collect();
         let fp = split(q.false_premise, left.clone());
         let left: Vec<u64> = left.iter().zip(&fp).map(|(l, f)| l - f).collect();
         let mt = split(q.multi_turn, left);
@@ -366,13 +370,9 @@ struct FactsContext<'a> {
 impl FactsContext<'_> {
     fn facts(&self, v: &ImageView, kind: InstructionType, target: Option<&str>) -> Facts {
         let name = |c: &str| natural_name(self.vocab, c);
-        let objects = v
-            .truth
-            .iter()
-            .map(|o| FactObject { name: name(&o.name), count: o.count, attributes: o.attributes.clone() })
-            .collect();
-        let absent =
-            self.top.iter().filter(|c| !v.has(c) && v.knows(c)).take(5).map(|c| name(c)).collect();
+        let objects =
+            v.truth.iter().map(|o| FactObject { name: name(&o.name), count: o.count, attributes: o.attributes.clone() }).collect();
+        let absent = self.top.iter().filter(|c| !v.has(c) && v.knows(c)).take(5).map(|c| name(c)).collect();
         let hallucinations = v
             .errors
             .iter()

@@ -184,4 +184,3 @@ pub struct ImageError {
     pub reason: String,
     pub message: String,
 }
-

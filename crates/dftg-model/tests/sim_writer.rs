@@ -148,7 +148,7 @@ async fn writer_replies_are_seeded_by_content_logged_by_request_id_and_erred_at_
     for (i, resp) in &replies {
         let f = facts(*i);
         let text = resp.choices[0].message.content.clone().unwrap();
-        let usage = resp.usage.clone().unwrap();
+        let usage = resp.usage.unwrap();
         assert!(usage.prompt_tokens > 20 && usage.completion_tokens > 0, "{usage:?}");
         assert_eq!(text, h.writer().write(&f, &prompt(&f), 0).text, "the reply is a function of the content");
         let mistake = by_id[&format!("req-{i}")];

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-
 use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
 use dftg_core::llava::LlavaRecord;
 use dftg_core::profile::{Profile, Summary};
@@ -228,7 +227,9 @@ pub async fn write_dataset(
             };
             let stats_key = layout::writer_stats_shard(shard);
             let stats: crate::generate::WriterStats = match store.get(&stats_key).await? {
-                Some(b) => serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: stats_key, reason: e.to_string() })?,
+                Some(b) => {
+                    serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: stats_key, reason: e.to_string() })?
+                }
                 None => crate::generate::WriterStats::default(),
             };
             let refused = store.get(&layout::writer_rejections_shard(shard)).await?;

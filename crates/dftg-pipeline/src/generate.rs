@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use dftg_core::extract::ExtractScratch;
 use dftg_core::generate::{plan_shard_items, to_record, write_with_template, GenerationPlan, ItemRequest, ShardQuota};
 use dftg_core::llava::{LlavaRecord, WriterMeta};
-use dftg_core::tokens::TokenUsage;
-use dftg_core::seed::stable_hash;
-use dftg_core::writer::gate::{verify, Accepted, Rejection};
-use dftg_core::writer::{parse_reply, WrittenItem};
 use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
+use dftg_core::seed::stable_hash;
+use dftg_core::tokens::TokenUsage;
+use dftg_core::writer::gate::{verify, Accepted, Rejection};
+use dftg_core::writer::{parse_reply, WrittenItem};
 use dftg_runtime::PutOutcome;
 
 use crate::diagnose::{read_jsonl, JobContext};
@@ -173,7 +173,12 @@ async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<
                     Err((why, text)) => {
                         out.stats.reject(why);
                         let reply = text.as_deref().map(|t| t.chars().take(REPLY_EXCERPT_CHARS).collect()).unwrap_or_default();
-                        out.rejections.push(RejectionLine { request_id: rid, item: req.id.clone(), reason: why.as_str().to_string(), reply });
+                        out.rejections.push(RejectionLine {
+                            request_id: rid,
+                            item: req.id.clone(),
+                            reason: why.as_str().to_string(),
+                            reply,
+                        });
                         match text {
                             // bound what goes back into the conversation: a runaway reply is not re-sent whole
                             Some(t) => history.push((t.chars().take(4096).collect(), why)),
@@ -258,11 +263,8 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
     let total = items.len();
     let items = Arc::new(items);
     let width = ctx.info.spec.generation.writer.max_in_flight.max(1);
-    let results: Vec<GroupResult> = futures::stream::iter(groups)
-        .map(|g| write_group(ctx, items.clone(), g))
-        .buffer_unordered(width)
-        .try_collect()
-        .await?;
+    let results: Vec<GroupResult> =
+        futures::stream::iter(groups).map(|g| write_group(ctx, items.clone(), g)).buffer_unordered(width).try_collect().await?;
     let mut stats = WriterStats { schema_version: 1, ..WriterStats::default() };
     let mut records: Vec<(usize, LlavaRecord)> = Vec::with_capacity(total);
     let mut rejections: Vec<RejectionLine> = Vec::new();
@@ -296,4 +298,118 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
         m.model_tokens.with_label_values(&["writer", "completion"]).inc_by(stats.tokens.completion);
     }
     Ok(GenerateOutcome { instructions: records.len() as u64, already_done: outcome == PutOutcome::AlreadyExists })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::JobInfo;
+    use crate::job::{JobSpec, ModelSpec};
+    use crate::writer::ScriptedWriter;
+    use dftg_core::check::diagnose;
+    use dftg_core::extract::Extractor;
+    use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationConfig};
+    use dftg_core::llava::InstructionType;
+    use dftg_core::profile::Summary;
+    use dftg_core::truth::{ImageTruth, ObjectTruth};
+    use dftg_core::vocab::Vocabulary;
+    use dftg_model::client::{ModelError, ScriptedClient};
+    use dftg_runtime::{BlobStore, ObjectBlobStore};
+
+    /// A job whose profile and plan are written, with one diagnosis shard, and a writer.
+    async fn job(writer: ScriptedWriter) -> (JobContext, Arc<dyn BlobStore>) {
+        let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let mut scratch = ExtractScratch::default();
+        let obj = |n: &str, c: u32| ObjectTruth { name: n.into(), count: Some(c), attributes: Default::default() };
+        let diags: Vec<DiagnosisRecord> = (0..30)
+            .map(|i| {
+                let t = ImageTruth { image: format!("img{i}"), file: None, objects: vec![obj("dog", 2), obj("frisbee", 1)] };
+                diagnose(&extractor, &mut scratch, &t, "Describe the image.", "Two dogs chase a frisbee. A cat watches them.")
+            })
+            .collect();
+        let names: Vec<&str> = extractor.vocab().concepts().iter().map(|c| c.name.as_str()).collect();
+        let mut summary = Summary::default();
+        diags.iter().for_each(|d| summary.add(d, &names));
+        let profile = Profile::build("m", &summary);
+        let cfg = GenerationConfig { budget: Some(40), ..GenerationConfig::default() };
+        let plan = plan_generation(&profile, &summary, &cfg);
+        let stored = StoredGenerationPlan { schema_version: 1, shards: allocate_to_shards(&plan, &[summary]), plan };
+        let store: Arc<dyn BlobStore> = Arc::new(ObjectBlobStore::in_memory());
+        store.put(layout::PROFILE, to_json("p", &profile, false).unwrap()).await.unwrap();
+        store.put(layout::GENERATION_PLAN, to_json("g", &stored, false).unwrap()).await.unwrap();
+        store.put(&layout::diagnosis_shard(0), crate::diagnose::encode_jsonl("d", &diags).unwrap()).await.unwrap();
+        let mut spec = JobSpec::new("memory://corpus", ModelSpec::default());
+        spec.generation.writer.kind = dftg_core::writer::WriterKind::OpenAi;
+        let info = Arc::new(JobInfo { job_id: "j".into(), spec, store: store.clone(), corpus: Arc::new(ObjectBlobStore::in_memory()) });
+        let model = Arc::new(ScriptedClient::constant("m", "unused"));
+        let ctx = JobContext::new(info, model, &crate::policy::Policy::open()).unwrap().with_writer(Some(Arc::new(writer)));
+        (ctx, store)
+    }
+
+    async fn outputs(store: &Arc<dyn BlobStore>) -> (Vec<LlavaRecord>, WriterStats, Vec<RejectionLine>) {
+        let records = read_json::<Vec<LlavaRecord>>(store.as_ref(), &layout::instruction_shard(0)).await.unwrap();
+        let stats = read_json::<WriterStats>(store.as_ref(), &layout::writer_stats_shard(0)).await.unwrap();
+        let refused = match store.get(&layout::writer_rejections_shard(0)).await.unwrap() {
+            Some(_) => read_jsonl::<RejectionLine>(store.as_ref(), &layout::writer_rejections_shard(0)).await.unwrap(),
+            None => Vec::new(),
+        };
+        (records, stats, refused)
+    }
+
+    #[tokio::test]
+    async fn refused_replies_are_reasked_with_the_reason_then_written_by_the_templates() {
+        // negatives: wrong on the first attempt (affirms the absent cat), right after the re-ask;
+        // every other type: never valid JSON
+        let writer = ScriptedWriter::new(2, |call| {
+            let target = call.facts.target.clone().unwrap_or_default();
+            match (call.kind, call.history.len()) {
+                (InstructionType::NegativeExistence, 0) => {
+                    Ok(format!(r#"{{"question": "Is there a {target}?", "answer": "Yes, a {target} sits there."}}"#))
+                }
+                (InstructionType::NegativeExistence, _) => {
+                    assert_eq!(call.history[0].1, Rejection::AffirmsTarget, "the re-ask carries the reason");
+                    Ok(format!(r#"{{"question": "Is there a {target} in this photo?", "answer": "No, there is no {target}."}}"#))
+                }
+                _ => Ok("I'd rather not".into()),
+            }
+        });
+        let (ctx, store) = job(writer).await;
+        let out = run_generate_shard(&ctx, 0).await.unwrap();
+        let (records, stats, refused) = outputs(&store).await;
+        assert_eq!(out.instructions as usize, records.len());
+        let negatives: Vec<&LlavaRecord> = records.iter().filter(|r| r.meta.kind == InstructionType::NegativeExistence).collect();
+        assert!(!negatives.is_empty());
+        for r in &negatives {
+            let w = r.meta.writer.as_ref().unwrap();
+            assert_eq!((w.by.as_str(), w.attempts), ("scripted", 2), "{r:?}");
+            assert!(r.conversations[1].value.starts_with("No, there is no"));
+        }
+        let others = records.len() - negatives.len();
+        assert!(others > 0);
+        assert!(records
+            .iter()
+            .filter(|r| r.meta.kind != InstructionType::NegativeExistence)
+            .all(|r| { r.meta.writer.as_ref().is_some_and(|w| w.by == "template-fallback") }));
+        assert_eq!(stats.accepted as usize, records.len());
+        assert_eq!(stats.fallbacks as usize, others);
+        assert_eq!(stats.rejected.get("affirms_target").copied().unwrap_or(0) as usize, negatives.len());
+        assert_eq!(stats.rejected.get("malformed_json").copied().unwrap_or(0) as usize, 3 * others);
+        assert_eq!(stats.rewrites as usize, negatives.len() + 2 * others);
+        assert_eq!(refused.len() as u64, stats.rejected.values().sum::<u64>());
+        assert!(refused.iter().all(|r| !r.request_id.is_empty() && !r.item.is_empty()));
+        // a redelivered task finds its output and does nothing again
+        assert!(run_generate_shard(&ctx, 0).await.unwrap().already_done);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_fails_is_replaced_by_the_templates_without_retrying_forever() {
+        let writer = ScriptedWriter::new(2, |_| Err(ModelError::unreachable("connection refused")));
+        let (ctx, store) = job(writer).await;
+        run_generate_shard(&ctx, 0).await.unwrap();
+        let (records, stats, _) = outputs(&store).await;
+        assert!(!records.is_empty());
+        assert_eq!(stats.fallbacks as usize, records.len());
+        assert_eq!(stats.rejected.get("writer_failed").copied().unwrap_or(0) as usize, records.len(), "one failed call per item");
+        assert_eq!(stats.rewrites, 0);
+    }
 }

@@ -9,7 +9,10 @@
 //! - `messages`    — versioned queue messages (shard tasks and events)
 //! - `diagnose`    — stage 1 worker: ask, extract, check → diagnosis shard + summary
 //! - `coordinator` — barrier (profile + generation plan), dataset manifest, job state
-//! - `generate`    — stage 2 worker: instruction shard in LLaVA format
+//! - `generate`    — stage 2 worker: items written, gated, re-asked or written by the
+//!   templates → instruction shard in LLaVA format, writer stats and rejections
+//! - `writer`      — the writer: prompts as templates (`configs/writer/`), the LLM writer
+//!   (OpenAI-compatible, JSON schema output), an in-memory scripted writer
 //! - `report`      — the self-contained `report.html`
 //! - `train`       — training-ready files: LLaVA, ShareGPT (`messages`), LLaMA-Factory's `dataset_info.json`
 //! - `policy`      — what a job may touch: allowed stores, endpoints, vocabularies

@@ -105,7 +105,11 @@ impl LocalJob {
         let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
         let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
         let info = Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
-        let ctx = Arc::new(JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?.with_truth(model.truth.clone()).with_writer(model.writer.clone()));
+        let ctx = Arc::new(
+            JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?
+                .with_truth(model.truth.clone())
+                .with_writer(model.writer.clone()),
+        );
         Ok(LocalJob { ctx, model, job_dir })
     }
 

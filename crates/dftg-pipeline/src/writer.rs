@@ -62,8 +62,7 @@ impl Prompts {
                 Some(path) => read_template(&path, name)?,
                 None => text.to_string(),
             };
-            env.add_template_owned(name, text)
-                .map_err(|e| PipelineError::invalid(format!("writer prompt {name}"), e.to_string()))?;
+            env.add_template_owned(name, text).map_err(|e| PipelineError::invalid(format!("writer prompt {name}"), e.to_string()))?;
         }
         Ok(Prompts { env })
     }

@@ -121,7 +121,11 @@ async fn the_gate_catches_the_simulated_writers_mistakes_and_the_dataset_is_true
 
     // the budget is met, and dataset.json tells the writer's story
     let budget = manifest.plan.budget as f64;
-    assert!((manifest.instructions as f64 - budget).abs() <= 0.01 * budget, "{} instructions for a budget of {budget}", manifest.instructions);
+    assert!(
+        (manifest.instructions as f64 - budget).abs() <= 0.01 * budget,
+        "{} instructions for a budget of {budget}",
+        manifest.instructions
+    );
     assert_eq!(manifest.writer.kind, "sim");
     assert_eq!(manifest.writer.accepted, manifest.instructions);
     assert_eq!(manifest.writer.rejected.values().sum::<u64>() as usize, refused.len());

@@ -248,17 +248,14 @@ pub fn verify(
             InstructionType::Attribute => {
                 let t = target.unwrap_or_default();
                 let family = input.target_family.as_deref();
-                let stated =
-                    d.mentions.iter().any(|m| m.concept == t && m.attributes.iter().any(|a| family.is_none_or(|f| a.family == f)))
-                        || said_after.iter().any(|(c, f, _)| c == t && family.is_none_or(|x| x == f));
+                let stated = d.mentions.iter().any(|m| m.concept == t && m.attributes.iter().any(|a| family.is_none_or(|f| a.family == f)))
+                    || said_after.iter().any(|(c, f, _)| c == t && family.is_none_or(|x| x == f));
                 if !stated {
                     return Err(Rejection::AttributeNotStated);
                 }
             }
-            InstructionType::CorrectedDescription => {
-                if kept_share(extractor, scratch, &input.original_correct, &turn.answer) < MIN_KEPT {
-                    return Err(Rejection::LostContent);
-                }
+            InstructionType::CorrectedDescription if kept_share(extractor, scratch, &input.original_correct, &turn.answer) < MIN_KEPT => {
+                return Err(Rejection::LostContent);
             }
             _ => {}
         }

@@ -125,7 +125,12 @@ fn false_premise<R: Rng>(f: &Fill, rng: &mut R) -> QaPair {
 fn positive<R: Rng>(f: &Fill, count: Option<u32>, rng: &mut R) -> QaPair {
     let q = pick(
         rng,
-        &["Is there {a} {s} in the image?", "Can you see any {p} in this picture?", "Does this image contain {a} {s}?", "Are there any {p} in the photo?"],
+        &[
+            "Is there {a} {s} in the image?",
+            "Can you see any {p} in this picture?",
+            "Does this image contain {a} {s}?",
+            "Are there any {p} in the photo?",
+        ],
     );
     let a = match count {
         Some(n) if n > 1 => format!("Yes, there are {} {} in the image.", number_words(n), f.p),

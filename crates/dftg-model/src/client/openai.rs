@@ -487,7 +487,11 @@ impl ModelClient for OpenAiClient {
 
 /// A completion's text, or why there is none. A successful body is model output: messages
 /// describe it (size, where the JSON broke) but never quote it.
-fn interpret_completion(raw: &Raw, url: &str, max_reply_bytes: usize) -> Result<(String, Option<dftg_core::tokens::TokenUsage>), ModelError> {
+fn interpret_completion(
+    raw: &Raw,
+    url: &str,
+    max_reply_bytes: usize,
+) -> Result<(String, Option<dftg_core::tokens::TokenUsage>), ModelError> {
     if !raw.status.is_success() {
         return Err(status_error(raw, url));
     }
