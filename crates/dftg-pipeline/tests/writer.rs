@@ -182,3 +182,21 @@ async fn the_simulated_writer_asks_more_varied_questions_than_the_templates() {
     assert!(tpl.writer.rejected.is_empty() && tpl.writer.fallbacks == 0, "the template writer's items pass the gate: {:?}", tpl.writer);
     assert!(!tpl_job.join("writer/rejections.jsonl").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vision_writer_gets_the_image_and_its_items_pass_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 60, 13).unwrap();
+    let mut spec = spec(&corpus, WriterKind::Sim, 0.0);
+    spec.generation.writer.with_image = true;
+    let (job, manifest) = run(&dir.path().join("out"), &spec).await;
+    assert_eq!(manifest.writer.kind, "sim");
+    assert!(manifest.writer.accepted > 0 && manifest.writer.fallbacks == 0, "{:?}", manifest.writer);
+    // the image travels base64 in the prompt: the writer's prompt tokens grow accordingly
+    let per_item = manifest.tokens["writer"].prompt as f64 / manifest.writer.accepted as f64;
+    let (_, without) = run(&dir.path().join("out-text"), &self::spec(&corpus, WriterKind::Sim, 0.0)).await;
+    let per_item_text = without.tokens["writer"].prompt as f64 / without.writer.accepted as f64;
+    assert!(per_item > per_item_text, "with the image {per_item:.0} prompt tokens an item, without {per_item_text:.0}");
+    assert!(instructions(&job).iter().all(|r| r.meta.writer.as_ref().is_some_and(|w| w.by == "sim")));
+}
