@@ -94,6 +94,7 @@ pub async fn main(args: SimArgs) -> anyhow::Result<ExitCode> {
             detector_miss_rate: args.sim_detector_miss_rate,
             detector_false_rate: args.sim_detector_false_rate,
             judge_error_rate: args.sim_judge_error_rate,
+            latency_ms: args.latency_ms,
         })
         .with_writer(SimWriterConfig { error_rate: args.sim_writer_error_rate })
         .with_model_name(args.model_name.clone().unwrap_or_else(|| format!("sim-{}", args.profile)));

@@ -43,7 +43,8 @@ impl ModelSetup {
 
 /// The simulated detector's and judge's error rates from the job.
 fn vision_config(spec: &JobSpec) -> SimVisionConfig {
-    let mut v = SimVisionConfig::default();
+    // the simulator's latency is every simulated service's
+    let mut v = SimVisionConfig { latency_ms: spec.model.sim_latency_ms, ..SimVisionConfig::default() };
     if let Some(d) = &spec.truth.detector {
         v.detector_miss_rate = d.sim_miss_rate;
         v.detector_false_rate = d.sim_false_rate;

@@ -56,11 +56,13 @@ pub struct SimVisionConfig {
     pub detector_false_rate: f64,
     /// Probability that a judge answer is wrong.
     pub judge_error_rate: f64,
+    /// Fixed time each detector and judge request takes (ms), like a real service's.
+    pub latency_ms: u64,
 }
 
 impl Default for SimVisionConfig {
     fn default() -> Self {
-        SimVisionConfig { detector_miss_rate: 0.1, detector_false_rate: 0.1, judge_error_rate: 0.03 }
+        SimVisionConfig { detector_miss_rate: 0.1, detector_false_rate: 0.1, judge_error_rate: 0.03, latency_ms: 0 }
     }
 }
 
@@ -74,6 +76,9 @@ impl SimVisionConfig {
             if !(0.0..=1.0).contains(&p) {
                 return Err(SimError::Config { field: field.into(), reason: format!("{p} is not a probability in [0, 1]") });
             }
+        }
+        if self.latency_ms > 60_000 {
+            return Err(SimError::Config { field: "latency_ms".into(), reason: "at most 60000".into() });
         }
         Ok(())
     }

@@ -10,8 +10,8 @@
 //! Decisions come from [`SimVision`]; each (image, label) and (image, question) is written
 //! once, as a [`DetectorLogEntry`] or [`JudgeLogEntry`] line, to the vision log beside the
 //! truth log (`sim-truth.jsonl` → `sim-truth-vision.jsonl`, see `vision_log_path`), so the
-//! truth log keeps its one shape. These
-//! routes have no injected latency or faults: those knobs are the model's.
+//! truth log keeps its one shape. Each request takes the configured latency (`latency_ms`);
+//! faults are the model's knob only.
 //!
 //! Request defaults follow the real services: `threshold` 0.1 (HF pipeline), `box_threshold`
 //! 0.5 (Roboflow Grounding DINO), `confidence` 0.4 (Roboflow YOLO-World); at most
@@ -104,6 +104,14 @@ impl std::fmt::Debug for VisionService {
 struct Refusal(StatusCode, String);
 
 impl VisionService {
+    /// The service's fixed latency, spent before answering.
+    async fn pause(&self) {
+        let ms = self.engine.config().latency_ms;
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
     /// `truth_log`: a handle on the simulator's truth log (opened for appending), or none.
     pub(crate) fn new(engine: SimVision, truth_log: Option<std::fs::File>) -> Self {
         VisionService { engine, log: Mutex::new(VisionLog { file: truth_log, ..VisionLog::default() }), stats: Counters::default() }
@@ -304,6 +312,7 @@ struct HfDetection<'a> {
 }
 
 async fn hf_detect(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
+    svc.pause().await;
     let hf_error = |Refusal(status, message): Refusal| json(status, serde_json::json!({ "error": message }).to_string());
     let req: HfRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -370,10 +379,12 @@ struct RoboflowReply<'a> {
 }
 
 async fn grounding_dino(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
+    svc.pause().await;
     roboflow(&svc, &body, DetectorApi::GroundingDino)
 }
 
 async fn yolo_world(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
+    svc.pause().await;
     roboflow(&svc, &body, DetectorApi::YoloWorld)
 }
 
@@ -419,6 +430,7 @@ fn openai_error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn judge(State(svc): State<Arc<VisionService>>, body: Bytes) -> Response {
     bump(&svc.stats.judge_requests);
+    svc.pause().await;
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => {
