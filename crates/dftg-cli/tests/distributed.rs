@@ -352,3 +352,110 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     assert_eq!(done["errors_by_reason"], ds["errors_by_reason"], "{done}");
     assert!(ds["instructions"].as_u64().unwrap_or(0) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("detector");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 23).expect("corpus");
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
+    let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
+    let corpus_str = corpus.to_str().expect("utf-8");
+    // one simulator plays the model under diagnosis, the detector (10% missed, 5% false boxes)
+    // and the judge
+    let (_sim, sim_url) = spawn_listening(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--corpus",
+            corpus_str,
+            "--profile",
+            "people-everywhere",
+            "--sim-detector-miss-rate",
+            "0.1",
+            "--sim-detector-false-rate",
+            "0.05",
+        ],
+        &env,
+    );
+    let root = sim_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+    let (detector, judge) = (format!("{root}/hf/detect"), format!("{root}/judge/v1"));
+    let env = with_policy(env, &root);
+    let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let _w = [
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "generator"], &env),
+    ];
+    let http = reqwest::Client::new();
+    let spec = format!(
+        "{}[truth]\nsource = \"detector\"\n[truth.detector]\nkind = \"http\"\napi = \"hf\"\nendpoint = \"{detector}\"\n[truth.judge]\nkind = \"openai\"\nendpoint = \"{judge}\"\nmodel = \"{}\"\n",
+        job_toml("s3://dftg/corpus", &sim_url, 100),
+        dftg_model::sim::JUDGE_MODEL
+    );
+    let r = http.post(format!("{api}/v1/jobs")).body(spec).send().await.expect("submit");
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("job id").to_string();
+    wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
+
+    let local_out = work.path().join("local");
+    let st = Command::new(dftg())
+        .args([
+            "run",
+            "--corpus",
+            corpus_str,
+            "--endpoint",
+            &sim_url,
+            "--model-name",
+            "sim",
+            "--shard-size",
+            "100",
+            "--in-flight",
+            "32",
+            "--timeout",
+            "10",
+            "--truth",
+            "detector",
+            "--detector-endpoint",
+            &detector,
+            "--detector-api",
+            "hf",
+            "--judge-endpoint",
+            &judge,
+            "--judge-model",
+            dftg_model::sim::JUDGE_MODEL,
+            "--out",
+        ])
+        .arg(&local_out)
+        .arg("--quiet")
+        .status()
+        .expect("dftg run");
+    assert!(st.success());
+    let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
+    let out = s3.root().join(BUCKET).join("jobs").join(&job);
+    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
+        let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
+        assert!(!a.is_empty(), "{sub} is empty");
+        assert!(a == b, "{sub} differ between the distributed and the embedded run");
+    }
+    for f in ["profile.json", "generation-plan.json"] {
+        assert_eq!(std::fs::read(out.join(f)).expect(f), std::fs::read(local_job.join(f)).expect(f), "{f} differs");
+    }
+    // the truth came from the services: evidence from the detector and, on the uncertain band, the judge
+    let mut sources = std::collections::BTreeMap::<String, usize>::new();
+    for (_, bytes) in sorted_files(&out.join("diagnoses")) {
+        for line in String::from_utf8(bytes).expect("utf-8").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("record");
+            for e in v["evidence"].as_array().into_iter().flatten() {
+                *sources.entry(e["source"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            }
+        }
+    }
+    assert!(sources.get("detector").copied().unwrap_or(0) > 0 && sources.get("judge").copied().unwrap_or(0) > 0, "{sources:?}");
+}

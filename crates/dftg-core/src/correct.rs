@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::diagnose;
+use crate::english::capitalize;
+pub use crate::english::number_words;
 use crate::extract::{ExtractScratch, Extractor};
 use crate::record::{DiagnosisRecord, Hallucination, HallucinationKind};
 use crate::vocab::Vocabulary;
@@ -1254,41 +1256,6 @@ fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
         out.push((start, b.len()));
     }
     out
-}
-
-pub fn number_words(n: u32) -> String {
-    const W: [&str; 21] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-        "twenty",
-    ];
-    W.get(n as usize).map(|s| s.to_string()).unwrap_or_else(|| n.to_string())
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::correct::{correct_description, number_words};
+use crate::correct::correct_description;
+use crate::english::number_words;
 use crate::extract::{ExtractScratch, Extractor};
 use crate::llava::{InstructionMeta, InstructionType, LlavaRecord, Turn, WriterMeta};
 use crate::profile::{Profile, Summary};

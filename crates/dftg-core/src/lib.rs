@@ -17,6 +17,7 @@
 //! - `before_after` — did a remedy work: two jobs' rates with confidence intervals, a verdict
 //! - `pope`    — POPE yes/no answers and metrics, as the benchmark's script defines them
 //! - `pope_build` — POPE questions for any corpus: random / popular / adversarial samplers
+//! - `english` — number words, articles, capitals, plurals: one copy for every writer
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
 //! - `tokens`  — token counts of model calls, by role
@@ -27,6 +28,7 @@ pub mod check;
 pub mod compare;
 pub mod correct;
 pub mod detection;
+pub mod english;
 pub mod error;
 pub mod extract;
 pub mod generate;

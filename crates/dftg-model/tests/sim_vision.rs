@@ -159,9 +159,12 @@ async fn detector_misses_and_false_boxes_match_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("truth.jsonl");
     let (miss, false_rate) = (0.2, 0.3);
-    let h =
-        start(corpus.clone(), SimVisionConfig { detector_miss_rate: miss, detector_false_rate: false_rate, judge_error_rate: 0.0, latency_ms: 0 }, &path)
-            .await;
+    let h = start(
+        corpus.clone(),
+        SimVisionConfig { detector_miss_rate: miss, detector_false_rate: false_rate, judge_error_rate: 0.0, latency_ms: 0 },
+        &path,
+    )
+    .await;
     // Grounding DINO: phrases for labels, so snapping is on the path; small chunks, so chunking too
     let det = detector(&h, DetectorApi::GroundingDino, 0.0, 4);
     let mut replies: HashMap<String, (Vec<String>, Vec<Detection>)> = HashMap::new();

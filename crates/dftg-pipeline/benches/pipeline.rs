@@ -39,7 +39,9 @@ async fn with_truth_models(corpus: &std::path::Path, latency_ms: u64, images: us
     spec.truth.detector = Some(DetectorSpec { sim_miss_rate: 0.1, sim_false_rate: 0.05, max_in_flight: 64, ..DetectorSpec::sim() });
     spec.truth.judge = Some(JudgeSpec { max_in_flight: 64, ..JudgeSpec::sim() });
     let m = dftg_pipeline::metrics::metrics();
-    let count = |service: &str| m.service_requests.with_label_values(&[service, "ok"]).get() + m.service_requests.with_label_values(&[service, "error"]).get();
+    let count = |service: &str| {
+        m.service_requests.with_label_values(&[service, "ok"]).get() + m.service_requests.with_label_values(&[service, "error"]).get()
+    };
     let (d0, j0) = (count("detector"), count("judge"));
     let job = LocalJob::prepare(&spec, out.path()).await.expect("job");
     let r = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.expect("run");
@@ -99,7 +101,8 @@ fn main() {
     let (_, detector_per_image, judge_per_image, judge_share) = last;
     let secs = latency as f64 / 1000.0;
     // each service's bound: its in-flight limit over the time its requests of one image hold it
-    let bounds = [("model", 64.0 / secs), ("detector", 64.0 / (secs * detector_per_image)), ("judge", 64.0 / (secs * judge_per_image.max(1e-9)))];
+    let bounds =
+        [("model", 64.0 / secs), ("detector", 64.0 / (secs * detector_per_image)), ("judge", 64.0 / (secs * judge_per_image.max(1e-9)))];
     let (slowest, bound) = bounds.iter().copied().fold(("", f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
     let m = median(rates.clone());
     println!(

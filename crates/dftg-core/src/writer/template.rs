@@ -5,7 +5,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::correct::number_words;
+use crate::english::{article, capitalize, number_words};
 use crate::llava::InstructionType;
 use crate::vocab::Vocabulary;
 
@@ -25,22 +25,6 @@ fn forms(vocab: &Vocabulary, name: &str) -> (String, String) {
         })
         .unwrap_or_else(|| format!("{name}s"));
     (name.to_string(), plural)
-}
-
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) {
-        "an"
-    } else {
-        "a"
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 /// "two dogs", "a car", "some sheep" (count unknown).

@@ -732,7 +732,7 @@ mod writer {
             .filter_map(|c| {
                 let name = v.concept(c).natural_name().to_string();
                 let p = super::super::writer::plural(&name);
-                (v.phrase(&p).and_then(|e| e.concept) != Some(c)).then(|| format!("{name} → {p}"))
+                (v.phrase(&p.to_lowercase()).and_then(|e| e.concept) != Some(c)).then(|| format!("{name} → {p}"))
             })
             .collect();
         assert!(wrong.is_empty(), "not vocabulary plurals: {wrong:?}");

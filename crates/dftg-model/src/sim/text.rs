@@ -209,31 +209,7 @@ pub(crate) fn number_text(n: u32, digits: bool) -> String {
     }
 }
 
-/// "a" or "an" before `word`.
-pub(crate) fn article(word: &str) -> &'static str {
-    let w = word.to_ascii_lowercase();
-    let consonant_sound = ["uni", "use", "usu", "eu", "one", "ur"];
-    let vowel_sound = ["hour", "honest"];
-    if vowel_sound.iter().any(|p| w.starts_with(p)) {
-        return "an";
-    }
-    if consonant_sound.iter().any(|p| w.starts_with(p)) {
-        return "a";
-    }
-    match w.chars().next() {
-        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
-        _ => "a",
-    }
-}
-
-/// Upper-cases the first letter.
-pub(crate) fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
-}
+pub(crate) use dftg_core::english::{article, capitalize};
 
 /// Lowercase words of a text (letters, digits, inner hyphens and apostrophes), with the byte
 /// offset where each starts.

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+pub(super) use dftg_core::english::plural;
+use dftg_core::english::{article, number_words as number_word};
 use dftg_core::llava::InstructionType;
 use dftg_core::writer::{find_facts, normalise, FactObject, Facts, QaPair, MAX_TURNS, MIN_TURNS, SCHEMA_NAME_PREFIX};
 use rand::seq::SliceRandom;
@@ -300,114 +302,11 @@ pub(super) fn completion(model: &str, seed: u64, req: &WriterRequest, text: Stri
 // ---------------------------------------------------------------------------------------------
 // Words
 
-const NUMBER_WORDS: [&str; 21] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-];
-
 /// Plain colour words for wrong attributes.
 const COLOURS: [&str; 11] = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange", "pink", "purple", "gray"];
 
 /// Common objects to assert when the facts name no absent concept.
 const COMMON_OBJECTS: [&str; 12] = ["dog", "cat", "person", "car", "chair", "cup", "bottle", "bird", "horse", "umbrella", "clock", "bench"];
-
-fn number_word(n: u32) -> String {
-    NUMBER_WORDS.get(n as usize).map(|w| w.to_string()).unwrap_or_else(|| n.to_string())
-}
-
-/// English plural of one word.
-fn plural_word(w: &str) -> String {
-    let lower = w.to_ascii_lowercase();
-    let irregular = [
-        ("person", "people"),
-        ("child", "children"),
-        ("mouse", "mice"),
-        ("knife", "knives"),
-        ("foot", "feet"),
-        ("tooth", "teeth"),
-        ("goose", "geese"),
-        ("leaf", "leaves"),
-        ("wolf", "wolves"),
-        ("shelf", "shelves"),
-    ];
-    if let Some((_, p)) = irregular.iter().find(|(s, _)| *s == lower) {
-        return p.to_string();
-    }
-    if ["sheep", "deer", "fish", "broccoli", "skis", "scissors", "glasses", "pants", "jeans", "shorts", "series", "species"]
-        .contains(&lower.as_str())
-    {
-        return w.to_string();
-    }
-    if let Some(stem) = w.strip_suffix("man") {
-        return format!("{stem}men");
-    }
-    let b = lower.as_bytes();
-    let n = b.len();
-    if lower.ends_with("ss")
-        || lower.ends_with("us")
-        || lower.ends_with('x')
-        || lower.ends_with('z')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-    {
-        return format!("{w}es");
-    }
-    if lower.ends_with('s') {
-        // already plural in form ("skis", "tongs")
-        return w.to_string();
-    }
-    if n >= 2 && b[n - 1] == b'y' && !matches!(b[n - 2], b'a' | b'e' | b'i' | b'o' | b'u') {
-        return format!("{}ies", &w[..n - 1]);
-    }
-    format!("{w}s")
-}
-
-/// Plural of a name: its last word, or the head of an "X of Y" phrase.
-pub(super) fn plural(name: &str) -> String {
-    if let Some((head, rest)) = name.split_once(" of ") {
-        return format!("{} of {rest}", plural(head));
-    }
-    match name.rsplit_once(' ') {
-        Some((head, last)) => format!("{head} {}", plural_word(last)),
-        None => plural_word(name),
-    }
-}
-
-fn article(phrase: &str) -> &'static str {
-    let l = phrase.to_ascii_lowercase();
-    let consonant_sound = ["one", "uni", "use", "usu", "eu", "ewe"];
-    let vowel_sound = ["hour", "honest", "honor"];
-    if vowel_sound.iter().any(|p| l.starts_with(p)) {
-        return "an";
-    }
-    if consonant_sound.iter().any(|p| l.starts_with(p)) {
-        return "a";
-    }
-    if l.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
-}
 
 fn with_article(phrase: &str) -> String {
     format!("{} {phrase}", article(phrase))
