@@ -219,9 +219,12 @@ pub async fn run_diagnose_shard(ctx: &JobContext, shard: u32) -> Result<Diagnose
     }
     let entries: Vec<PlanEntry> = read_jsonl(ctx.info.store.as_ref(), &layout::plan_shard(shard)).await?;
     // futures collected first: a closure inside the stream type trips Send inference
-    let pending: Vec<_> = entries.iter().map(|e| diagnose_entry(ctx, e).boxed()).collect();
-    let per_image = futures::stream::iter(pending).buffered(ctx.concurrency.max(1)).collect::<Vec<_>>().await;
-    let records: Vec<DiagnosisRecord> = per_image.into_iter().flatten().collect();
+    // unordered: an image whose checks take several round trips must not hold up the images
+    // behind it (an ordered buffer keeps finished ones in their slots); order is restored after
+    let pending: Vec<_> = entries.iter().enumerate().map(|(i, e)| diagnose_entry(ctx, e).map(move |r| (i, r)).boxed()).collect();
+    let mut per_image = futures::stream::iter(pending).buffer_unordered(ctx.concurrency.max(1)).collect::<Vec<_>>().await;
+    per_image.sort_by_key(|(i, _)| *i);
+    let records: Vec<DiagnosisRecord> = per_image.into_iter().flat_map(|(_, r)| r).collect();
     let summary = summarize(ctx, &records);
     let outcome = ctx.info.store.put_create(&out_key, encode_jsonl(&out_key, &records)?).await?;
     if outcome == PutOutcome::Created {

@@ -144,8 +144,24 @@ pub async fn diagnose_with_models(
                 return Err(reason("detector", &e));
             }
         };
-        for (concept, label) in to_detect.iter().zip(&labels) {
-            let verdict = decide(&reply.detections, label, &models.thresholds);
+        let verdicts: Vec<Verdict> = labels.iter().map(|label| decide(&reply.detections, label, &models.thresholds)).collect();
+        // the judge's questions of one image are independent: they go at once, so an image
+        // holds its slot for one judge round trip, not one per doubtful claim
+        let mut answers: Vec<Option<JudgeAnswer<bool>>> = match &models.judge {
+            Some(judge) => {
+                futures::future::try_join_all(verdicts.iter().zip(&labels).map(|(v, label)| async move {
+                    match v {
+                        Verdict::Absent { .. } | Verdict::Uncertain { .. } => {
+                            ask_exists(models, judge, &annotated.image, image, mime, label).await.map(Some)
+                        }
+                        Verdict::Present { .. } => Ok(None),
+                    }
+                }))
+                .await?
+            }
+            None => vec![None; verdicts.len()],
+        };
+        for ((concept, verdict), answer) in to_detect.iter().zip(verdicts).zip(answers.iter_mut()) {
             let mut ev = ClaimEvidence {
                 concept: concept.clone(),
                 verdict: String::new(),
@@ -170,8 +186,7 @@ pub async fn diagnose_with_models(
                     ev.verdict = "absent".into();
                     // a claimed concept the detector cannot find is a hallucination unless the
                     // detector missed it (small objects, crowds): the judge confirms first
-                    if let Some(judge) = &models.judge {
-                        let a = ask_exists(models, judge, &annotated.image, image, mime, label).await?;
+                    if let Some(a) = answer.take() {
                         ev.source = EvidenceSource::Judge;
                         ev.question = Some(a.question.clone());
                         ev.answer = Some(a.raw.clone());
@@ -184,9 +199,8 @@ pub async fn diagnose_with_models(
                 }
                 Verdict::Uncertain { best_score } => {
                     ev.score = Some(best_score);
-                    match &models.judge {
-                        Some(judge) => {
-                            let a = ask_exists(models, judge, &annotated.image, image, mime, label).await?;
+                    match answer.take() {
+                        Some(a) => {
                             ev.source = EvidenceSource::Judge;
                             ev.verdict = if a.answer { "present" } else { "absent" }.into();
                             ev.question = Some(a.question.clone());
@@ -211,32 +225,39 @@ pub async fn diagnose_with_models(
     // attributes: only a judge can see colours and materials, and only of present objects
     if let Some(judge) = &models.judge {
         let mut asked_attr: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut questions: Vec<(String, String)> = Vec::new();
         for m in &ex.mentions {
             let concept = vocab.name(m.concept).to_string();
-            if by_annotation(&concept) {
+            if by_annotation(&concept) || !truth.objects.iter().any(|o| o.name == concept) {
                 continue;
             }
             for (attr, _) in m.attributes() {
                 let family = vocab.attribute_name(attr).0.to_string();
-                if !asked_attr.insert((concept.clone(), family.clone())) {
-                    continue;
+                if asked_attr.insert((concept.clone(), family.clone())) {
+                    questions.push((concept.clone(), family));
                 }
-                let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
-                let a = judge.attribute(image, mime, &label(&concept), &family, vocab).await.map_err(|e| reason("judge", &e))?;
-                if let Some(value) = &a.answer {
-                    obj.attributes.insert(family.clone(), vec![value.clone()]);
-                }
-                evidence.push(ClaimEvidence {
-                    concept: concept.clone(),
-                    verdict: format!("{family}: {}", a.answer.as_deref().unwrap_or("unknown")),
-                    source: EvidenceSource::Judge,
-                    score: None,
-                    bbox: None,
-                    count: None,
-                    question: Some(a.question),
-                    answer: Some(a.raw),
-                });
             }
+        }
+        // independent questions: asked at once, answered in the claims' order
+        let replies = futures::future::try_join_all(questions.iter().map(|(concept, family)| async move {
+            judge.attribute(image, mime, &label(concept), family, vocab).await.map_err(|e| reason("judge", &e))
+        }))
+        .await?;
+        for ((concept, family), a) in questions.into_iter().zip(replies) {
+            let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
+            if let Some(value) = &a.answer {
+                obj.attributes.insert(family.clone(), vec![value.clone()]);
+            }
+            evidence.push(ClaimEvidence {
+                concept: concept.clone(),
+                verdict: format!("{family}: {}", a.answer.as_deref().unwrap_or("unknown")),
+                source: EvidenceSource::Judge,
+                score: None,
+                bbox: None,
+                count: None,
+                question: Some(a.question),
+                answer: Some(a.raw),
+            });
         }
     }
 
