@@ -362,7 +362,7 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
     let s3 = start_s3().await;
     let work = tempfile::tempdir().expect("temp dir");
     let corpus = work.path().join("corpus");
-    dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 23).expect("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 120, 23).expect("corpus");
     copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
     let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
     let corpus_str = corpus.to_str().expect("utf-8");
@@ -396,7 +396,7 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
     let http = reqwest::Client::new();
     let spec = format!(
         "{}[truth]\nsource = \"detector\"\n[truth.detector]\nkind = \"http\"\napi = \"hf\"\nendpoint = \"{detector}\"\n[truth.judge]\nkind = \"openai\"\nendpoint = \"{judge}\"\nmodel = \"{}\"\n",
-        job_toml("s3://dftg/corpus", &sim_url, 100),
+        job_toml("s3://dftg/corpus", &sim_url, 40),
         dftg_model::sim::JUDGE_MODEL
     );
     let r = http.post(format!("{api}/v1/jobs")).body(spec).send().await.expect("submit");
@@ -415,7 +415,7 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
             "--model-name",
             "sim",
             "--shard-size",
-            "100",
+            "40",
             "--in-flight",
             "32",
             "--timeout",
