@@ -65,6 +65,8 @@ struct JobEntry {
     cancel: CancellationToken,
     /// Fires when the job's driver has returned (immediately for jobs loaded finished).
     ended: CancellationToken,
+    /// Where the job writes (its store's URL), for people asking where the outputs are.
+    outputs: Option<String>,
 }
 
 impl JobEntry {
@@ -231,11 +233,12 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(4096);
         let cancel = self.shutdown.child_token();
         let ended = CancellationToken::new();
+        let store = job_store(&self.root, &job_id, spec.out.as_deref());
+        let outputs = store.as_ref().ok().map(|s| s.describe());
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone() });
-        let store = job_store(&self.root, &job_id, spec.out.as_deref());
+            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone(), outputs });
         if !run {
             // finished: load its final state for status queries
             if let Ok(store) = &store {
@@ -279,11 +282,39 @@ impl Coordinator {
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
-            tracing::info!(job = %job_id, "job started");
-            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status, shutdown: cancel };
+            tracing::info!(
+                job = %job_id,
+                model = %info.spec.model_name(),
+                corpus = %info.spec.corpus.path,
+                shard_size = info.spec.shard_size,
+                outputs = %info.store.describe(),
+                "job started"
+            );
+            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status: status.clone(), shutdown: cancel };
             match drive_job(info, io).await {
-                Ok(r) => tracing::info!(job = %job_id, instructions = r.manifest.instructions, images = r.manifest.images, "job done"),
-                Err(e) => tracing::warn!(job = %job_id, error = %e.report(), "job ended without finishing"),
+                Ok(r) => tracing::info!(
+                    job = %job_id,
+                    images = r.manifest.images,
+                    diagnosed = r.manifest.diagnosed_images,
+                    failed = r.manifest.failed_images,
+                    instructions = r.manifest.instructions,
+                    diagnose_secs = r.diagnose_time.as_secs_f64(),
+                    generate_secs = r.generate_time.as_secs_f64(),
+                    "job done"
+                ),
+                Err(e) => {
+                    let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    tracing::warn!(
+                        job = %job_id,
+                        phase = ?s.phase,
+                        images = s.images,
+                        diagnosed = s.diagnose.items,
+                        failed = s.diagnose.failed_items,
+                        instructions = s.generate.items,
+                        error = %e.report(),
+                        "job ended without finishing"
+                    )
+                }
             }
             ended.cancel();
         });
@@ -346,6 +377,11 @@ impl Coordinator {
         let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(JobEntry::snapshot)?;
         s.dead_letters = dead;
         Some(s)
+    }
+
+    /// Where a job writes its outputs (its store's URL).
+    pub fn outputs(&self, job_id: &str) -> Option<String> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).and_then(|j| j.outputs.clone())
     }
 
     pub async fn list(&self) -> Vec<JobStatus> {
@@ -482,6 +518,7 @@ impl ContextProvider for StoreJobs {
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
+            tracing::info!(job = job_id, model = %info.spec.model_name(), outputs = %info.store.describe(), "worker took up a job");
             let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth).with_writer(model.writer));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {
