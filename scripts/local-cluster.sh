@@ -36,6 +36,8 @@ if [ -z "${DFTG_AMQP_URL:-}" ]; then
 fi
 export DFTG_AMQP_URL DFTG_STORE_URL="file://$DIR/store" DFTG_LOG="${DFTG_LOG:-info}"
 export DFTG_ALLOW_STORES="file://$ROOT/examples" DFTG_ALLOW_ENDPOINTS="http://127.0.0.1:$PORT/v1"
+# jobs may also name a bundled simulator profile (--model sim:NAME): workers run it in process
+export DFTG_ALLOW_SIM=true
 [ -s "$DIR/token" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/token")
 
 PIDS=()
@@ -75,7 +77,11 @@ JOB
 
 COORD="http://127.0.0.1:$((PORT + 80))"
 if [ $SMOKE = 1 ]; then
-  DFTG_TOKEN=$(cat "$DIR/token") "$DFTG" submit "$DIR/job.toml" --coordinator "$COORD" --wait
+  export DFTG_TOKEN; DFTG_TOKEN=$(cat "$DIR/token")
+  "$DFTG" submit "$DIR/job.toml" --coordinator "$COORD" --wait
+  # the same corpus with the simulator inside the workers
+  "$DFTG" submit --corpus "file://$ROOT/examples/corpus" --model sim:kitchenware --name local-sim \
+    --shard-size 25 --coordinator "$COORD" --wait
   exit $?
 fi
 cat <<MSG
@@ -86,6 +92,7 @@ dftg is running (logs in $DIR/logs/):
 
   export DFTG_TOKEN=\$(cat $DIR/token)
   $DFTG submit $DIR/job.toml --coordinator $COORD --wait
+  $DFTG submit --corpus file://$ROOT/examples/corpus --model sim:kitchenware --coordinator $COORD --wait
   $DFTG status --coordinator $COORD
 
 Ctrl-C stops everything.

@@ -37,12 +37,20 @@ pub struct PolicyArgs {
     /// `chair_vocab = "NAME"` the directory NAME/). Without it only the built-in coco80 and lvis are available.
     #[arg(long, env = "DFTG_VOCAB_DIR", value_name = "DIR")]
     pub vocab_dir: Option<std::path::PathBuf>,
+    /// Let jobs use the bundled simulator profiles (--model sim:NAME) and simulated detectors,
+    /// judges and writers: inference workers run the simulator in process, reading the job's
+    /// corpus once (for demos and tests). Give it to the coordinator and every worker.
+    #[arg(long, env = "DFTG_ALLOW_SIM")]
+    pub allow_sim: bool,
 }
 
 impl PolicyArgs {
     fn policy(&self, own_store: &str) -> anyhow::Result<Policy> {
         let mut p = Policy::confined(&self.allow_store, &self.allow_endpoint, self.vocab_dir.clone())?;
         p.allow_store(own_store).context("--store")?;
+        if self.allow_sim {
+            p.allow_simulator();
+        }
         Ok(p)
     }
 }

@@ -183,10 +183,10 @@ impl Coordinator {
     /// Nothing is created before the job passes every check.
     pub async fn submit(&self, spec: JobSpec) -> Result<String, PipelineError> {
         spec.validate()?;
-        if spec.model.kind != "openai" {
+        if spec.model.kind != "openai" && !self.config.policy.allows_model_kind(&spec.model.kind) {
             return Err(PipelineError::invalid(
                 "model.kind",
-                "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator)",
+                "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator), or sim:NAME where the operator allows it (--allow-sim)",
             ));
         }
         self.config.policy.check(&spec)?;
@@ -482,9 +482,15 @@ const MAX_CACHED_JOBS: usize = 64;
 pub struct StoreJobs {
     root: ObjectBlobStore,
     policy: Policy,
-    cache: tokio::sync::Mutex<BTreeMap<String, Arc<JobContext>>>,
+    cache: tokio::sync::Mutex<BTreeMap<String, CachedJob>>,
     /// Overrides the job's in-flight bound for this worker (0: keep the job's).
     pub max_in_flight: usize,
+}
+
+/// A job a worker has loaded, with the simulators it runs for it (they serve while held).
+struct CachedJob {
+    ctx: Arc<JobContext>,
+    _sims: Vec<dftg_model::sim::SimHandle>,
 }
 
 impl StoreJobs {
@@ -497,8 +503,8 @@ impl ContextProvider for StoreJobs {
     fn context<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<JobContext>, PipelineError>> {
         Box::pin(async move {
             let mut cache = self.cache.lock().await;
-            if let Some(ctx) = cache.get(job_id) {
-                return Ok(ctx.clone());
+            if let Some(job) = cache.get(job_id) {
+                return Ok(job.ctx.clone());
             }
             let store = locate_job(&self.root, job_id).await?;
             let state =
@@ -511,21 +517,28 @@ impl ContextProvider for StoreJobs {
             }
             let corpus =
                 ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
-            let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
+            // a simulated model (or detector, judge, writer) plays from the job's planned images
+            let model = if crate::model_setup::uses_simulator(&spec) {
+                let sim_corpus = crate::model_setup::sim_corpus_from_plan(&store, &corpus, state.shards).await?;
+                crate::model_setup::start_model_with_corpus(&spec, sim_corpus, None).await?
+            } else {
+                crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?
+            };
             let info = Arc::new(JobInfo {
                 job_id: job_id.to_string(),
                 spec,
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
-            tracing::info!(job = job_id, model = %info.spec.model_name(), outputs = %info.store.describe(), "worker took up a job");
+            tracing::info!(job = %job_id, model = %info.spec.model_name(), outputs = %info.store.describe(), "worker took up a job");
             let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth).with_writer(model.writer));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {
                     cache.remove(&first);
                 }
             }
-            cache.insert(job_id.to_string(), ctx.clone());
+            let sims = [model.sim, model.vision_sim].into_iter().flatten().collect();
+            cache.insert(job_id.to_string(), CachedJob { ctx: ctx.clone(), _sims: sims });
             Ok(ctx)
         })
     }
