@@ -151,12 +151,22 @@ pub async fn sim_corpus_from_plan(
     corpus: &dyn dftg_runtime::BlobStore,
     shards: u32,
 ) -> Result<SimCorpus, PipelineError> {
+    use futures::StreamExt;
+    // reads overlap (store latency), images are added in plan order (the corpus is the same
+    // whichever read finishes first)
+    const READS_IN_FLIGHT: usize = 8;
     let mut b = SimCorpus::builder(dftg_core::vocab::Vocabulary::coco80());
     for shard in 0..shards {
         let entries: Vec<crate::corpus::PlanEntry> = crate::diagnose::read_jsonl(store, &crate::layout::plan_shard(shard)).await?;
-        for entry in entries {
+        let mut read = futures::stream::iter(entries)
+            .map(|entry| async move {
+                let bytes = crate::corpus::fetch_image(corpus, &entry).await.map(|(bytes, _)| bytes);
+                (entry, bytes)
+            })
+            .buffered(READS_IN_FLIGHT);
+        while let Some((entry, bytes)) = read.next().await {
             // an unreadable image is not the simulator's to report: the diagnosis records it
-            let Ok((bytes, _)) = crate::corpus::fetch_image(corpus, &entry).await else { continue };
+            let Ok(bytes) = bytes else { continue };
             b.add(entry.truth, &bytes).map_err(|e| PipelineError::invalid("corpus", e.to_string()))?;
         }
     }

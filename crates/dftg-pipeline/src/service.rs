@@ -519,7 +519,10 @@ impl ContextProvider for StoreJobs {
                 ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
             // a simulated model (or detector, judge, writer) plays from the job's planned images
             let model = if crate::model_setup::uses_simulator(&spec) {
-                let sim_corpus = crate::model_setup::sim_corpus_from_plan(&store, &corpus, state.shards).await?;
+                // a client of its own, dropped with its connections once the corpus is read
+                let reader = ObjectBlobStore::from_url_existing(&spec.corpus.path)
+                    .map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+                let sim_corpus = crate::model_setup::sim_corpus_from_plan(&store, &reader, state.shards).await?;
                 crate::model_setup::start_model_with_corpus(&spec, sim_corpus, None).await?
             } else {
                 crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?
