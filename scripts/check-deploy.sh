@@ -217,6 +217,13 @@ log "Grafana dashboard and metric names (docs/metrics.md)"
 check "dashboard JSON, alert test coverage, metric names" "$PY" deploy/checks/check_observability.py --repo "$ROOT" --query-tests "$WORK/dashboard-queries"
 check "promtool test rules: every dashboard query parses and returns data on documented series" "$PROMTOOL" test rules "$WORK/dashboard-queries/dashboard_test.yml"
 
+log "Compose (deploy/compose)"
+check "compose.yaml against the Compose specification, mounts, ports, job" python3 deploy/checks/check_compose.py
+sed 's/^    image: rabbitmq:/    restartt: always\n    image: rabbitmq:/' deploy/compose/compose.yaml > "$WORK/neg-compose.yaml"
+check_fails "compose check on a misspelt service key" python3 deploy/checks/check_compose.py --file "$WORK/neg-compose.yaml"
+sed 's/"127.0.0.1:8080:8080"/"8080:8080"/' deploy/compose/compose.yaml > "$WORK/neg-compose-port.yaml"
+check_fails "compose check on a port open beyond loopback" python3 deploy/checks/check_compose.py --file "$WORK/neg-compose-port.yaml"
+
 log "Dockerfile"
 check "dockerfile-utils lint deploy/Dockerfile" "$DOCKERFILE_UTILS" lint deploy/Dockerfile
 check "Dockerfile vs the repository" "$PY" deploy/checks/check_dockerfile.py --repo "$ROOT" --context-list "$WORK/context.txt"

@@ -22,8 +22,10 @@ use crate::pope::{PopeResults, POPE_RESULTS};
 pub struct CompareArgs {
     /// The job before the remedy: its folder or store prefix (s3://bucket/prefix/job-id); or a
     /// profile.json (then AFTER is one too, and the profiles are compared).
+    #[arg(value_name = "BEFORE")]
     pub a: String,
-    /// The job after the remedy (or a second profile.json).
+    /// The job after the remedy: its folder or store prefix (or a second profile.json).
+    #[arg(value_name = "AFTER")]
     pub b: String,
     /// Size of the top-k lists (profiles).
     #[arg(long, default_value_t = 10)]
@@ -56,18 +58,18 @@ fn profiles(args: &CompareArgs, pa: &Path, pb: &Path) -> anyhow::Result<ExitCode
     let (a, b) = (load(pa)?, load(pb)?);
     let c = compare(&a, &b, args.top);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        outln!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("A: {} ({} images, CHAIR_s {:.3}, CHAIR_i {:.3})", a.model, a.images, a.chair_s, a.chair_i);
-    println!("B: {} ({} images, CHAIR_s {:.3}, CHAIR_i {:.3})", b.model, b.images, b.chair_s, b.chair_i);
-    println!("Jensen-Shannon divergence of hallucination distributions: {:.4} (0 = same, 1 = disjoint)", c.jensen_shannon);
-    println!("top-{} overlap: {:.2}", c.top_k, c.top_k_overlap);
-    println!("top A: {}", c.top_a.join(", "));
-    println!("top B: {}", c.top_b.join(", "));
-    println!("{:<16} {:>8} {:>8} {:>8} {:>8}", "concept", "share A", "share B", "rate A", "rate B");
+    outln!("A: {} ({} images, CHAIR_s {:.3}, CHAIR_i {:.3})", a.model, a.images, a.chair_s, a.chair_i);
+    outln!("B: {} ({} images, CHAIR_s {:.3}, CHAIR_i {:.3})", b.model, b.images, b.chair_s, b.chair_i);
+    outln!("Jensen-Shannon divergence of hallucination distributions: {:.4} (0 = same, 1 = disjoint)", c.jensen_shannon);
+    outln!("top-{} overlap: {:.2}", c.top_k, c.top_k_overlap);
+    outln!("top A: {}", c.top_a.join(", "));
+    outln!("top B: {}", c.top_b.join(", "));
+    outln!("{:<16} {:>8} {:>8} {:>8} {:>8}", "concept", "share A", "share B", "rate A", "rate B");
     for d in &c.most_different {
-        println!("{:<16} {:>8.3} {:>8.3} {:>8.3} {:>8.3}", d.concept, d.share_a, d.share_b, d.rate_a, d.rate_b);
+        outln!("{:<16} {:>8.3} {:>8.3} {:>8.3} {:>8.3}", d.concept, d.share_a, d.share_b, d.rate_a, d.rate_b);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -121,19 +123,19 @@ async fn jobs(args: CompareArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&json_path, &json).with_context(|| format!("cannot write {}", json_path.display()))?;
     std::fs::write(&html_path, crate::compare_html::render(&report)).with_context(|| format!("cannot write {}", html_path.display()))?;
     if args.json {
-        println!("{json}");
+        outln!("{json}");
     } else {
         print_summary(&report);
-        println!("report: {} (and {})", html_path.display(), json_path.display());
+        outln!("report: {} (and {})", html_path.display(), json_path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(r: &BeforeAfter) {
-    println!("before: {} ({})", r.before_job, r.before_model);
-    println!("after:  {} ({})", r.after_job, r.after_model);
-    println!("verdict: {}", r.verdict.headline());
+    outln!("before: {} ({})", r.before_job, r.before_model);
+    outln!("after:  {} ({})", r.after_job, r.after_model);
+    outln!("verdict: {}", r.verdict.headline());
     for f in &r.findings {
-        println!("  - {f}");
+        outln!("  - {f}");
     }
 }

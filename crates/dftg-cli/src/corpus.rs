@@ -10,10 +10,13 @@ use clap::Subcommand;
 pub enum CorpusCommand {
     /// A synthetic corpus: scenes with co-occurring objects, counts, colours, small PNGs.
     Synth {
+        /// Images to draw.
         #[arg(long, default_value_t = 300)]
         images: usize,
+        /// Directory to write images/ and annotations.json (COCO) into.
         #[arg(long)]
         out: PathBuf,
+        /// Seed of the scenes: the same seed gives the same corpus.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -23,6 +26,7 @@ pub enum CorpusCommand {
         /// `{"<image_id>": ["category", ...]}`
         #[arg(long)]
         objects: PathBuf,
+        /// Directory to write images/ and manifest.jsonl into.
         #[arg(long)]
         out: PathBuf,
         /// Keep only the ids that appear in this JSONL file (`{"image_id", ...}` lines), in its order.
@@ -35,7 +39,7 @@ pub fn main(cmd: CorpusCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CorpusCommand::Synth { images, out, seed } => {
             let n = dftg_pipeline::synth::write_corpus_dir(&out, images, seed)?;
-            println!("wrote {n} images and annotations.json to {}", out.display());
+            outln!("wrote {n} images and annotations.json to {}", out.display());
         }
         CorpusCommand::FromObjectMap { objects, out, ids_from } => {
             let text = std::fs::read_to_string(&objects).with_context(|| format!("cannot read {}", objects.display()))?;
@@ -47,7 +51,7 @@ pub fn main(cmd: CorpusCommand) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let n = dftg_pipeline::synth::write_object_map_corpus(&out, &text, ids.as_deref())?;
-            println!("wrote {n} placeholder images and manifest.jsonl to {}", out.display());
+            outln!("wrote {n} placeholder images and manifest.jsonl to {}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use dftg_pipeline::coordinator::Phase;
-use dftg_pipeline::driver::JobStatus;
+use dftg_pipeline::driver::{JobStatus, StageStatus};
 use dftg_pipeline::http::Tokens;
 use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
 use dftg_pipeline::policy::Policy;
@@ -37,12 +37,20 @@ pub struct PolicyArgs {
     /// `chair_vocab = "NAME"` the directory NAME/). Without it only the built-in coco80 and lvis are available.
     #[arg(long, env = "DFTG_VOCAB_DIR", value_name = "DIR")]
     pub vocab_dir: Option<std::path::PathBuf>,
+    /// Let jobs use the bundled simulator profiles (--model sim:NAME) and simulated detectors,
+    /// judges and writers: inference workers run the simulator in process, reading the job's
+    /// corpus once (for demos and tests). Give it to the coordinator and every worker.
+    #[arg(long, env = "DFTG_ALLOW_SIM")]
+    pub allow_sim: bool,
 }
 
 impl PolicyArgs {
     fn policy(&self, own_store: &str) -> anyhow::Result<Policy> {
         let mut p = Policy::confined(&self.allow_store, &self.allow_endpoint, self.vocab_dir.clone())?;
         p.allow_store(own_store).context("--store")?;
+        if self.allow_sim {
+            p.allow_simulator();
+        }
         Ok(p)
     }
 }
@@ -131,6 +139,9 @@ pub struct StatusArgs {
     /// Coordinator base URL.
     #[arg(long, env = "DFTG_COORDINATOR", default_value = "http://127.0.0.1:8080")]
     pub coordinator: String,
+    /// Print the coordinator's whole JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -201,7 +212,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let coordinator = Coordinator::start(root, queue, shutdown.clone(), config).await?;
     let app = dftg_pipeline::http::router(coordinator, tokens);
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("dftg coordinator listening on http://{}", listener.local_addr()?);
+    outln!("dftg coordinator listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -299,7 +310,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .filter(|id| dftg_pipeline::job::is_job_id(id))
         .context("the coordinator's answer names no job id")?
         .to_string();
-    println!("{job_id}");
+    outln!("{job_id}");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -309,7 +320,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     loop {
         let r = http.get(format!("{base}/v1/jobs/{job_id}")).send().await?;
         anyhow::ensure!(r.status().is_success(), "the coordinator answered {} for job {job_id}", r.status());
-        let s: JobStatus = r.json().await?;
+        let v: serde_json::Value = r.json().await?;
+        let s: JobStatus = serde_json::from_value(v.clone()).context("the coordinator's job status is not one dftg knows")?;
+        let outputs = v["outputs"].as_str().map(str::to_string);
         if !shown.2 && s.diagnose.shards_total > 0 {
             bars.stage_started("diagnose", s.images * spec.prompts.len() as u64);
             shown.2 = true;
@@ -330,16 +343,23 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         match s.phase {
             Phase::Done => {
                 bars.stage_finished("generate");
-                println!("job {job_id} done");
-                println!(
-                    "  diagnose: {} images ({} failed) at {:.0} images/s; generate: {} instructions at {:.0}/s",
-                    s.diagnose.items, s.diagnose.failed_items, s.diagnose.rate, s.generate.items, s.generate.rate
+                outln!("job {job_id} done");
+                outln!(
+                    "  diagnose: {} images ({} failed) at {}; generate: {} instructions at {}",
+                    crate::progress::grouped(s.diagnose.items),
+                    crate::progress::grouped(s.diagnose.failed_items),
+                    crate::progress::rate(s.diagnose.rate),
+                    crate::progress::grouped(s.generate.items),
+                    crate::progress::rate(s.generate.rate)
                 );
                 if !s.errors_by_reason.is_empty() {
-                    println!("  failed images by reason: {:?}", s.errors_by_reason);
+                    outln!("  failed images by reason: {:?}", s.errors_by_reason);
                 }
                 if let Some(w) = &s.warning {
-                    println!("  warning: {w}");
+                    outln!("  warning: {w}");
+                }
+                if let Some(out) = &outputs {
+                    outln!("  outputs: {out}/ (read first: {out}/{})", dftg_pipeline::layout::REPORT);
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -359,7 +379,87 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         None => format!("{base}/v1/jobs"),
     };
     let r = api_client()?.get(&url).send().await.with_context(|| format!("cannot reach the coordinator at {base}"))?;
-    print_answer(r).await
+    if args.json || !r.status().is_success() {
+        return print_answer(r).await;
+    }
+    let v: serde_json::Value = r.json().await.context("the coordinator's answer is not JSON")?;
+    if args.job.is_some() {
+        let s: JobStatus = serde_json::from_value(v.clone()).context("the coordinator's job status is not one dftg knows")?;
+        for line in summary(&s, v["outputs"].as_str()) {
+            outln!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs: Vec<JobStatus> = serde_json::from_value(v["jobs"].clone()).context("the coordinator's job list is not one dftg knows")?;
+    if jobs.is_empty() {
+        outln!("no jobs");
+    }
+    for s in &jobs {
+        outln!("{}", one_line(s));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn phase_name(p: Phase) -> String {
+    serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{p:?}"))
+}
+
+/// A job in one line, for `dftg status` without a job id.
+fn one_line(s: &JobStatus) -> String {
+    let stage = |st: &StageStatus| format!("{}/{}", st.shards_done, st.shards_total);
+    format!("{}  {}  diagnose {}  generate {}", s.job_id, phase_name(s.phase), stage(&s.diagnose), stage(&s.generate))
+}
+
+/// `dftg status JOB`: the phase, each stage's progress, rate and ETA, failures by reason, and
+/// where the outputs are (`outputs`: the job's store, when the coordinator says).
+pub fn summary(s: &JobStatus, outputs: Option<&str>) -> Vec<String> {
+    use crate::progress::{duration, grouped, rate};
+    let mut lines = vec![format!("job {}: {}", s.job_id, phase_name(s.phase))];
+    for (name, unit, st) in [("diagnose", "images", &s.diagnose), ("generate", "instructions", &s.generate)] {
+        if st.shards_total == 0 {
+            continue;
+        }
+        let mut line = format!("  {name}: {}/{} shards, {} {unit}, {}", st.shards_done, st.shards_total, grouped(st.items), rate(st.rate));
+        if st.shards_failed > 0 || st.failed_items > 0 {
+            line.push_str(&format!(", failed {} shards / {} {unit}", st.shards_failed, grouped(st.failed_items)));
+        }
+        if let Some(eta) = st.eta_seconds.filter(|e| st.shards_done < st.shards_total && e.is_finite() && *e >= 0.0) {
+            line.push_str(&format!(", eta {}", duration(Duration::from_secs_f64(eta))));
+        }
+        lines.push(line);
+    }
+    if !s.errors_by_reason.is_empty() {
+        let reasons: Vec<String> = s.errors_by_reason.iter().map(|(r, n)| format!("{r} {}", grouped(*n))).collect();
+        lines.push(format!("  failed images by reason: {}", reasons.join(", ")));
+    }
+    for (shard, why) in s.failed_shards.iter().take(5) {
+        lines.push(format!("  shard {shard} given up: {why}"));
+    }
+    if s.failed_shards.len() > 5 {
+        lines.push(format!("  … and {} more shards given up (--json lists them)", s.failed_shards.len() - 5));
+    }
+    if s.dead_letters > 0 {
+        lines.push(format!("  dead letters in the task queues (all jobs): {}", s.dead_letters));
+    }
+    if let Some(e) = &s.error {
+        lines.push(format!("  error: {e}"));
+    }
+    if let Some(w) = &s.warning {
+        lines.push(format!("  warning: {w}"));
+    }
+    if let Some(m) = &s.dataset {
+        lines.push(format!("  dataset: {} images diagnosed, {} instructions", grouped(m.diagnosed_images), grouped(m.instructions)));
+    }
+    if let Some(out) = outputs {
+        lines.push(format!("  outputs: {out}/"));
+        if s.phase == Phase::Done {
+            lines.push(format!("  read first: {out}/{}", dftg_pipeline::layout::REPORT));
+            if let Some(train) = s.dataset.as_ref().and_then(|m| m.train.as_ref()) {
+                lines.push(format!("  train on: {out}/{} (images under {})", train.llava, train.image_folder));
+            }
+        }
+    }
+    lines
 }
 
 /// `dftg cancel JOB`: the job ends `cancelled`; exit 0 when it was running.
@@ -388,6 +488,41 @@ async fn print_answer(r: reqwest::Response) -> anyhow::Result<ExitCode> {
     let ok = r.status().is_success();
     let code = r.status();
     let v: serde_json::Value = r.json().await.with_context(|| format!("the coordinator answered {code} without JSON"))?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_summary_is_short_and_says_where_the_outputs_are() {
+        let mut s = JobStatus::new("nightly-0badc0de");
+        s.phase = Phase::Generating;
+        s.images = 1200;
+        s.diagnose = StageStatus {
+            shards_total: 12,
+            shards_done: 12,
+            shards_failed: 1,
+            items: 1200,
+            failed_items: 100,
+            rate: 25_339_280.55,
+            eta_seconds: Some(0.0),
+        };
+        s.generate =
+            StageStatus { shards_total: 11, shards_done: 3, items: 400, rate: 30.12, eta_seconds: Some(95.0), ..StageStatus::default() };
+        s.errors_by_reason.insert("missing_image".into(), 100);
+        s.failed_shards.insert("diagnose/7".into(), "model unreachable".into());
+        let lines = summary(&s, Some("s3://dftg/jobs/nightly-0badc0de"));
+        let text = lines.join("\n");
+        assert!(lines.len() <= 10, "{text}");
+        assert_eq!(lines[0], "job nightly-0badc0de: generating");
+        assert!(text.contains("diagnose: 12/12 shards, 1,200 images, 25.3M/s, failed 1 shards / 100 images"), "{text}");
+        assert!(text.contains("generate: 3/11 shards, 400 instructions, 30.1/s, eta 1m 35s"), "{text}");
+        assert!(text.contains("failed images by reason: missing_image 100"), "{text}");
+        assert!(text.contains("shard diagnose/7 given up: model unreachable"), "{text}");
+        assert!(text.contains("outputs: s3://dftg/jobs/nightly-0badc0de/"), "{text}");
+        assert!(one_line(&s).contains("generating  diagnose 12/12  generate 3/11"), "{}", one_line(&s));
+    }
 }

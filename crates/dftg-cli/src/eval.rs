@@ -281,7 +281,7 @@ fn chair(args: ChairArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = out.as_mut() {
         w.flush()?;
     }
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "mode": mode,

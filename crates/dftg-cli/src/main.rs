@@ -3,7 +3,12 @@
 //! Layout: `main.rs` parses the command line and dispatches; one file per command family:
 //! `run.rs` (the embedded pipeline), `sim.rs` (the model simulator server), `eval.rs`
 //! (`dftg eval chair`), `compare.rs`, `corpus.rs` (example and replay corpora), `pope.rs`
-//! (`dftg pope build`, `dftg eval pope`), `vocab.rs` (`dftg vocab from-categories`).
+//! (`dftg pope build`, `dftg eval pope`), `vocab.rs` (`dftg vocab from-categories`), `dist.rs`
+//! (coordinator, worker, submit, status, cancel, delete). Everything printed to stdout goes
+//! through `outln!` (`out.rs`): a reader that closes the pipe ends the command quietly.
+
+#[macro_use]
+mod out;
 
 mod compare;
 mod compare_html;
@@ -64,13 +69,20 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // services log each job's start, phases and end at info; one-shot commands only warnings
+    let default_filter = match cli.command {
+        Command::Coordinator(_) | Command::Worker(_) => "warn,dftg=info,dftg_pipeline=info,dftg_runtime=info,dftg_model=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DFTG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("DFTG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // colour codes only for a person watching; never into a log file or a pipe
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Eval(cmd) => eval::main(cmd),
         Command::Compare(args) => compare::main(args),
@@ -157,4 +169,34 @@ fn on_signal(token: &tokio_util::sync::CancellationToken, seen: &mut bool) {
     }
     eprintln!("stopping: finishing the shards in hand (run again to resume; signal again to exit now)");
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command itself)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "dftg", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text:\n{}", missing.join("\n"));
+    }
 }

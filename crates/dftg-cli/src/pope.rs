@@ -62,6 +62,7 @@ pub struct BuildArgs {
     /// 0 takes them all.
     #[arg(long, default_value_t = 500)]
     pub images: usize,
+    /// Seed of the sampling (images, present objects asked): the same seed gives the same files.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
@@ -136,13 +137,13 @@ async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let name = format!("{}.jsonl", s.as_str());
         out.put(&name, jsonl(set.questions(s))?.into()).await.with_context(|| format!("cannot write {name} to {}", args.out))?;
     }
-    println!(
+    outln!(
         "wrote {} questions per file about {} images to {}: random.jsonl, popular.jsonl, adversarial.jsonl",
         set.random.len(),
         set.images,
         args.out
     );
-    println!(
+    outln!(
         "  corpus images {seen}: {few} with fewer than {} objects, {} not sampled, {} without {} absent objects, {bad} bad ground-truth entries",
         args.per_image,
         seen - bad - few - images.len(),
@@ -291,6 +292,7 @@ pub struct EvalPopeArgs {
     /// Per-request timeout (seconds).
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+    /// Longest answer asked of the model (tokens; default: the server's).
     #[arg(long)]
     pub max_tokens: Option<u32>,
     /// Seed of the simulator and of the retry jitter (42, as `dftg run`: the simulator then
@@ -402,7 +404,7 @@ pub fn eval_main(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
 async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
     if let Some(answers) = &args.answers {
         let record = score_answer_file(answers, &args.questions)?;
-        println!("{}", serde_json::to_string(&record)?);
+        outln!("{}", serde_json::to_string(&record)?);
         if let Some(dir) = &args.job_dir {
             record_results(dir, std::slice::from_ref(&record)).await?;
         }
@@ -478,7 +480,7 @@ async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
         }
         any_failed |= !failed.is_empty();
         let record = PopeRecord::new(path, &model_name, confusion, failed);
-        println!("{}", serde_json::to_string(&record)?);
+        outln!("{}", serde_json::to_string(&record)?);
         records.push(record);
     }
     if let Some(dir) = &args.job_dir {

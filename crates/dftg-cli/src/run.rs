@@ -28,6 +28,10 @@ pub struct JobFlags {
     /// Job spec file (TOML or JSON); flags below override its fields.
     #[arg(long)]
     pub job: Option<PathBuf>,
+    /// A name for the job: its id starts with it (letters, digits, '-' and '_'; other
+    /// characters become '-') instead of job-<model>.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Corpus directory: images plus annotations.json (COCO) or manifest.jsonl.
     #[arg(long)]
     pub corpus: Option<String>,
@@ -44,8 +48,11 @@ pub struct JobFlags {
     /// Prompt asking for a description (repeatable).
     #[arg(long = "prompt")]
     pub prompts: Vec<String>,
+    /// Seed of every random choice (sampling, simulator, generation); the same seed and spec
+    /// give the same outputs.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Images per shard, the unit of work a worker takes (default 100).
     #[arg(long)]
     pub shard_size: Option<usize>,
     /// Total instructions to generate (default: twice the images).
@@ -129,6 +136,9 @@ impl JobFlags {
             }
             None => JobSpec::new(&default_corpus().display().to_string(), ModelSpec::default()),
         };
+        if let Some(n) = &self.name {
+            spec.name = Some(n.clone());
+        }
         if let Some(c) = &self.corpus {
             spec.corpus.path = c.clone();
         }
@@ -296,8 +306,8 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions { workers: args.workers, progress: bars, shutdown: crate::shutdown_token() };
     let report = job.run(opts).await.with_context(|| format!("job {job_id} (run again to resume)"))?;
     let m = &report.manifest;
-    println!("job {job_id} done: {}", job_dir.display());
-    println!(
+    outln!("job {job_id} done: {}", job_dir.display());
+    outln!(
         "  images {} (diagnosed {}, failed {}{}), instructions {}",
         m.images,
         m.diagnosed_images,
@@ -305,23 +315,23 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         if m.errors_by_reason.is_empty() { String::new() } else { format!(": {:?}", m.errors_by_reason) },
         m.instructions
     );
-    println!(
+    outln!(
         "  diagnose {:.2}s, generate {:.2}s{}",
         report.diagnose_time.as_secs_f64(),
         report.generate_time.as_secs_f64(),
         if report.resumed_shards > 0 { format!(", {} shards already done (resumed)", report.resumed_shards) } else { String::new() }
     );
     if let Some(t) = m.tokens.get(dftg_core::tokens::ROLE_SUBJECT) {
-        println!("  tokens of the model under diagnosis: {} prompt, {} completion", t.prompt, t.completion);
+        outln!("  tokens of the model under diagnosis: {} prompt, {} completion", t.prompt, t.completion);
     }
     if let Some(train) = &m.train {
-        println!(
+        outln!(
             "  train on: {} or {} (images under {})",
             job_dir.join(&train.llava).display(),
             job_dir.join(&train.sharegpt).display(),
             train.image_folder
         );
     }
-    println!("  read first: {}", job_dir.join(layout::REPORT).display());
+    outln!("  read first: {}", job_dir.join(layout::REPORT).display());
     Ok(ExitCode::SUCCESS)
 }

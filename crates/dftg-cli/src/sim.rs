@@ -27,6 +27,8 @@ pub struct SimArgs {
     /// Write what was injected, one JSON line per (image, prompt).
     #[arg(long)]
     pub truth_log: Option<PathBuf>,
+    /// Seed of every simulated decision (with the image and the prompt): the same seed gives
+    /// the same answers, as `dftg run`'s default 42 does.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Model name served in /v1/models.
@@ -38,15 +40,19 @@ pub struct SimArgs {
     /// Uniform jitter added to the latency (ms).
     #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
-    /// Fractions of requests answered with HTTP 500 / 503, hung, or with malformed bodies.
+    /// Fraction of requests answered with HTTP 500.
     #[arg(long, default_value_t = 0.0)]
     pub fail_500: f64,
+    /// Fraction of requests answered with HTTP 503.
     #[arg(long, default_value_t = 0.0)]
     pub fail_503: f64,
+    /// Fraction of requests that hang (for --hang-ms) before any answer.
     #[arg(long, default_value_t = 0.0)]
     pub fail_timeout: f64,
+    /// How long a hung request hangs (ms).
     #[arg(long, default_value_t = 30_000)]
     pub hang_ms: u64,
+    /// Fraction of requests answered with a malformed body.
     #[arg(long, default_value_t = 0.0)]
     pub fail_malformed: f64,
     /// Fraction of images that fail on every request.

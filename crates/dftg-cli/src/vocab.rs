@@ -17,6 +17,7 @@ pub enum VocabCommand {
         /// The category list.
         #[arg(long)]
         input: PathBuf,
+        /// The list's format (see the values below).
         #[arg(long, value_enum, default_value_t = Format::Lvis)]
         format: Format,
         /// Where to write the vocabulary TOML.
@@ -75,7 +76,7 @@ pub fn main(cmd: VocabCommand) -> anyhow::Result<ExitCode> {
     let opts = BuildOptions { name: &name, header, exclude: exclude_set, base: (!no_base).then_some(dftg_core::vocab::COCO80_TOML) };
     let (toml, report) = vocab_build::build_vocabulary_toml(&cats, &opts)?;
     std::fs::write(&out, toml).with_context(|| format!("cannot write {}", out.display()))?;
-    println!(
+    outln!(
         "wrote {}: {} concepts, {} surfaces; {} ambiguous and {} excluded words name no object",
         out.display(),
         report.concepts,
@@ -84,7 +85,7 @@ pub fn main(cmd: VocabCommand) -> anyhow::Result<ExitCode> {
         report.excluded.len()
     );
     for (word, who) in &report.ambiguous {
-        println!("  ambiguous {word:?}: {}", who.join(", "));
+        outln!("  ambiguous {word:?}: {}", who.join(", "));
     }
     if !report.unused_exclusions.is_empty() {
         eprintln!("warning: excluded words no category uses: {}", report.unused_exclusions.join(", "));

@@ -396,7 +396,8 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
     let http = reqwest::Client::new();
     let spec = format!(
         "{}[truth]\nsource = \"detector\"\n[truth.detector]\nkind = \"http\"\napi = \"hf\"\nendpoint = \"{detector}\"\n[truth.judge]\nkind = \"openai\"\nendpoint = \"{judge}\"\nmodel = \"{}\"\n",
-        job_toml("s3://dftg/corpus", &sim_url, 40),
+        // few requests in flight: the test S3 server holds 64 connections at once
+        job_toml("s3://dftg/corpus", &sim_url, 40).replace("max_in_flight = 32", "max_in_flight = 8"),
         dftg_model::sim::JUDGE_MODEL
     );
     let r = http.post(format!("{api}/v1/jobs")).body(spec).send().await.expect("submit");
@@ -417,7 +418,7 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
             "--shard-size",
             "40",
             "--in-flight",
-            "32",
+            "8",
             "--timeout",
             "10",
             "--truth",
@@ -434,6 +435,71 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
         ])
         .arg(&local_out)
         .arg("--quiet")
+
+/// `submit --model sim:NAME`: refused unless the operator passes `--allow-sim`; with it the
+/// workers run the simulator in process (its corpus read from the bucket) and the diagnoses
+/// equal `dftg run`'s. `dftg status` prints a summary that says where the outputs are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulator_job_runs_inside_the_workers_when_the_operator_allows_it() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("sim");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, 200, 23).expect("corpus");
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
+    let mut env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
+    env.push(("DFTG_ALLOW_STORES".into(), format!("s3://{BUCKET}/corpus")));
+    // the dftg commands run off the runtime's threads: the S3 server in this process serves on them
+    async fn output(mut cmd: Command) -> std::process::Output {
+        tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output().expect("run dftg")).await.expect("join")
+    }
+    let submit = |api: &str| {
+        let mut cmd = Command::new(dftg());
+        // --in-flight 8: the test S3 server holds 64 connections at once; more wait for a
+        // free one and time out (30 s) on the worker's side
+        cmd.envs(env.iter().cloned())
+            .args(["submit", "--corpus", "s3://dftg/corpus", "--model", "sim:kitchenware", "--name", "sim in workers"])
+            .args(["--shard-size", "50", "--in-flight", "8", "--coordinator", api, "--wait"]);
+        output(cmd)
+    };
+    {
+        let (_refusing, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+        let out = submit(&api).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("model.kind") && stderr.contains("--allow-sim"), "{stderr}");
+    }
+    let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0", "--allow-sim"], &env);
+    let _w =
+        [spawn(&["worker", "--role", "inference", "--allow-sim"], &env), spawn(&["worker", "--role", "generator", "--allow-sim"], &env)];
+    let out = submit(&api).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let job = stdout.lines().next().expect("job id line").trim().to_string();
+    assert!(job.starts_with("sim-in-workers-"), "{job}");
+    assert!(stdout.contains(&format!("outputs: s3://{BUCKET}/jobs/{job}/")), "{stdout}");
+
+    let mut cmd = Command::new(dftg());
+    cmd.envs(env.iter().cloned()).args(["status", &job, "--coordinator", &api]);
+    let status = output(cmd).await;
+    let summary = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{summary}");
+    assert!(summary.starts_with(&format!("job {job}: done")) && summary.contains("diagnose: 4/4 shards, 200 images"), "{summary}");
+    assert!(summary.contains(&format!("read first: s3://{BUCKET}/jobs/{job}/report.html")), "{summary}");
+    assert!(summary.lines().count() < 15, "{summary}");
+    let json =
+        Command::new(dftg()).envs(env.iter().cloned()).args(["status", &job, "--json", "--coordinator", &api]).output().expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json is JSON");
+    assert_eq!(v["phase"], "done");
+
+    let local_out = work.path().join("local");
+    let corpus_str = corpus.to_str().expect("utf-8");
+    let st = Command::new(dftg())
+        .args(["run", "--corpus", corpus_str, "--model", "sim:kitchenware", "--shard-size", "50", "--quiet", "--out"])
+        .arg(&local_out)
+        .stdout(Stdio::null())
         .status()
         .expect("dftg run");
     assert!(st.success());
@@ -458,4 +524,8 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
         }
     }
     assert!(sources.get("detector").copied().unwrap_or(0) > 0 && sources.get("judge").copied().unwrap_or(0) > 0, "{sources:?}");
+
+    let (a, b) = (sorted_files(&out.join("diagnoses")), sorted_files(&local_job.join("diagnoses")));
+    assert!(!a.is_empty() && a == b, "diagnoses differ between the workers' simulator and dftg run");
+    assert_eq!(std::fs::read(out.join("profile.json")).expect("profile"), std::fs::read(local_job.join("profile.json")).expect("profile"));
 }

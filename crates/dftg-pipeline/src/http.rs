@@ -162,7 +162,14 @@ async fn status(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Re
         return not_found();
     }
     match c.status(&id).await {
-        Some(s) => Json(s).into_response(),
+        // `outputs`: where the job writes, beside the status (clients ignore what they do not know)
+        Some(s) => match (serde_json::to_value(&s), c.outputs(&id)) {
+            (Ok(serde_json::Value::Object(mut v)), Some(outputs)) => {
+                v.insert("outputs".into(), serde_json::Value::String(outputs));
+                Json(serde_json::Value::Object(v)).into_response()
+            }
+            _ => Json(s).into_response(),
+        },
         None => not_found(),
     }
 }

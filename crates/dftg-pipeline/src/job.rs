@@ -18,6 +18,10 @@ pub struct JobSpec {
     /// Stable name of the job; default derives from the spec's content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// A name for people (`--name`): the derived job id starts with it (sanitised to letters,
+    /// digits, '-' and '_') instead of `job-<model>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default = "default_seed")]
     pub seed: u64,
     pub corpus: CorpusSpec,
@@ -342,6 +346,27 @@ impl Default for ModelSpec {
     }
 }
 
+/// Longest `name` a job spec may carry (its id keeps at most 55 characters of it).
+pub const MAX_NAME_LEN: usize = 256;
+
+/// `name` as the start of a job id: runs of anything but letters, digits, '-' and '_' become
+/// one '-', without '-' at either end, at most `max` characters.
+fn id_stem(name: &str, max: usize) -> String {
+    let mut stem = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            stem.push(c);
+        } else if !stem.is_empty() && !stem.ends_with('-') {
+            stem.push('-');
+        }
+        if stem.len() >= max {
+            break;
+        }
+    }
+    stem.truncate(max);
+    stem.trim_end_matches('-').to_string()
+}
+
 /// A job id as tasks, events and object keys carry it: short, and safe in a key or a header.
 pub fn is_job_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= limits::MAX_JOB_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -352,6 +377,7 @@ impl JobSpec {
         JobSpec {
             schema_version: JOB_SCHEMA_VERSION,
             job_id: None,
+            name: None,
             seed: default_seed(),
             corpus: CorpusSpec { path: corpus.to_string(), annotations: None, format: None, image_pattern: None, image_dir: None },
             model,
@@ -499,6 +525,11 @@ impl JobSpec {
         }
         self.generation.validate().map_err(|e| PipelineError::invalid("generation", e.to_string()))?;
         self.validate_truth()?;
+        if let Some(name) = &self.name {
+            if name.len() > MAX_NAME_LEN {
+                return Err(PipelineError::invalid("name", format!("must be at most {MAX_NAME_LEN} bytes")));
+            }
+        }
         if let Some(id) = &self.job_id {
             if !is_job_id(id) {
                 return Err(PipelineError::invalid("job_id", format!("use 1 to {MAX_JOB_ID_LEN} letters, digits, '-' and '_'")));
@@ -588,7 +619,19 @@ impl JobSpec {
         // Debug is as deterministic as JSON; it stands in only if encoding ever failed
         let canonical = serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"));
         let h = dftg_core::seed::stable_hash(0, &[&canonical]);
-        let model = self.model.kind.replace([':', '/', '.'], "-");
+        // room for "-" and the 8 hex digits of the hash within a job id's length
+        let stem_len = limits::MAX_JOB_ID_LEN - 9;
+        if let Some(stem) = self.name.as_deref().map(|n| id_stem(n, stem_len)).filter(|s| !s.is_empty()) {
+            return format!("{stem}-{:08x}", h as u32);
+        }
+        // a profile file (`sim:configs/sim/mild.toml`) is named by its stem, not its folders
+        let kind = match self.model.kind.strip_prefix("sim:") {
+            Some(p) if p.contains(['/', '\\']) || p.ends_with(".toml") => {
+                format!("sim:{}", std::path::Path::new(p).file_stem().and_then(|s| s.to_str()).unwrap_or(p))
+            }
+            _ => self.model.kind.clone(),
+        };
+        let model = kind.replace([':', '/', '.'], "-");
         let model: String = model.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
         format!("job-{model}-{:08x}", h as u32)
     }
@@ -613,6 +656,23 @@ mod tests {
         assert_eq!(s.prompts, [DEFAULT_PROMPT]);
         assert_eq!(s.id(), s.clone().id(), "id is deterministic");
         assert!(s.id().starts_with("job-sim-kitchenware-"));
+    }
+
+    #[test]
+    fn a_named_job_ids_start_with_its_sanitised_name() {
+        let base = "[corpus]\npath = \"examples/corpus\"\n[model]\nkind = \"sim:kitchenware\"\n";
+        let named = |name: &str| JobSpec::parse(&format!("name = {name:?}\n{base}")).unwrap().id();
+        let id = named("nightly llava/1.6 run");
+        assert!(id.starts_with("nightly-llava-1-6-run-"), "{id}");
+        assert!(is_job_id(&id));
+        let long = named(&"é".repeat(10).chars().chain("x".repeat(200).chars()).collect::<String>());
+        assert!(is_job_id(&long) && long.len() == limits::MAX_JOB_ID_LEN, "{long}");
+        assert!(named("///").starts_with("job-sim-kitchenware-"), "nothing usable in the name: the model's id");
+        assert_ne!(named("a"), named("b"), "the name is part of the spec");
+        let file = JobSpec::parse("[corpus]\npath = \"c\"\n[model]\nkind = \"sim:configs/sim/mild.toml\"\n").unwrap();
+        assert!(file.id().starts_with("job-sim-mild-"), "{}", file.id());
+        let err = JobSpec::parse(&format!("name = {:?}\n{base}", "n".repeat(MAX_NAME_LEN + 1))).unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
     }
 
     #[test]

@@ -137,9 +137,77 @@ fn retry_policy(attempts: u32) -> RetryPolicy {
     RetryPolicy { max_attempts: attempts, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) }
 }
 
+/// Whether the job starts a simulator: a `sim:` or `replay:` model, or a simulated detector,
+/// judge or writer.
+pub fn uses_simulator(spec: &JobSpec) -> bool {
+    spec.model.kind != "openai" || uses_sim_vision(spec)
+}
+
+/// The simulator's corpus for a job whose corpus is a store (a distributed worker): the
+/// planned images (`plan/shard-*.jsonl`) with their bytes read from the corpus, hashed and
+/// dropped. Each worker reads the corpus once per job: meant for the bundled simulator's demos
+/// and tests, not for millions of images.
+pub async fn sim_corpus_from_plan(
+    store: &dyn dftg_runtime::BlobStore,
+    corpus: &dyn dftg_runtime::BlobStore,
+    shards: u32,
+) -> Result<SimCorpus, PipelineError> {
+    use futures::StreamExt;
+    // reads overlap (store latency), images are added in plan order (the corpus is the same
+    // whichever read finishes first)
+    const READS_IN_FLIGHT: usize = 8;
+    let mut b = SimCorpus::builder(dftg_core::vocab::Vocabulary::coco80());
+    for shard in 0..shards {
+        let entries: Vec<crate::corpus::PlanEntry> = crate::diagnose::read_jsonl(store, &crate::layout::plan_shard(shard)).await?;
+        let mut read = futures::stream::iter(entries)
+            .map(|entry| async move {
+                let bytes = crate::corpus::fetch_image(corpus, &entry).await.map(|(bytes, _)| bytes);
+                (entry, bytes)
+            })
+            .buffered(READS_IN_FLIGHT);
+        while let Some((entry, bytes)) = read.next().await {
+            // an unreadable image is not the simulator's to report: the diagnosis records it
+            let Ok(bytes) = bytes else { continue };
+            b.add(entry.truth, &bytes).map_err(|e| PipelineError::invalid("corpus", e.to_string()))?;
+        }
+    }
+    Ok(b.finish())
+}
+
+/// Where the simulator's corpus comes from: a local folder, or one built already. At most one
+/// simulator per job reads it (the model's, or else the detector's and judge's).
+enum SimCorpusSource<'a> {
+    Dir(&'a Path),
+    Built(Option<Box<SimCorpus>>),
+}
+
+impl SimCorpusSource<'_> {
+    fn take(&mut self) -> Result<SimCorpus, PipelineError> {
+        match self {
+            SimCorpusSource::Dir(dir) => SimCorpus::load_dir(dir).map_err(|e| PipelineError::invalid("corpus.path", e.to_string())),
+            SimCorpusSource::Built(c) => {
+                c.take().map(|c| *c).ok_or_else(|| PipelineError::Model("the simulator's corpus was used up".into()))
+            }
+        }
+    }
+}
+
 /// Starts what the job's model needs. `corpus_dir` is the local corpus (for the simulator);
 /// `truth_log` receives the simulator's injected hallucinations.
 pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<PathBuf>) -> Result<ModelSetup, PipelineError> {
+    start_model_from(spec, SimCorpusSource::Dir(corpus_dir), truth_log).await
+}
+
+/// [`start_model`] with the simulator's corpus built already ([`sim_corpus_from_plan`]).
+pub async fn start_model_with_corpus(spec: &JobSpec, corpus: SimCorpus, truth_log: Option<PathBuf>) -> Result<ModelSetup, PipelineError> {
+    start_model_from(spec, SimCorpusSource::Built(Some(Box::new(corpus))), truth_log).await
+}
+
+async fn start_model_from(
+    spec: &JobSpec,
+    mut sim_corpus: SimCorpusSource<'_>,
+    truth_log: Option<PathBuf>,
+) -> Result<ModelSetup, PipelineError> {
     let m = &spec.model;
     let kind = m.kind.as_str();
     let timeout = request_timeout("model.timeout_secs", m.timeout_secs)?;
@@ -151,7 +219,7 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
         fn bad(field: &'static str) -> impl Fn(sim::SimError) -> PipelineError {
             move |e| PipelineError::invalid(field, e.to_string())
         }
-        let corpus = SimCorpus::load_dir(corpus_dir).map_err(bad("corpus.path"))?;
+        let corpus = sim_corpus.take()?;
         let (profile, replay) = if let Some(file) = kind.strip_prefix("replay:") {
             let captions = ReplayCaptions::from_jsonl_file(file).map_err(bad("model.kind"))?;
             (sim::profile_by_name(sim::DEFAULT_PROFILE).map_err(bad("model.kind"))?, Some(captions))
@@ -193,7 +261,7 @@ pub async fn start_model(spec: &JobSpec, corpus_dir: &Path, truth_log: Option<Pa
     let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("model", e.to_string()))?;
     // a real subject model with a simulated detector or judge: a simulator of their own
     let vision_sim = if uses_sim_vision(spec) && sim.is_none() {
-        let corpus = SimCorpus::load_dir(corpus_dir).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+        let corpus = sim_corpus.take()?;
         let profile = sim::profile_by_name(sim::DEFAULT_PROFILE).map_err(|e| PipelineError::Model(e.to_string()))?;
         let config = SimConfig::new(profile).with_seed(spec.seed).with_vision(vision_config(spec));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

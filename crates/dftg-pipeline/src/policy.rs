@@ -137,6 +137,9 @@ pub struct Policy {
     endpoints: Vec<EndpointRoot>,
     vocab_dir: Option<PathBuf>,
     open: bool,
+    /// The operator lets jobs use the bundled simulator profiles (`--allow-sim`): workers run
+    /// the simulator in process. Profile files stay refused (they are local paths).
+    sim: bool,
 }
 
 impl Policy {
@@ -157,7 +160,19 @@ impl Policy {
             .filter(|s| !s.trim().is_empty())
             .map(|s| EndpointRoot::parse(s.trim()).map_err(|why| PipelineError::invalid("allow-endpoint", format!("{}: {why}", s.trim()))))
             .collect::<Result<_, _>>()?;
-        Ok(Policy { stores, endpoints, vocab_dir, open: false })
+        Ok(Policy { stores, endpoints, vocab_dir, open: false, sim: false })
+    }
+
+    /// Lets jobs name a bundled simulator profile (`sim:NAME`) and simulated detectors,
+    /// judges and writers.
+    pub fn allow_simulator(&mut self) {
+        self.sim = true;
+    }
+
+    /// Whether a job may use `kind` as its model without an endpoint: anything under the open
+    /// policy; a bundled simulator profile when the operator allows the simulator.
+    pub fn allows_model_kind(&self, kind: &str) -> bool {
+        self.open || (self.sim && kind.strip_prefix("sim:").is_some_and(|n| dftg_model::sim::bundled_profile_names().contains(&n)))
     }
 
     /// Adds a store root (the coordinator's and workers' own `--store` is always allowed).
@@ -179,10 +194,14 @@ impl Policy {
         }
         if spec.model.kind == "openai" {
             self.check_endpoint("model.endpoint", spec.model.endpoint.as_deref().unwrap_or(""))?;
-        } else if !self.open {
+        } else if !self.allows_model_kind(&spec.model.kind) {
             return Err(PipelineError::invalid(
                 "model.kind",
-                "this deployment serves only models behind an allowed endpoint (kind = \"openai\")",
+                if self.sim {
+                    "this deployment serves models behind an allowed endpoint (kind = \"openai\") and the bundled simulator profiles (sim:NAME)"
+                } else {
+                    "this deployment serves only models behind an allowed endpoint (kind = \"openai\"; the operator's --allow-sim adds the bundled simulator profiles)"
+                },
             ));
         }
         if let Some(d) = &spec.truth.detector {
@@ -242,7 +261,7 @@ impl Policy {
     fn check_service(&self, prefix: &str, simulated: bool, endpoint: Option<&str>, http_kind: &str) -> Result<(), PipelineError> {
         match endpoint {
             Some(e) if !simulated => self.check_endpoint(&format!("{prefix}.endpoint"), e),
-            _ if !self.open => Err(PipelineError::invalid(
+            _ if !(self.open || (self.sim && simulated)) => Err(PipelineError::invalid(
                 format!("{prefix}.kind"),
                 format!("this deployment serves only services behind an allowed endpoint (kind = \"{http_kind}\")"),
             )),
@@ -365,6 +384,27 @@ mod tests {
         ] {
             assert!(p.check_endpoint("model.endpoint", bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn the_simulator_needs_the_operators_leave_and_a_bundled_profile() {
+        let mut p = policy();
+        let mut sim = spec("s3://data/corpora/coco", "http://model.internal:8000/v1");
+        sim.model.kind = "sim:kitchenware".into();
+        sim.model.endpoint = None;
+        let err = p.check(&sim).unwrap_err().to_string();
+        assert!(err.contains("model.kind") && err.contains("--allow-sim"), "{err}");
+        p.allow_simulator();
+        p.check(&sim).unwrap();
+        for refused in ["sim:configs/sim/mild.toml", "sim:/etc/passwd", "replay:/etc/passwd", "sim:"] {
+            sim.model.kind = refused.into();
+            assert_eq!(field(p.check(&sim)), "model.kind", "{refused}");
+        }
+        // a simulated judge is the simulator too
+        let mut judged = spec("s3://data/corpora/coco", "http://model.internal:8000/v1");
+        judged.truth.judge = Some(crate::job::JudgeSpec::sim());
+        p.check(&judged).unwrap();
+        assert_eq!(field(policy().check(&judged)), "truth.judge.kind");
     }
 
     #[test]

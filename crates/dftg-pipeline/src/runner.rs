@@ -99,18 +99,31 @@ impl LocalJob {
             return Err(PipelineError::invalid("corpus.path", format!("{} is not a directory", corpus_dir.display())));
         }
         let job_dir = out.join(&job_id);
-        let store = dftg_runtime::ObjectBlobStore::local_dir(&job_dir)?;
-        let corpus = dftg_runtime::ObjectBlobStore::local_dir(&corpus_dir)?;
-        let truth_log = (spec.model.kind != "openai").then(|| job_dir.join(crate::layout::SIM_TRUTH));
-        let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
-        let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
-        let info = Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
-        let ctx = Arc::new(
-            JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?
-                .with_truth(model.truth.clone())
-                .with_writer(model.writer.clone()),
-        );
-        Ok(LocalJob { ctx, model, job_dir })
+        let created = [out.to_path_buf(), job_dir.clone()].into_iter().filter(|d| !d.exists()).collect::<Vec<_>>();
+        let prepared = async {
+            let store = dftg_runtime::ObjectBlobStore::local_dir(&job_dir)?;
+            let corpus = dftg_runtime::ObjectBlobStore::local_dir(&corpus_dir)?;
+            let truth_log = (spec.model.kind != "openai").then(|| job_dir.join(crate::layout::SIM_TRUTH));
+            let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
+            let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
+            let info =
+                Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
+            let ctx = Arc::new(
+                JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?
+                    .with_truth(model.truth.clone())
+                    .with_writer(model.writer.clone()),
+            );
+            Ok(LocalJob { ctx, model, job_dir: job_dir.clone() })
+        }
+        .await;
+        if prepared.is_err() {
+            // a refused job leaves nothing behind: the folders this call made, if still empty
+            // (remove_dir never removes a folder with anything in it)
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        prepared
     }
 
     /// Runs the job and stops the simulator afterwards.

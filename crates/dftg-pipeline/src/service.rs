@@ -65,6 +65,8 @@ struct JobEntry {
     cancel: CancellationToken,
     /// Fires when the job's driver has returned (immediately for jobs loaded finished).
     ended: CancellationToken,
+    /// Where the job writes (its store's URL), for people asking where the outputs are.
+    outputs: Option<String>,
 }
 
 impl JobEntry {
@@ -181,10 +183,10 @@ impl Coordinator {
     /// Nothing is created before the job passes every check.
     pub async fn submit(&self, spec: JobSpec) -> Result<String, PipelineError> {
         spec.validate()?;
-        if spec.model.kind != "openai" {
+        if spec.model.kind != "openai" && !self.config.policy.allows_model_kind(&spec.model.kind) {
             return Err(PipelineError::invalid(
                 "model.kind",
-                "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator)",
+                "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator), or sim:NAME where the operator allows it (--allow-sim)",
             ));
         }
         self.config.policy.check(&spec)?;
@@ -231,11 +233,12 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(4096);
         let cancel = self.shutdown.child_token();
         let ended = CancellationToken::new();
+        let store = job_store(&self.root, &job_id, spec.out.as_deref());
+        let outputs = store.as_ref().ok().map(|s| s.describe());
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone() });
-        let store = job_store(&self.root, &job_id, spec.out.as_deref());
+            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone(), outputs });
         if !run {
             // finished: load its final state for status queries
             if let Ok(store) = &store {
@@ -279,11 +282,39 @@ impl Coordinator {
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
-            tracing::info!(job = %job_id, "job started");
-            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status, shutdown: cancel };
+            tracing::info!(
+                job = %job_id,
+                model = %info.spec.model_name(),
+                corpus = %info.spec.corpus.path,
+                shard_size = info.spec.shard_size,
+                outputs = %info.store.describe(),
+                "job started"
+            );
+            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status: status.clone(), shutdown: cancel };
             match drive_job(info, io).await {
-                Ok(r) => tracing::info!(job = %job_id, instructions = r.manifest.instructions, images = r.manifest.images, "job done"),
-                Err(e) => tracing::warn!(job = %job_id, error = %e.report(), "job ended without finishing"),
+                Ok(r) => tracing::info!(
+                    job = %job_id,
+                    images = r.manifest.images,
+                    diagnosed = r.manifest.diagnosed_images,
+                    failed = r.manifest.failed_images,
+                    instructions = r.manifest.instructions,
+                    diagnose_secs = r.diagnose_time.as_secs_f64(),
+                    generate_secs = r.generate_time.as_secs_f64(),
+                    "job done"
+                ),
+                Err(e) => {
+                    let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    tracing::warn!(
+                        job = %job_id,
+                        phase = ?s.phase,
+                        images = s.images,
+                        diagnosed = s.diagnose.items,
+                        failed = s.diagnose.failed_items,
+                        instructions = s.generate.items,
+                        error = %e.report(),
+                        "job ended without finishing"
+                    )
+                }
             }
             ended.cancel();
         });
@@ -346,6 +377,11 @@ impl Coordinator {
         let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(JobEntry::snapshot)?;
         s.dead_letters = dead;
         Some(s)
+    }
+
+    /// Where a job writes its outputs (its store's URL).
+    pub fn outputs(&self, job_id: &str) -> Option<String> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).and_then(|j| j.outputs.clone())
     }
 
     pub async fn list(&self) -> Vec<JobStatus> {
@@ -446,9 +482,15 @@ const MAX_CACHED_JOBS: usize = 64;
 pub struct StoreJobs {
     root: ObjectBlobStore,
     policy: Policy,
-    cache: tokio::sync::Mutex<BTreeMap<String, Arc<JobContext>>>,
+    cache: tokio::sync::Mutex<BTreeMap<String, CachedJob>>,
     /// Overrides the job's in-flight bound for this worker (0: keep the job's).
     pub max_in_flight: usize,
+}
+
+/// A job a worker has loaded, with the simulators it runs for it (they serve while held).
+struct CachedJob {
+    ctx: Arc<JobContext>,
+    _sims: Vec<dftg_model::sim::SimHandle>,
 }
 
 impl StoreJobs {
@@ -461,8 +503,8 @@ impl ContextProvider for StoreJobs {
     fn context<'a>(&'a self, job_id: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<JobContext>, PipelineError>> {
         Box::pin(async move {
             let mut cache = self.cache.lock().await;
-            if let Some(ctx) = cache.get(job_id) {
-                return Ok(ctx.clone());
+            if let Some(job) = cache.get(job_id) {
+                return Ok(job.ctx.clone());
             }
             let store = locate_job(&self.root, job_id).await?;
             let state =
@@ -475,20 +517,31 @@ impl ContextProvider for StoreJobs {
             }
             let corpus =
                 ObjectBlobStore::from_url_existing(&spec.corpus.path).map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
-            let model = crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?;
+            // a simulated model (or detector, judge, writer) plays from the job's planned images
+            let model = if crate::model_setup::uses_simulator(&spec) {
+                // a client of its own, dropped with its connections once the corpus is read
+                let reader = ObjectBlobStore::from_url_existing(&spec.corpus.path)
+                    .map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+                let sim_corpus = crate::model_setup::sim_corpus_from_plan(&store, &reader, state.shards).await?;
+                crate::model_setup::start_model_with_corpus(&spec, sim_corpus, None).await?
+            } else {
+                crate::model_setup::start_model(&spec, std::path::Path::new("."), None).await?
+            };
             let info = Arc::new(JobInfo {
                 job_id: job_id.to_string(),
                 spec,
                 store: Arc::new(MeteredStore(store)),
                 corpus: Arc::new(MeteredStore(corpus)),
             });
+            tracing::info!(job = %job_id, model = %info.spec.model_name(), outputs = %info.store.describe(), "worker took up a job");
             let ctx = Arc::new(JobContext::new(info, model.client, &self.policy)?.with_truth(model.truth).with_writer(model.writer));
             if cache.len() >= MAX_CACHED_JOBS {
                 if let Some(first) = cache.keys().next().cloned() {
                     cache.remove(&first);
                 }
             }
-            cache.insert(job_id.to_string(), ctx.clone());
+            let sims = [model.sim, model.vision_sim].into_iter().flatten().collect();
+            cache.insert(job_id.to_string(), CachedJob { ctx: ctx.clone(), _sims: sims });
             Ok(ctx)
         })
     }

@@ -93,6 +93,15 @@ pub async fn run_worker(
         match result {
             Ok(event) => {
                 let outcome = if event.already_done { "already_done" } else { "done" };
+                tracing::info!(
+                    job = %task.job_id,
+                    stage = task.stage.as_str(),
+                    shard = task.shard,
+                    items = event.items,
+                    failed = event.failed,
+                    already_done = event.already_done,
+                    "shard done"
+                );
                 crate::metrics::metrics().shards_processed.with_label_values(&[task.stage.as_str(), outcome]).inc();
                 queue
                     .publish(

@@ -107,15 +107,19 @@ impl SimProfile {
         Self::from_toml_str(&text, &path.display().to_string())
     }
 
-    /// `sim:NAME` or a bare bundled name → the bundled profile; anything else is a file path.
+    /// `sim:NAME` or a bare bundled name → the bundled profile; `sim:PATH` or anything else is a
+    /// profile file (`sim:configs/sim/mild.toml`, as `dftg sim --profile` takes it).
     pub fn resolve(spec: &str) -> Result<Self, SimError> {
-        if let Some(name) = spec.strip_prefix("sim:") {
+        let name = spec.strip_prefix("sim:").unwrap_or(spec);
+        if BUNDLED_PROFILES.iter().any(|(n, _)| *n == name) {
             return profile_by_name(name);
         }
-        if BUNDLED_PROFILES.iter().any(|(n, _)| *n == spec) {
-            return profile_by_name(spec);
+        // `sim:typo` names no file: say which profiles exist rather than "no such file"
+        let path_like = name.contains(['/', '\\']) || name.ends_with(".toml") || Path::new(name).is_file();
+        if spec.starts_with("sim:") && !path_like {
+            return profile_by_name(name);
         }
-        Self::from_file(spec)
+        Self::from_file(name)
     }
 
     fn check_numbers(&self, origin: &str) -> Result<(), SimError> {
@@ -227,5 +231,15 @@ mod tests {
         assert!(err.contains("bogus"), "{err}");
         let err = SimProfile::resolve("/nonexistent/profile.toml").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/profile.toml"), "{err}");
+        let err = SimProfile::resolve("sim:/nonexistent/profile.toml").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/profile.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_profile_file_resolves_with_and_without_sim() {
+        let file = format!("{}/../../configs/sim/mild.toml", env!("CARGO_MANIFEST_DIR"));
+        let p = SimProfile::from_file(&file).unwrap();
+        assert_eq!(SimProfile::resolve(&format!("sim:{file}")).unwrap(), p);
+        assert_eq!(SimProfile::resolve(&file).unwrap(), p);
     }
 }
