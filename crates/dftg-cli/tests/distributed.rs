@@ -435,6 +435,31 @@ async fn a_job_whose_truth_is_a_detector_and_a_judge_matches_dftg_run() {
         ])
         .arg(&local_out)
         .arg("--quiet")
+        .status()
+        .expect("dftg run");
+    assert!(st.success());
+    let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
+    let out = s3.root().join(BUCKET).join("jobs").join(&job);
+    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
+        let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
+        assert!(!a.is_empty(), "{sub} is empty");
+        assert!(a == b, "{sub} differ between the distributed and the embedded run");
+    }
+    for f in ["profile.json", "generation-plan.json"] {
+        assert_eq!(std::fs::read(out.join(f)).expect(f), std::fs::read(local_job.join(f)).expect(f), "{f} differs");
+    }
+    // the truth came from the services: evidence from the detector and, on the uncertain band, the judge
+    let mut sources = std::collections::BTreeMap::<String, usize>::new();
+    for (_, bytes) in sorted_files(&out.join("diagnoses")) {
+        for line in String::from_utf8(bytes).expect("utf-8").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("record");
+            for e in v["evidence"].as_array().into_iter().flatten() {
+                *sources.entry(e["source"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            }
+        }
+    }
+    assert!(sources.get("detector").copied().unwrap_or(0) > 0 && sources.get("judge").copied().unwrap_or(0) > 0, "{sources:?}");
+}
 
 /// `submit --model sim:NAME`: refused unless the operator passes `--allow-sim`; with it the
 /// workers run the simulator in process (its corpus read from the bucket) and the diagnoses
@@ -505,26 +530,6 @@ async fn a_simulator_job_runs_inside_the_workers_when_the_operator_allows_it() {
     assert!(st.success());
     let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
     let out = s3.root().join(BUCKET).join("jobs").join(&job);
-    for sub in ["plan", "diagnoses", "summaries", "instructions"] {
-        let (a, b) = (sorted_files(&out.join(sub)), sorted_files(&local_job.join(sub)));
-        assert!(!a.is_empty(), "{sub} is empty");
-        assert!(a == b, "{sub} differ between the distributed and the embedded run");
-    }
-    for f in ["profile.json", "generation-plan.json"] {
-        assert_eq!(std::fs::read(out.join(f)).expect(f), std::fs::read(local_job.join(f)).expect(f), "{f} differs");
-    }
-    // the truth came from the services: evidence from the detector and, on the uncertain band, the judge
-    let mut sources = std::collections::BTreeMap::<String, usize>::new();
-    for (_, bytes) in sorted_files(&out.join("diagnoses")) {
-        for line in String::from_utf8(bytes).expect("utf-8").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("record");
-            for e in v["evidence"].as_array().into_iter().flatten() {
-                *sources.entry(e["source"].as_str().unwrap_or("?").to_string()).or_default() += 1;
-            }
-        }
-    }
-    assert!(sources.get("detector").copied().unwrap_or(0) > 0 && sources.get("judge").copied().unwrap_or(0) > 0, "{sources:?}");
-
     let (a, b) = (sorted_files(&out.join("diagnoses")), sorted_files(&local_job.join("diagnoses")));
     assert!(!a.is_empty() && a == b, "diagnoses differ between the workers' simulator and dftg run");
     assert_eq!(std::fs::read(out.join("profile.json")).expect("profile"), std::fs::read(local_job.join("profile.json")).expect("profile"));
