@@ -177,6 +177,9 @@ pub fn init(role: &str) {
     for outcome in ["accepted", "fallback", "dropped", "rewrite"] {
         m.writer_items.with_label_values(&[outcome]);
     }
+    for why in dftg_core::writer::gate::Rejection::ALL {
+        m.writer_rejections.with_label_values(&[why.as_str()]);
+    }
     for role in ["subject", "writer"] {
         for kind in ["prompt", "completion"] {
             m.model_tokens.with_label_values(&[role, kind]);

@@ -47,6 +47,24 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    pub const ALL: [Rejection; 15] = [
+        Rejection::MalformedJson,
+        Rejection::MissingField,
+        Rejection::Length,
+        Rejection::AbsentObject,
+        Rejection::WrongCount,
+        Rejection::WrongAttribute,
+        Rejection::QuestionMissingTarget,
+        Rejection::AffirmsTarget,
+        Rejection::DeniesTarget,
+        Rejection::CountNotStated,
+        Rejection::AttributeNotStated,
+        Rejection::PremiseNotCorrected,
+        Rejection::LostContent,
+        Rejection::Duplicate,
+        Rejection::WriterFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::MalformedJson => "malformed_json",
