@@ -149,15 +149,22 @@ pub fn decide(s: &Summary, rule: &StopRule) -> StopDecision {
         )
     } else {
         let (kth, next) = (&v[k - 1], &v[k]);
-        let tie = if u128::from(kth.1) * u128::from(next.2) == u128::from(next.1) * u128::from(kth.2) { "tie" } else { "are close" };
+        let (ik, inext) = (wilson(kth.1, kth.2, z), wilson(next.1, next.2, z));
+        let tie = if u128::from(kth.1) * u128::from(next.2) == u128::from(next.1) * u128::from(kth.2) {
+            "tie exactly"
+        } else if ik.low <= inext.high {
+            "tie within their intervals"
+        } else {
+            "are apart, but not every pair is"
+        };
         format!(
             "top {k} not settled at {level}: the {} concept {} (rate {:.4}) and the {} {} (rate {:.4}) {tie}; {ni} ({}, lower bound {:.4}) is not above {no} ({}, upper bound {:.4})",
             ordinal(k),
             kth.0,
-            wilson(kth.1, kth.2, z).rate,
+            ik.rate,
             ordinal(k + 1),
             next.0,
-            wilson(next.1, next.2, z).rate,
+            inext.rate,
             ordinal(ri),
             li.low,
             ordinal(ro),
