@@ -480,8 +480,8 @@ fn diagnosis_summary(
         return DiagnosisSummary { reason: "stop_when not set: every image diagnosed".into(), ..base };
     };
     let (reason, confidence, top) = match &a.decision {
-        Some(d) if undiagnosed > 0 => (d.reason.clone(), d.confidence, d.top.clone()),
-        Some(d) => (format!("every image diagnosed: {}", d.reason), d.confidence, d.top.clone()),
+        Some(d) if undiagnosed > 0 => (d.reason.clone(), round4(d.confidence), d.top.clone()),
+        Some(d) => (format!("every image diagnosed: {}", d.reason), round4(d.confidence), d.top.clone()),
         None => ("every image diagnosed: no wave finished".to_string(), 0.0, Vec::new()),
     };
     DiagnosisSummary {
@@ -492,6 +492,10 @@ fn diagnosis_summary(
         waves_planned: waves_planned as u32,
         ..base
     }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).floor() / 10_000.0
 }
 
 /// Distinct failure reasons a job's status keeps.

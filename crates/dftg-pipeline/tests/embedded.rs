@@ -340,3 +340,132 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(spec.id()).join("job.json")).unwrap()).unwrap();
     assert_eq!(state["phase"], "failed");
 }
+
+/// A corpus of `n` images over the scenes of `distinct` synthetic ones: drawing PNGs is the slow
+/// part of `synth`, so the images reuse the drawn pixels, each made distinct by a `tEXt` chunk
+/// naming it (the simulator knows an image by its bytes' hash, and seeds by image).
+fn replicated_corpus(dir: &Path, n: usize, distinct: usize, seed: u64) {
+    let synth = dftg_pipeline::synth::synthesize(distinct, seed).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&synth.annotations).unwrap();
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut images = Vec::with_capacity(n);
+    let mut annotations = Vec::new();
+    for i in 0..n {
+        let src = &doc["images"][i % distinct];
+        let file = format!("images/{:06}.png", i + 1);
+        std::fs::write(dir.join(&file), with_text_chunk(&synth.images[i % distinct].png, &file)).unwrap();
+        let mut img = src.clone();
+        img["id"] = serde_json::json!(i + 1);
+        img["file_name"] = serde_json::json!(file);
+        images.push(img);
+        for a in doc["annotations"].as_array().unwrap().iter().filter(|a| a["image_id"] == src["id"]) {
+            let mut a = a.clone();
+            a["id"] = serde_json::json!(annotations.len() + 1);
+            a["image_id"] = serde_json::json!(i + 1);
+            annotations.push(a);
+        }
+    }
+    let out = serde_json::json!({"images": images, "annotations": annotations, "categories": doc["categories"]});
+    std::fs::write(dir.join("annotations.json"), serde_json::to_vec(&out).unwrap()).unwrap();
+}
+
+/// `png` with a `tEXt` chunk before its `IEND`.
+fn with_text_chunk(png: &[u8], text: &str) -> Vec<u8> {
+    let crc32 = |bytes: &[u8]| {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    };
+    let mut body = b"tEXt".to_vec();
+    body.extend_from_slice(b"dftg\0");
+    body.extend_from_slice(text.as_bytes());
+    let (head, iend) = png.split_at(png.len() - 12);
+    let mut out = head.to_vec();
+    out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out.extend_from_slice(iend);
+    out
+}
+
+/// The top-k concepts by rate among those with `min` opportunities, as the stopping rule ranks.
+fn top_k(profile: &Profile, k: usize, min: u64) -> Vec<String> {
+    let mut c: Vec<_> = profile.concepts.iter().filter(|c| c.opportunities >= min).collect();
+    c.sort_by(|a, b| {
+        (u128::from(b.hallucinations) * u128::from(a.opportunities))
+            .cmp(&(u128::from(a.hallucinations) * u128::from(b.opportunities)))
+            .then(a.concept.cmp(&b.concept))
+    });
+    c.iter().take(k).map(|c| c.concept.clone()).collect()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn adaptive_spec(corpus: &Path, k: usize) -> JobSpec {
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+    spec.shard_size = 200;
+    // generation is not what is tested here: keep it short
+    spec.generation.budget = Some(100);
+    spec.diagnosis.stop_when = Some(dftg_pipeline::job::StopWhen { top_k: k, confidence: 0.9, min_opportunities: 100, waves: 10 });
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_diagnosis_stops_when_the_top_k_is_separated_and_not_on_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    replicated_corpus(&corpus, 4000, 200, 1);
+    // kitchenware, k = 10: the 10th and 11th concepts share the default affinity (a tie), so
+    // the diagnosis runs to the end and says why; its profile is the full run's
+    let tied = adaptive_spec(&corpus, 10);
+    let out = dir.path().join("out");
+    let full = run(&corpus, &out, &tied).await;
+    let d = full.manifest.diagnosis.clone().unwrap();
+    assert!(!d.stopped_early && d.images_diagnosed == 4000 && d.images_total == 4000 && d.model_calls_saved == 0, "{d:?}");
+    assert!(d.reason.contains("10th concept") && d.reason.contains("11th") && d.reason.contains("tie"), "{}", d.reason);
+    assert_eq!((d.waves_dispatched, d.waves_planned), (10, 10));
+    let full_profile: Profile = read_json(&out.join(&full.job_id).join("profile.json"));
+    let full_top = top_k(&full_profile, 7, 100);
+
+    // k = 7: the 7th concept (wine glass, ~5 %) is far above the 8th (~1 %): it stops early
+    let separated = adaptive_spec(&corpus, 7);
+    let report = run(&corpus, &out, &separated).await;
+    let job = out.join(&report.job_id);
+    let d = report.manifest.diagnosis.clone().unwrap();
+    eprintln!("adaptive k=7: {d:?}");
+    assert!(d.stopped_early && d.images_diagnosed < 4000 && d.images_total == 4000, "{d:?}");
+    assert_eq!(d.model_calls_saved, 4000 - d.images_diagnosed);
+    assert!(d.reason.contains("settled") && d.confidence.unwrap() >= 0.9, "{d:?}");
+    assert!(d.waves_dispatched < d.waves_planned);
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(set(&d.top), set(&full_top), "the stopped top-7 is the full run's");
+    // the model was asked about the diagnosed images only, and every diagnosed shard is kept
+    let calls = std::fs::read_to_string(job.join("sim-truth.jsonl")).unwrap().lines().count() as u64;
+    assert_eq!(calls, d.images_diagnosed);
+    assert_eq!(diagnoses(&job).len() as u64, d.images_diagnosed);
+    let profile: Profile = read_json(&job.join("profile.json"));
+    assert_eq!(profile.images, d.images_diagnosed);
+    assert_eq!(set(&top_k(&profile, 7, 100)), set(&full_top));
+    // generation proceeds from the diagnosed shards
+    let diagnosed: BTreeSet<String> = diagnoses(&job).iter().map(|r| r.file.clone().unwrap()).collect();
+    let recs = instructions(&job);
+    assert!(!recs.is_empty());
+    assert!(recs.iter().all(|r| diagnosed.contains(&r.image)));
+    let html = std::fs::read_to_string(job.join("report.html")).unwrap();
+    assert!(html.contains("id=\"diagnosis\"") && html.contains("stopped early"));
+    let dataset: serde_json::Value = read_json(&job.join("dataset.json"));
+    for field in ["images_diagnosed", "images_total", "stopped_early", "reason", "confidence", "model_calls_saved"] {
+        assert!(dataset["diagnosis"].get(field).is_some(), "dataset.json diagnosis lacks {field}");
+    }
+    // the same spec again: the same stop (looks happen at wave ends only), nothing redone
+    let again = run(&corpus, &out, &separated).await;
+    let (a, b) = (again.manifest.diagnosis.unwrap(), d);
+    assert_eq!((a.images_diagnosed, &a.reason, &a.top), (b.images_diagnosed, &b.reason, &b.top));
+}
