@@ -469,3 +469,67 @@ async fn adaptive_diagnosis_stops_when_the_top_k_is_separated_and_not_on_a_tie()
     let (a, b) = (again.manifest.diagnosis.unwrap(), d);
     assert_eq!((a.images_diagnosed, &a.reason, &a.top), (b.images_diagnosed, &b.reason, &b.top));
 }
+
+/// The acceptance numbers (BENCHMARKS.md): a 20,000-image synthetic corpus against
+/// kitchenware, 20 seeds, adaptive (k = 7, 95 %, 20 waves) against a full diagnosis; and k = 10
+/// (a tie) must not stop early. Slow: run with
+/// `cargo test --release -p dftg-pipeline --test embedded -- --ignored --nocapture adaptive_benchmark`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn adaptive_benchmark() {
+    let images: usize = std::env::var("DFTG_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let seeds: u64 = std::env::var("DFTG_BENCH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, images, 1).unwrap();
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    let spec = |seed: u64, k: Option<usize>| {
+        let mut s = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+        s.seed = seed;
+        s.generation.budget = Some(100);
+        s.diagnosis.stop_when = k.map(dftg_pipeline::job::StopWhen::new);
+        s
+    };
+    let (mut equal, mut full_calls, mut adaptive_calls, mut full_secs, mut adaptive_secs, mut max_fraction) =
+        (0, 0u64, 0u64, 0.0, 0.0, 0f64);
+    println!("| seed | full: calls | full: diagnose s | adaptive: calls | adaptive: diagnose s | waves | top-7 equal | confidence |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for seed in 1..=seeds {
+        let out = dir.path().join(format!("out-{seed}"));
+        let job = LocalJob::prepare(&spec(seed, None), &out).await.unwrap();
+        let full = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+        let full_profile: Profile = read_json(&out.join(spec(seed, None).id()).join("profile.json"));
+        let job = LocalJob::prepare(&spec(seed, Some(7)), &out).await.unwrap();
+        let ad = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+        let d = ad.manifest.diagnosis.clone().unwrap();
+        let same = set(&d.top) == set(&top_k(&full_profile, 7, 100));
+        equal += u32::from(same);
+        full_calls += images as u64;
+        adaptive_calls += d.images_diagnosed;
+        full_secs += full.diagnose_time.as_secs_f64();
+        adaptive_secs += ad.diagnose_time.as_secs_f64();
+        max_fraction = max_fraction.max(d.images_diagnosed as f64 / images as f64);
+        println!(
+            "| {seed} | {images} | {:.2} | {} | {:.2} | {}/{} | {same} | {:.4} |",
+            full.diagnose_time.as_secs_f64(),
+            d.images_diagnosed,
+            ad.diagnose_time.as_secs_f64(),
+            d.waves_dispatched,
+            d.waves_planned,
+            d.confidence.unwrap_or(0.0)
+        );
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    println!(
+        "total: full {full_calls} calls {full_secs:.1} s; adaptive {adaptive_calls} calls {adaptive_secs:.1} s; top-7 equal in {equal} of {seeds}; at most {:.1} % diagnosed",
+        max_fraction * 100.0
+    );
+    let out = dir.path().join("out-tie");
+    let job = LocalJob::prepare(&spec(1, Some(10)), &out).await.unwrap();
+    let tie = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+    let d = tie.manifest.diagnosis.unwrap();
+    println!("k = 10: {} of {} diagnosed, stopped early {}: {}", d.images_diagnosed, d.images_total, d.stopped_early, d.reason);
+    assert!(max_fraction <= 0.30, "adaptive diagnosis diagnosed {:.1} % of the images", max_fraction * 100.0);
+    assert!(equal + 1 >= seeds as u32, "top-7 equal in {equal} of {seeds} seeds");
+    assert!(!d.stopped_early);
+}
