@@ -337,3 +337,72 @@ async fn a_failing_model_endpoint_is_retried_and_failures_are_counted() {
     assert_eq!(done["errors_by_reason"], ds["errors_by_reason"], "{done}");
     assert!(ds["instructions"].as_u64().unwrap_or(0) > 0);
 }
+
+/// Messages left in the vhost's queues, by queue.
+fn queue_depths(vhost: &str) -> Vec<(String, u64)> {
+    let out = Command::new("rabbitmqctl").args(["list_queues", "-p", vhost, "-q", "name", "messages"]).output().expect("rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (name, n) = (it.next()?, it.next()?.parse().ok()?);
+            Some((name.to_string(), n))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_diagnosis_stops_early_leaves_no_messages_and_matches_dftg_run() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("adaptive");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_replicated_corpus_dir(&corpus, 4000, 200, 1).expect("corpus");
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
+    let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
+    let corpus_str = corpus.to_str().expect("utf-8");
+    let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware"], &env);
+    let env = with_policy(env, &sim_url);
+    let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let _workers = [
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "generator"], &env),
+    ];
+    let http = reqwest::Client::new();
+    let stop = "[diagnosis]\nstop_when = { top_k = 7, confidence = 0.9, waves = 10 }\n";
+    let spec = format!("{}[generation]\nbudget = 100\n{stop}", job_toml("s3://dftg/corpus", &sim_url, 200));
+    let r = http.post(format!("{api}/v1/jobs")).body(spec).send().await.expect("submit");
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("job id").to_string();
+    let done = wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
+    let d = &done["dataset"]["diagnosis"];
+    assert_eq!(d["stopped_early"], true, "{d}");
+    let diagnosed = d["images_diagnosed"].as_u64().expect("images_diagnosed");
+    assert!(diagnosed < 4000 && d["model_calls_saved"].as_u64() == Some(4000 - diagnosed), "{d}");
+    // the waves never published are not in any queue; nothing else is left either
+    let left: Vec<_> = queue_depths(&vhost.0).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(left.is_empty(), "messages left in the queues: {left:?}");
+    let out = s3.root().join(BUCKET).join("jobs").join(&job);
+    assert_eq!(sorted_files(&out.join("diagnoses")).len() as u64 * 200, diagnosed);
+
+    // `dftg run` with the same stopping rule stops at the same wave with the same profile
+    let local_out = work.path().join("local");
+    let st = Command::new(dftg())
+        .args(["run", "--corpus", corpus_str, "--endpoint", &sim_url, "--model-name", "sim", "--shard-size", "200", "--in-flight", "32"])
+        .args(["--timeout", "10", "--budget", "100", "--stop-top-k", "7", "--stop-confidence", "0.9", "--stop-waves", "10", "--quiet"])
+        .arg("--out")
+        .arg(&local_out)
+        .status()
+        .expect("dftg run");
+    assert!(st.success());
+    let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
+    let local: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local_job.join("dataset.json")).expect("dataset.json")).expect("json");
+    assert_eq!(local["diagnosis"]["images_diagnosed"], d["images_diagnosed"]);
+    assert_eq!(local["diagnosis"]["top"], d["top"]);
+    assert_eq!(std::fs::read(out.join("profile.json")).expect("profile"), std::fs::read(local_job.join("profile.json")).expect("profile"));
+}

@@ -341,58 +341,6 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     assert_eq!(state["phase"], "failed");
 }
 
-/// A corpus of `n` images over the scenes of `distinct` synthetic ones: drawing PNGs is the slow
-/// part of `synth`, so the images reuse the drawn pixels, each made distinct by a `tEXt` chunk
-/// naming it (the simulator knows an image by its bytes' hash, and seeds by image).
-fn replicated_corpus(dir: &Path, n: usize, distinct: usize, seed: u64) {
-    let synth = dftg_pipeline::synth::synthesize(distinct, seed).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&synth.annotations).unwrap();
-    std::fs::create_dir_all(dir.join("images")).unwrap();
-    let mut images = Vec::with_capacity(n);
-    let mut annotations = Vec::new();
-    for i in 0..n {
-        let src = &doc["images"][i % distinct];
-        let file = format!("images/{:06}.png", i + 1);
-        std::fs::write(dir.join(&file), with_text_chunk(&synth.images[i % distinct].png, &file)).unwrap();
-        let mut img = src.clone();
-        img["id"] = serde_json::json!(i + 1);
-        img["file_name"] = serde_json::json!(file);
-        images.push(img);
-        for a in doc["annotations"].as_array().unwrap().iter().filter(|a| a["image_id"] == src["id"]) {
-            let mut a = a.clone();
-            a["id"] = serde_json::json!(annotations.len() + 1);
-            a["image_id"] = serde_json::json!(i + 1);
-            annotations.push(a);
-        }
-    }
-    let out = serde_json::json!({"images": images, "annotations": annotations, "categories": doc["categories"]});
-    std::fs::write(dir.join("annotations.json"), serde_json::to_vec(&out).unwrap()).unwrap();
-}
-
-/// `png` with a `tEXt` chunk before its `IEND`.
-fn with_text_chunk(png: &[u8], text: &str) -> Vec<u8> {
-    let crc32 = |bytes: &[u8]| {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    };
-    let mut body = b"tEXt".to_vec();
-    body.extend_from_slice(b"dftg\0");
-    body.extend_from_slice(text.as_bytes());
-    let (head, iend) = png.split_at(png.len() - 12);
-    let mut out = head.to_vec();
-    out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-    out.extend_from_slice(iend);
-    out
-}
-
 /// The top-k concepts by rate among those with `min` opportunities, as the stopping rule ranks.
 fn top_k(profile: &Profile, k: usize, min: u64) -> Vec<String> {
     let mut c: Vec<_> = profile.concepts.iter().filter(|c| c.opportunities >= min).collect();
@@ -421,7 +369,7 @@ fn adaptive_spec(corpus: &Path, k: usize) -> JobSpec {
 async fn adaptive_diagnosis_stops_when_the_top_k_is_separated_and_not_on_a_tie() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
-    replicated_corpus(&corpus, 4000, 200, 1);
+    dftg_pipeline::synth::write_replicated_corpus_dir(&corpus, 4000, 200, 1).unwrap();
     // kitchenware, k = 10: the 10th and 11th concepts share the default affinity (a tie), so
     // the diagnosis runs to the end and says why; its profile is the full run's
     let tied = adaptive_spec(&corpus, 10);
