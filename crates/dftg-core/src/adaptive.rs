@@ -5,14 +5,16 @@
 //! (by hallucination rate = hallucinated / opportunities, among concepts with at least
 //! `min_opportunities`) is settled at the stated confidence.
 //!
-//! The criterion: every eligible concept's rate gets a Wilson score interval at the level
-//! `1 - (1 - confidence) / (concepts × looks)` (Bonferroni over the concepts and over every
-//! planned look, a union bound, so peeking after each wave does not inflate the error). With
-//! probability at least `confidence`, every true rate lies in its interval at every look.
-//! The rule stops when the lowest lower bound inside the top-k lies above the highest upper
-//! bound outside it: then every top-k concept's true rate is above every other concept's, and
-//! the estimated set is the true set. Where the k-th and (k+1)-th rates tie, their intervals
-//! overlap however many images are seen, so the rule never stops early and names the pair.
+//! The criterion: for every pair of a concept i inside the candidate top-k and a concept j
+//! outside it, a one-sided lower bound on rate_i − rate_j (Newcombe's hybrid score bound, from
+//! the two Wilson intervals) at the level `1 - (1 - confidence) / (k × (n − k) × looks)`. The
+//! rule stops when every such bound is above zero. Soundness: if the stopped set S differs
+//! from the true top-k T, some i ∈ S \ T and j ∈ T \ S have true rate_i < rate_j, yet the
+//! bound for (i, j) came out above zero. Such (i, j) run over (non-top, top) pairs of the
+//! fixed truth T: k × (n − k) pairs, at each of the planned looks; by the union bound the
+//! chance of a wrong stop is at most 1 − `confidence`, however often the driver peeks. Where
+//! the k-th and (k+1)-th rates tie, their difference's bound stays below zero however many
+//! images are seen, so the rule never stops early and names the pair.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,28 +63,32 @@ fn ranked<'a>(s: &'a Summary, rule: &StopRule) -> Vec<(&'a str, u64, u64)> {
     v
 }
 
-/// The z of one interval for a family confidence over `intervals` intervals.
-fn z_family(confidence: f64, intervals: u64) -> f64 {
-    let each = 1.0 - (1.0 - confidence) / intervals.max(1) as f64;
-    // z_for refuses only levels outside (0.5, 1), which `each` never is for confidence > 0.5
-    z_for(each).unwrap_or(f64::INFINITY)
+/// The z of one one-sided comparison for a family confidence over `comparisons` of them
+/// (a one-sided level 1 − α is the two-sided level 1 − 2α).
+fn z_family(confidence: f64, comparisons: u64) -> f64 {
+    let alpha = (1.0 - confidence) / comparisons.max(1) as f64;
+    // z_for refuses only levels outside (0.5, 1), which 1 − 2α never is for confidence > 0.5
+    z_for(1.0 - 2.0 * alpha).unwrap_or(f64::INFINITY)
 }
 
-/// The top concept with the lowest lower bound and the outside concept with the highest
-/// upper bound, as (rank, name, interval), 1-based ranks.
-type Binding<'a> = ((usize, &'a str, Interval), (usize, &'a str, Interval));
-
-fn binding<'a>(v: &[(&'a str, u64, u64)], k: usize, z: f64) -> Binding<'a> {
-    let iv = |i: usize| (i + 1, v[i].0, wilson(v[i].1, v[i].2, z));
-    let low = (0..k).map(iv).min_by(|a, b| a.2.low.total_cmp(&b.2.low).then(a.0.cmp(&b.0)));
-    let high = (k..v.len()).map(iv).max_by(|a, b| a.2.high.total_cmp(&b.2.high).then(b.0.cmp(&a.0)));
-    // callers ensure 0 < k < v.len()
-    (low.unwrap_or((0, "", wilson(0, 0, z))), high.unwrap_or((0, "", wilson(0, 0, z))))
+/// The weakest comparison: (rank inside, rank outside, lower bound of the difference of
+/// their rates), ranks 0-based. Newcombe's hybrid score bound from the two Wilson intervals.
+fn weakest(v: &[(&str, u64, u64)], k: usize, z: f64) -> (usize, usize, f64) {
+    let iv: Vec<Interval> = v.iter().map(|c| wilson(c.1, c.2, z)).collect();
+    let mut worst = (0, k, f64::INFINITY);
+    for (i, a) in iv.iter().enumerate().take(k) {
+        for (j, b) in iv.iter().enumerate().skip(k) {
+            let low = (a.rate - b.rate) - ((a.rate - a.low).powi(2) + (b.high - b.rate).powi(2)).sqrt();
+            if low < worst.2 {
+                worst = (i, j, low);
+            }
+        }
+    }
+    worst
 }
 
 fn separated(v: &[(&str, u64, u64)], k: usize, z: f64) -> bool {
-    let ((_, _, low), (_, _, high)) = binding(v, k, z);
-    low.low > high.high
+    weakest(v, k, z).2 > 0.0
 }
 
 fn ordinal(n: usize) -> String {
@@ -115,7 +121,7 @@ pub fn decide(s: &Summary, rule: &StopRule) -> StopDecision {
             eligible,
         };
     }
-    let intervals = eligible as u64 * u64::from(rule.looks.max(1));
+    let intervals = k as u64 * (eligible - k) as u64 * u64::from(rule.looks.max(1));
     let z = z_family(rule.confidence, intervals);
     let stop = separated(&v, k, z);
     // the highest family confidence at which the set is separated now (bisection: the
@@ -134,41 +140,47 @@ pub fn decide(s: &Summary, rule: &StopRule) -> StopDecision {
         }
         lo
     };
-    let ((ri, ni, li), (ro, no, ho)) = binding(&v, k, z);
-    let level =
-        format!("{:.0}% (Wilson intervals, Bonferroni over {eligible} concepts × {} looks)", rule.confidence * 100.0, rule.looks.max(1));
+    let (wi, wo, gap) = weakest(&v, k, z);
+    let rate = |c: &(&str, u64, u64)| crate::profile::ratio(c.1, c.2);
+    let level = format!(
+        "{:.0}% (Newcombe score bounds, Bonferroni over {k} × {} comparisons × {} looks)",
+        rule.confidence * 100.0,
+        eligible - k,
+        rule.looks.max(1)
+    );
     let reason = if stop {
         format!(
-            "top {k} settled at {level}: the lowest lower bound inside, {ni} ({}, rate {:.4} ≥ {:.4}), is above the highest upper bound outside, {no} ({}, rate {:.4} ≤ {:.4})",
-            ordinal(ri),
-            li.rate,
-            li.low,
-            ordinal(ro),
-            ho.rate,
-            ho.high
+            "top {k} settled at {level}: the closest pair, {} ({}, rate {:.4}) over {} ({}, rate {:.4}), differs by at least {:.4}",
+            v[wi].0,
+            ordinal(wi + 1),
+            rate(&v[wi]),
+            v[wo].0,
+            ordinal(wo + 1),
+            rate(&v[wo]),
+            gap
         )
     } else {
         let (kth, next) = (&v[k - 1], &v[k]);
-        let (ik, inext) = (wilson(kth.1, kth.2, z), wilson(next.1, next.2, z));
         let tie = if u128::from(kth.1) * u128::from(next.2) == u128::from(next.1) * u128::from(kth.2) {
             "tie exactly"
-        } else if ik.low <= inext.high {
-            "tie within their intervals"
+        } else if weakest(&v[k - 1..=k], 1, z).2 <= 0.0 {
+            "tie within their bounds"
         } else {
             "are apart, but not every pair is"
         };
         format!(
-            "top {k} not settled at {level}: the {} concept {} (rate {:.4}) and the {} {} (rate {:.4}) {tie}; {ni} ({}, lower bound {:.4}) is not above {no} ({}, upper bound {:.4})",
+            "top {k} not settled at {level}: the {} concept {} (rate {:.4}) and the {} {} (rate {:.4}) {tie}; {} ({}) is not surely above {} ({}): the difference's lower bound is {:.4}",
             ordinal(k),
             kth.0,
-            ik.rate,
+            rate(kth),
             ordinal(k + 1),
             next.0,
-            inext.rate,
-            ordinal(ri),
-            li.low,
-            ordinal(ro),
-            ho.high
+            rate(next),
+            v[wi].0,
+            ordinal(wi + 1),
+            v[wo].0,
+            ordinal(wo + 1),
+            gap
         )
     };
     StopDecision { stop, reason, confidence: reached, top, eligible }
@@ -237,7 +249,7 @@ mod tests {
 
     #[test]
     fn looking_more_often_needs_more_evidence() {
-        let s = summary(&[("cup", 120, 1500), ("bowl", 110, 1500), ("fork", 40, 1500), ("dog", 5, 1500)]);
+        let s = summary(&[("cup", 120, 1500), ("bowl", 90, 1500), ("fork", 50, 1500), ("dog", 5, 1500)]);
         let once = decide(&s, &StopRule { looks: 1, ..rule(2) });
         let often = decide(&s, &StopRule { looks: 1000, ..rule(2) });
         assert!(once.stop, "{}", once.reason);
