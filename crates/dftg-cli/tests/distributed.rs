@@ -151,8 +151,10 @@ async fn wait_until(
     f: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     let start = Instant::now();
+    let mut last = None;
     loop {
         if let Some(s) = status(http, api, job).await {
+            last = Some(s.clone());
             if f(&s) {
                 return s;
             }
@@ -160,7 +162,7 @@ async fn wait_until(
                 panic!("job failed while waiting for {what}: {s}");
             }
         }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}; last status: {last:?}");
         // polling an HTTP API; no assertion depends on the interval
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
