@@ -125,6 +125,19 @@ pub struct JobFlags {
     /// Simulated writer: share of its replies that carry an injected mistake.
     #[arg(long, value_name = "R")]
     pub sim_writer_error_rate: Option<f64>,
+    /// Adaptive diagnosis: stop once the K most hallucinated concepts are known
+    /// (`[diagnosis] stop_when`).
+    #[arg(long, value_name = "K")]
+    pub stop_top_k: Option<usize>,
+    /// Adaptive diagnosis: the confidence that the stopped top-K set is the true one (default 0.95).
+    #[arg(long, value_name = "C")]
+    pub stop_confidence: Option<f64>,
+    /// Adaptive diagnosis: concepts with fewer chances to be hallucinated are not ranked (default 100).
+    #[arg(long, value_name = "N")]
+    pub stop_min_opportunities: Option<u64>,
+    /// Adaptive diagnosis: waves the shards are dispatched in, one look after each (default 20).
+    #[arg(long, value_name = "N")]
+    pub stop_waves: Option<u32>,
 }
 
 impl JobFlags {
@@ -191,6 +204,7 @@ impl JobFlags {
         }
         self.apply_truth(&mut spec)?;
         self.apply_writer(&mut spec)?;
+        self.apply_stop(&mut spec)?;
         if spec.extractor == "chair-compat" && spec.nltk_tagger.is_none() {
             spec.nltk_tagger = self.nltk_tagger.clone();
         }
@@ -200,6 +214,36 @@ impl JobFlags {
 }
 
 impl JobFlags {
+    /// `--stop-*` onto `[diagnosis] stop_when`.
+    fn apply_stop(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
+        let w = &mut spec.diagnosis.stop_when;
+        if let Some(k) = self.stop_top_k {
+            match w {
+                Some(w) => w.top_k = k,
+                None => *w = Some(dftg_pipeline::job::StopWhen::new(k)),
+            }
+        }
+        let others = self.stop_confidence.is_some() || self.stop_min_opportunities.is_some() || self.stop_waves.is_some();
+        let Some(w) = w.as_mut() else {
+            if others {
+                anyhow::bail!(
+                    "--stop-confidence, --stop-min-opportunities and --stop-waves need --stop-top-k (or stop_when in the job file)"
+                );
+            }
+            return Ok(());
+        };
+        if let Some(c) = self.stop_confidence {
+            w.confidence = c;
+        }
+        if let Some(n) = self.stop_min_opportunities {
+            w.min_opportunities = n;
+        }
+        if let Some(n) = self.stop_waves {
+            w.waves = n;
+        }
+        Ok(())
+    }
+
     /// `--truth`, `--detector*`, `--judge*` and the simulated detector's rates onto `[truth]`.
     fn apply_writer(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
         let w = &mut spec.generation.writer;
@@ -321,6 +365,9 @@ pub async fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         report.generate_time.as_secs_f64(),
         if report.resumed_shards > 0 { format!(", {} shards already done (resumed)", report.resumed_shards) } else { String::new() }
     );
+    if let Some(d) = m.diagnosis.as_ref().filter(|_| spec.diagnosis.stop_when.is_some()) {
+        println!("  {}", dftg_pipeline::report::diagnosis_line(d));
+    }
     if let Some(t) = m.tokens.get(dftg_core::tokens::ROLE_SUBJECT) {
         outln!("  tokens of the model under diagnosis: {} prompt, {} completion", t.prompt, t.completion);
     }

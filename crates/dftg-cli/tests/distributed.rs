@@ -151,8 +151,10 @@ async fn wait_until(
     f: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     let start = Instant::now();
+    let mut last = None;
     loop {
         if let Some(s) = status(http, api, job).await {
+            last = Some(s.clone());
             if f(&s) {
                 return s;
             }
@@ -160,7 +162,7 @@ async fn wait_until(
                 panic!("job failed while waiting for {what}: {s}");
             }
         }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}; last status: {last:?}");
         // polling an HTTP API; no assertion depends on the interval
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -532,5 +534,78 @@ async fn a_simulator_job_runs_inside_the_workers_when_the_operator_allows_it() {
     let out = s3.root().join(BUCKET).join("jobs").join(&job);
     let (a, b) = (sorted_files(&out.join("diagnoses")), sorted_files(&local_job.join("diagnoses")));
     assert!(!a.is_empty() && a == b, "diagnoses differ between the workers' simulator and dftg run");
+    assert_eq!(std::fs::read(out.join("profile.json")).expect("profile"), std::fs::read(local_job.join("profile.json")).expect("profile"));
+}
+
+/// Messages left in the vhost's queues, by queue.
+fn queue_depths(vhost: &str) -> Vec<(String, u64)> {
+    let out = Command::new("rabbitmqctl").args(["list_queues", "-p", vhost, "-q", "name", "messages"]).output().expect("rabbitmqctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (name, n) = (it.next()?, it.next()?.parse().ok()?);
+            Some((name.to_string(), n))
+        })
+        .collect()
+}
+
+// 8 requests in flight: the in-process S3 test server holds 64 connections at once
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_diagnosis_stops_early_leaves_no_messages_and_matches_dftg_run() {
+    if !broker_available() {
+        return;
+    }
+    let vhost = Vhost::new("adaptive");
+    let s3 = start_s3().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let corpus = work.path().join("corpus");
+    dftg_pipeline::synth::write_replicated_corpus_dir(&corpus, 4000, 200, 1).expect("corpus");
+    copy_dir(&corpus, &s3.root().join(BUCKET).join("corpus"));
+    let env = process_env(&vhost, &s3, &format!("s3://{BUCKET}/jobs"));
+    let corpus_str = corpus.to_str().expect("utf-8");
+    let (_sim, sim_url) = spawn_listening(&["sim", "--listen", "127.0.0.1:0", "--corpus", corpus_str, "--profile", "kitchenware"], &env);
+    let env = with_policy(env, &sim_url);
+    let (_coordinator, api) = spawn_listening(&["coordinator", "--listen", "127.0.0.1:0"], &env);
+    let _workers = [
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "inference"], &env),
+        spawn(&["worker", "--role", "generator"], &env),
+    ];
+    let http = reqwest::Client::new();
+    let stop = "[diagnosis]\nstop_when = { top_k = 7, confidence = 0.9, waves = 10 }\n";
+    let spec = format!(
+        "{}[generation]\nbudget = 100\n{stop}",
+        job_toml("s3://dftg/corpus", &sim_url, 100).replace("max_in_flight = 32", "max_in_flight = 8")
+    );
+    let r = http.post(format!("{api}/v1/jobs")).body(spec).send().await.expect("submit");
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let job = r.json::<serde_json::Value>().await.expect("json")["job_id"].as_str().expect("job id").to_string();
+    let done = wait_until(&http, &api, &job, "the job to finish", Duration::from_secs(600), |s| s["phase"] == "done").await;
+    let d = &done["dataset"]["diagnosis"];
+    assert_eq!(d["stopped_early"], true, "{d}");
+    let diagnosed = d["images_diagnosed"].as_u64().expect("images_diagnosed");
+    assert!(diagnosed < 4000 && d["model_calls_saved"].as_u64() == Some(4000 - diagnosed), "{d}");
+    // the waves never published are not in any queue; nothing else is left either
+    let left: Vec<_> = queue_depths(&vhost.0).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(left.is_empty(), "messages left in the queues: {left:?}");
+    let out = s3.root().join(BUCKET).join("jobs").join(&job);
+    assert_eq!(sorted_files(&out.join("diagnoses")).len() as u64 * 100, diagnosed);
+
+    // `dftg run` with the same stopping rule stops at the same wave with the same profile
+    let local_out = work.path().join("local");
+    let st = Command::new(dftg())
+        .args(["run", "--corpus", corpus_str, "--endpoint", &sim_url, "--model-name", "sim", "--shard-size", "100", "--in-flight", "8"])
+        .args(["--timeout", "10", "--budget", "100", "--stop-top-k", "7", "--stop-confidence", "0.9", "--stop-waves", "10", "--quiet"])
+        .arg("--out")
+        .arg(&local_out)
+        .status()
+        .expect("dftg run");
+    assert!(st.success());
+    let local_job: PathBuf = std::fs::read_dir(&local_out).expect("out").next().expect("job dir").expect("entry").path();
+    let local: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local_job.join("dataset.json")).expect("dataset.json")).expect("json");
+    assert_eq!(local["diagnosis"]["images_diagnosed"], d["images_diagnosed"]);
+    assert_eq!(local["diagnosis"]["top"], d["top"]);
     assert_eq!(std::fs::read(out.join("profile.json")).expect("profile"), std::fs::read(local_job.join("profile.json")).expect("profile"));
 }

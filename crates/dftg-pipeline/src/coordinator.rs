@@ -160,6 +160,38 @@ pub struct DatasetManifest {
     /// Who wrote the items, and what the gate refused.
     #[serde(default)]
     pub writer: WriterSummary,
+    /// How much of the corpus was diagnosed, and why it stopped; absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<DiagnosisSummary>,
+}
+
+/// `dataset.json`'s `diagnosis` block: adaptive diagnosis's outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiagnosisSummary {
+    /// Images in the shards dispatched to the diagnose stage.
+    pub images_diagnosed: u64,
+    pub images_total: u64,
+    /// True when the stopping rule ended the diagnosis before every image was asked about.
+    pub stopped_early: bool,
+    pub reason: String,
+    /// The family confidence at which the top-k set was separated at the last look (0 when
+    /// not separated; absent without `stop_when`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Calls to the model under diagnosis not made: undiagnosed images × prompts.
+    pub model_calls_saved: u64,
+    /// The top-k set at the last look (with `stop_when`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<String>,
+    /// Waves dispatched of those planned (with `stop_when`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waves_dispatched: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waves_planned: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// `dataset.json`'s `writer` block.
@@ -191,6 +223,7 @@ pub async fn write_dataset(
     plan: &GenerationPlan,
     total: &Summary,
     failed_shards: BTreeMap<String, String>,
+    diagnosis: DiagnosisSummary,
 ) -> Result<DatasetManifest, PipelineError> {
     let mut m = DatasetManifest {
         schema_version: 1,
@@ -211,6 +244,7 @@ pub async fn write_dataset(
         plan: plan.clone(),
         failed_shards,
         writer: WriterSummary { kind: ctx.spec.generation.writer.kind.as_str().to_string(), ..WriterSummary::default() },
+        diagnosis: Some(diagnosis),
     };
     let mut writer = crate::generate::WriterStats::default();
     let mut rejections: Vec<u8> = Vec::new();

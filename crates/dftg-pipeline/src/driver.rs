@@ -15,7 +15,12 @@ use tokio_util::sync::CancellationToken;
 use dftg_runtime::codec::encode;
 use dftg_runtime::queue::TaskQueue;
 
-use crate::coordinator::{build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, JobInfo, JobState, Phase};
+use dftg_core::adaptive::{decide, plan_waves, StopDecision, StopRule};
+use dftg_core::profile::Summary;
+
+use crate::coordinator::{
+    build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, DiagnosisSummary, JobInfo, JobState, Phase,
+};
 use crate::error::PipelineError;
 use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
 use crate::plan::{plan_corpus, plan_image_listing};
@@ -185,23 +190,48 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         set_phase(&info, &mut state, &io.status, Phase::Diagnosing).await?;
         let items = state.images * info.spec.prompts.len() as u64;
         let all: BTreeSet<u32> = (0..state.shards).collect();
-        let failed_diagnose = run_stage(&info, &mut io, Stage::Diagnose, &all, items, &mut resumed).await?;
+        let stop_when = info.spec.diagnosis.stop_when.as_ref();
+        // with stop_when, seeded waves and a look after each; otherwise one wave of everything
+        let waves = match stop_when {
+            Some(w) => plan_waves(state.shards, info.spec.seed, w.waves),
+            None => vec![all.iter().copied().collect()],
+        };
+        let mut adaptive = stop_when.map(|w| Adaptive {
+            rule: StopRule { top_k: w.top_k, confidence: w.confidence, min_opportunities: w.min_opportunities, looks: waves.len() as u32 },
+            total: Summary::default(),
+            decision: None,
+        });
+        let diagnosed = run_stage(&info, &mut io, Stage::Diagnose, &waves, items, &mut resumed, adaptive.as_mut()).await?;
+        let failed_diagnose = diagnosed.given_up.clone();
         let diagnose_time = t0.elapsed();
         account_failed_shards(&info, &state, &failed_diagnose, &io.status);
-        let warning = check_failures(&info, &io.status)?;
+        let images_diagnosed: u64 = diagnosed.dispatched.iter().map(|&s| shard_images(&state, info.spec.shard_size, s)).sum();
+        let warning = check_failures(&info, images_diagnosed, &io.status)?;
         update(&io.status, |s| s.warning = warning.clone());
         set_phase(&info, &mut state, &io.status, Phase::Profiling).await?;
-        let (_profile, plan, total) = build_profile_and_plan(&info, state.shards, &failed_diagnose).await?;
+        // shards never dispatched count as empty at the barrier, like given-up ones
+        let not_diagnosed: BTreeSet<u32> = all.difference(&diagnosed.dispatched).copied().collect();
+        let skip: BTreeSet<u32> = failed_diagnose.union(&not_diagnosed).copied().collect();
+        let (_profile, plan, total) = build_profile_and_plan(&info, state.shards, &skip).await?;
         set_phase(&info, &mut state, &io.status, Phase::Generating).await?;
         let t1 = Instant::now();
-        // a shard whose diagnosis was given up has nothing to generate from
-        let to_generate: BTreeSet<u32> = all.difference(&failed_diagnose).copied().collect();
-        run_stage(&info, &mut io, Stage::Generate, &to_generate, plan.budget, &mut resumed).await?;
+        // a shard whose diagnosis was given up (or never asked for) has nothing to generate from
+        let to_generate: Vec<u32> = all.difference(&skip).copied().collect();
+        run_stage(&info, &mut io, Stage::Generate, &[to_generate], plan.budget, &mut resumed, None).await?;
         let generate_time = t1.elapsed();
         set_phase(&info, &mut state, &io.status, Phase::Finishing).await?;
+        let diagnosis = diagnosis_summary(&info, &state, images_diagnosed, waves.len(), diagnosed.waves, adaptive.as_ref());
+        tracing::info!(
+            job = %info.job_id,
+            images_diagnosed = diagnosis.images_diagnosed,
+            images_total = diagnosis.images_total,
+            stopped_early = diagnosis.stopped_early,
+            reason = %diagnosis.reason,
+            "diagnosis ended"
+        );
         // the live status already holds every given-up shard
         let failed_shards = io.status.lock().unwrap_or_else(|p| p.into_inner()).failed_shards.clone();
-        let manifest = write_dataset(&info, state.shards, &plan, &total, failed_shards).await?;
+        let manifest = write_dataset(&info, state.shards, &plan, &total, failed_shards, diagnosis).await?;
         write_report(&info, state.shards).await?;
         Ok::<_, PipelineError>((manifest, diagnose_time, generate_time))
     }
@@ -248,9 +278,10 @@ fn account_failed_shards(info: &JobInfo, state: &JobState, failed: &BTreeSet<u32
 }
 
 /// After the diagnose stage: too many failed images fail the job; some give a warning.
-fn check_failures(info: &JobInfo, status: &SharedStatus) -> Result<Option<String>, PipelineError> {
+/// `images`: the images the stage was asked about (all, unless adaptive diagnosis stopped).
+fn check_failures(info: &JobInfo, images: u64, status: &SharedStatus) -> Result<Option<String>, PipelineError> {
     let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let total = s.images * info.spec.prompts.len() as u64;
+    let total = images * info.spec.prompts.len() as u64;
     let failed = s.diagnose.failed_items;
     if failed == 0 {
         return Ok(None);
@@ -292,16 +323,38 @@ async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, 
     Ok(())
 }
 
-/// Publishes the tasks of `shards` and follows their events; returns the shards given up.
+/// Adaptive diagnosis's state: the summary folded so far and the last look's verdict.
+struct Adaptive {
+    rule: StopRule,
+    total: Summary,
+    decision: Option<StopDecision>,
+}
+
+/// What a stage did.
+struct StageOutcome {
+    /// Shards whose task was given up.
+    given_up: BTreeSet<u32>,
+    /// Shards whose task was published (all, unless adaptive diagnosis stopped early).
+    dispatched: BTreeSet<u32>,
+    /// Waves published.
+    waves: usize,
+}
+
+/// Publishes the tasks of each wave and follows their events until the wave is accounted
+/// for. With `adaptive`, folds each finished shard's summary and looks after every wave: once
+/// the top-k set is settled, the later waves are never published (nothing is left in the
+/// queues, and no finished work is lost). Looks happen at wave boundaries only, so where it
+/// stops depends on the seed and the data, never on the order events arrive in.
 async fn run_stage(
     info: &JobInfo,
     io: &mut DriverIo,
     stage: Stage,
-    shards: &BTreeSet<u32>,
+    waves: &[Vec<u32>],
     total_items: u64,
     resumed: &mut u64,
-) -> Result<BTreeSet<u32>, PipelineError> {
-    let count = shards.len() as u32;
+    mut adaptive: Option<&mut Adaptive>,
+) -> Result<StageOutcome, PipelineError> {
+    let count: u32 = waves.iter().map(|w| w.len() as u32).sum();
     io.progress.stage_started(stage.as_str(), total_items);
     update(&io.status, |s| *s.stage_mut(stage) = StageStatus { shards_total: count, ..StageStatus::default() });
     let m = crate::metrics::metrics();
@@ -316,62 +369,133 @@ async fn run_stage(
     let qname = if stage == Stage::Diagnose { DIAGNOSE_QUEUE } else { GENERATE_QUEUE };
     // the clock starts with the first task: workers start on it while the rest are published
     let started = Instant::now();
-    for &shard in shards {
-        let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
-        let payload = encode(&task).map_err(|e| PipelineError::Encode { what: "shard task".into(), reason: e.to_string() })?;
-        tokio::select! {
-            biased;
-            _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
-            published = io.queue.publish(qname, payload) => published?,
-        }
-    }
-    let mut done: BTreeSet<u32> = BTreeSet::new();
-    let mut given_up: BTreeSet<u32> = BTreeSet::new();
-    while done.len() < shards.len() {
-        let ev = tokio::select! {
-            biased;
-            _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
-            ev = io.events.recv() => ev,
-        };
-        let Some(ev) = ev else { return Err(PipelineError::Cancelled) };
-        if ev.stage != stage || ev.job_id != info.job_id || !shards.contains(&ev.shard) || !done.insert(ev.shard) {
-            continue;
-        }
-        if ev.error.is_some() {
-            given_up.insert(ev.shard);
-        }
-        *resumed += u64::from(ev.already_done);
-        io.progress.advanced(stage.as_str(), ev.items);
-        let elapsed = started.elapsed().as_secs_f64().max(1e-6);
-        update(&io.status, |s| {
-            if let Some(err) = &ev.error {
-                s.failed_shards
-                    .insert(format!("{}/{}", stage.as_str(), ev.shard), crate::error::bounded(err, crate::error::MAX_ERROR_TEXT));
+    let mut outcome = StageOutcome { given_up: BTreeSet::new(), dispatched: BTreeSet::new(), waves: 0 };
+    for (w, wave) in waves.iter().enumerate() {
+        let shards: BTreeSet<u32> = wave.iter().copied().collect();
+        for &shard in wave {
+            let task = ShardTask { schema_version: MESSAGE_SCHEMA_VERSION, job_id: info.job_id.clone(), stage, shard };
+            let payload = encode(&task).map_err(|e| PipelineError::Encode { what: "shard task".into(), reason: e.to_string() })?;
+            tokio::select! {
+                biased;
+                _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
+                published = io.queue.publish(qname, payload) => published?,
             }
-            // reasons are short codes; anything else in a queue message is not trusted as a key
-            for (reason, n) in &ev.errors_by_reason {
-                let code = if is_reason_code(reason) { reason.as_str() } else { "other" };
-                if s.errors_by_reason.len() < MAX_REASONS || s.errors_by_reason.contains_key(code) {
-                    *s.errors_by_reason.entry(code.to_string()).or_default() += n;
+            outcome.dispatched.insert(shard);
+        }
+        outcome.waves += 1;
+        let mut done: BTreeSet<u32> = BTreeSet::new();
+        while done.len() < shards.len() {
+            let ev = tokio::select! {
+                biased;
+                _ = io.shutdown.cancelled() => return Err(PipelineError::Cancelled),
+                ev = io.events.recv() => ev,
+            };
+            let Some(ev) = ev else { return Err(PipelineError::Cancelled) };
+            if ev.stage != stage || ev.job_id != info.job_id || !shards.contains(&ev.shard) || !done.insert(ev.shard) {
+                continue;
+            }
+            if ev.error.is_some() {
+                outcome.given_up.insert(ev.shard);
+            } else if let Some(a) = adaptive.as_deref_mut() {
+                // folded as it arrives: the look at the wave's end needs no second pass
+                let summary: Summary = crate::generate::read_json(info.store.as_ref(), &crate::layout::summary_shard(ev.shard)).await?;
+                a.total.merge(&summary);
+            }
+            *resumed += u64::from(ev.already_done);
+            io.progress.advanced(stage.as_str(), ev.items);
+            let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+            update(&io.status, |s| {
+                if let Some(err) = &ev.error {
+                    s.failed_shards
+                        .insert(format!("{}/{}", stage.as_str(), ev.shard), crate::error::bounded(err, crate::error::MAX_ERROR_TEXT));
                 }
+                // reasons are short codes; anything else in a queue message is not trusted as a key
+                for (reason, n) in &ev.errors_by_reason {
+                    let code = if is_reason_code(reason) { reason.as_str() } else { "other" };
+                    if s.errors_by_reason.len() < MAX_REASONS || s.errors_by_reason.contains_key(code) {
+                        *s.errors_by_reason.entry(code.to_string()).or_default() += n;
+                    }
+                }
+                let st = s.stage_mut(stage);
+                st.shards_done += 1;
+                st.shards_failed += u32::from(ev.error.is_some());
+                st.items += ev.items;
+                st.failed_items += ev.failed;
+                st.rate = st.items as f64 / elapsed;
+                let left = st.shards_total.saturating_sub(st.shards_done) as f64;
+                st.eta_seconds = Some(elapsed / st.shards_done.max(1) as f64 * left);
+                m.job_shards.with_label_values(&[job, stage.as_str(), "done"]).set(i64::from(st.shards_done));
+                m.job_shards.with_label_values(&[job, stage.as_str(), "failed"]).set(i64::from(st.shards_failed));
+                m.job_items.with_label_values(&[job, stage.as_str(), "done"]).set(st.items as i64);
+                m.job_eta.with_label_values(&[job, stage.as_str()]).set(st.eta_seconds.unwrap_or(0.0));
+            });
+            m.job_last_progress.with_label_values(&[job]).set(unix_now());
+        }
+        if let Some(a) = adaptive.as_deref_mut() {
+            let d = decide(&a.total, &a.rule);
+            tracing::info!(
+                job = %info.job_id,
+                wave = w + 1,
+                waves = waves.len(),
+                images = a.total.images,
+                stop = d.stop,
+                confidence = d.confidence,
+                reason = %d.reason,
+                "adaptive diagnosis looked"
+            );
+            let stop = d.stop;
+            a.decision = Some(d);
+            if stop && w + 1 < waves.len() {
+                let dispatched = outcome.dispatched.len() as u32;
+                update(&io.status, |s| s.stage_mut(stage).shards_total = dispatched);
+                m.job_shards.with_label_values(&[job, st, "total"]).set(i64::from(dispatched));
+                break;
             }
-            let st = s.stage_mut(stage);
-            st.shards_done += 1;
-            st.shards_failed += u32::from(ev.error.is_some());
-            st.items += ev.items;
-            st.failed_items += ev.failed;
-            st.rate = st.items as f64 / elapsed;
-            let left = st.shards_total.saturating_sub(st.shards_done) as f64;
-            st.eta_seconds = Some(elapsed / st.shards_done.max(1) as f64 * left);
-            m.job_shards.with_label_values(&[job, stage.as_str(), "done"]).set(i64::from(st.shards_done));
-            m.job_shards.with_label_values(&[job, stage.as_str(), "failed"]).set(i64::from(st.shards_failed));
-            m.job_items.with_label_values(&[job, stage.as_str(), "done"]).set(st.items as i64);
-            m.job_eta.with_label_values(&[job, stage.as_str()]).set(st.eta_seconds.unwrap_or(0.0));
-        });
-        m.job_last_progress.with_label_values(&[job]).set(unix_now());
+        }
     }
     io.progress.stage_finished(stage.as_str());
-    Ok(given_up)
+    Ok(outcome)
+}
+
+/// `dataset.json`'s `diagnosis` block.
+fn diagnosis_summary(
+    info: &JobInfo,
+    state: &JobState,
+    images_diagnosed: u64,
+    waves_planned: usize,
+    waves_dispatched: usize,
+    adaptive: Option<&Adaptive>,
+) -> DiagnosisSummary {
+    let prompts = info.spec.prompts.len() as u64;
+    let images_total = state.images;
+    let undiagnosed = images_total.saturating_sub(images_diagnosed);
+    let base = DiagnosisSummary {
+        images_diagnosed,
+        images_total,
+        stopped_early: undiagnosed > 0,
+        model_calls_saved: undiagnosed * prompts,
+        ..DiagnosisSummary::default()
+    };
+    let Some(a) = adaptive else {
+        return DiagnosisSummary { reason: "stop_when not set: every image diagnosed".into(), ..base };
+    };
+    let (reason, confidence, top) = match &a.decision {
+        Some(d) if undiagnosed > 0 => (d.reason.clone(), round4(d.confidence), d.top.clone()),
+        Some(d) => (format!("every image diagnosed: {}", d.reason), round4(d.confidence), d.top.clone()),
+        None => ("every image diagnosed: no wave finished".to_string(), 0.0, Vec::new()),
+    };
+    DiagnosisSummary {
+        reason,
+        confidence: Some(confidence),
+        top,
+        waves_dispatched: waves_dispatched as u32,
+        waves_planned: waves_planned as u32,
+        ..base
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).floor() / 10_000.0
 }
 
 /// Distinct failure reasons a job's status keeps.

@@ -58,6 +58,57 @@ pub struct JobSpec {
     /// (and a judge) asked about what each caption claims.
     #[serde(default, skip_serializing_if = "TruthSpec::is_default")]
     pub truth: TruthSpec,
+    /// `[diagnosis]`: how much of the corpus to diagnose (all of it, unless `stop_when`).
+    #[serde(default, skip_serializing_if = "DiagnosisSpec::is_default")]
+    pub diagnosis: DiagnosisSpec,
+}
+
+/// `[diagnosis]`: adaptive diagnosis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosisSpec {
+    /// Stop dispatching diagnose shards once the top-k concepts are known (`core::adaptive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_when: Option<StopWhen>,
+}
+
+impl DiagnosisSpec {
+    fn is_default(&self) -> bool {
+        *self == DiagnosisSpec::default()
+    }
+}
+
+/// `stop_when = { top_k = 10, confidence = 0.95 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopWhen {
+    /// The size of the set of most hallucinated concepts that must be settled.
+    pub top_k: usize,
+    /// The chance that the set at the stop is the true top-k, in (0.5, 1).
+    #[serde(default = "default_stop_confidence")]
+    pub confidence: f64,
+    /// Concepts with fewer chances to be hallucinated are not ranked.
+    #[serde(default = "default_min_opportunities")]
+    pub min_opportunities: u64,
+    /// Waves the shards are dispatched in (the stopping rule looks after each).
+    #[serde(default = "default_waves")]
+    pub waves: u32,
+}
+
+impl StopWhen {
+    pub fn new(top_k: usize) -> Self {
+        StopWhen { top_k, confidence: default_stop_confidence(), min_opportunities: default_min_opportunities(), waves: default_waves() }
+    }
+}
+
+fn default_stop_confidence() -> f64 {
+    0.95
+}
+fn default_min_opportunities() -> u64 {
+    100
+}
+fn default_waves() -> u32 {
+    20
 }
 
 /// `[truth]`: the source of the image information.
@@ -289,6 +340,9 @@ pub mod limits {
     pub const MAX_TOKENS: u32 = 65_536;
     pub const MAX_TEXT_FIELD_LEN: usize = 1024;
     pub const MAX_BUDGET: u64 = 100_000_000;
+    pub const MAX_TOP_K: usize = 1000;
+    pub const MAX_WAVES: u32 = 1000;
+    pub const MAX_MIN_OPPORTUNITIES: u64 = 1_000_000_000;
 }
 
 fn default_max_failed_fraction() -> f64 {
@@ -391,6 +445,7 @@ impl JobSpec {
             out: None,
             max_failed_fraction: default_max_failed_fraction(),
             truth: TruthSpec::default(),
+            diagnosis: DiagnosisSpec::default(),
         }
     }
 
@@ -530,6 +585,24 @@ impl JobSpec {
                 return Err(PipelineError::invalid("name", format!("must be at most {MAX_NAME_LEN} bytes")));
             }
         }
+        if let Some(w) = &self.diagnosis.stop_when {
+            if w.top_k == 0 || w.top_k > MAX_TOP_K {
+                return Err(PipelineError::invalid("diagnosis.stop_when.top_k", format!("must be between 1 and {MAX_TOP_K}")));
+            }
+            // also refuses NaN; 0.9999 keeps the corrected per-interval level computable
+            if !(w.confidence > 0.5 && w.confidence <= 0.9999) {
+                return Err(PipelineError::invalid("diagnosis.stop_when.confidence", "must be within (0.5, 0.9999], e.g. 0.95"));
+            }
+            if w.min_opportunities == 0 || w.min_opportunities > MAX_MIN_OPPORTUNITIES {
+                return Err(PipelineError::invalid(
+                    "diagnosis.stop_when.min_opportunities",
+                    format!("must be between 1 and {MAX_MIN_OPPORTUNITIES}"),
+                ));
+            }
+            if w.waves == 0 || w.waves > MAX_WAVES {
+                return Err(PipelineError::invalid("diagnosis.stop_when.waves", format!("must be between 1 and {MAX_WAVES}")));
+            }
+        }
         if let Some(id) = &self.job_id {
             if !is_job_id(id) {
                 return Err(PipelineError::invalid("job_id", format!("use 1 to {MAX_JOB_ID_LEN} letters, digits, '-' and '_'")));
@@ -656,6 +729,12 @@ mod tests {
         assert_eq!(s.prompts, [DEFAULT_PROMPT]);
         assert_eq!(s.id(), s.clone().id(), "id is deterministic");
         assert!(s.id().starts_with("job-sim-kitchenware-"));
+        assert_eq!(s.diagnosis.stop_when, None);
+        // a spec without [diagnosis] keeps its id: the section is not serialized when default
+        assert!(!serde_json::to_string(&s).unwrap().contains("diagnosis"));
+        let a = JobSpec::parse("[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 10, confidence = 0.95 }\n").unwrap();
+        let w = a.diagnosis.stop_when.unwrap();
+        assert_eq!((w.top_k, w.confidence, w.min_opportunities, w.waves), (10, 0.95, 100, 20));
     }
 
     #[test]
@@ -692,6 +771,21 @@ mod tests {
             ("[corpus]\npath = \"x\"\n[model]\nkind = \"openai\"\nname = \"m\"\nendpoint = \"http://u:pw@h/v1\"\n", "model.endpoint"),
             ("[corpus]\npath = \"x\"\n[model]\nkind = \"openai\"\nname = \"m\"\nendpoint = \"http://h/v1?k=1\"\n", "model.endpoint"),
             ("max_failed_fraction = 2.0\n[corpus]\npath = \"x\"\n[model]\n", "max_failed_fraction"),
+            ("[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 0 }\n", "diagnosis.stop_when.top_k"),
+            (
+                "[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 3, confidence = 1.0 }\n",
+                "diagnosis.stop_when.confidence",
+            ),
+            (
+                "[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 3, confidence = nan }\n",
+                "diagnosis.stop_when.confidence",
+            ),
+            ("[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 3, waves = 0 }\n", "diagnosis.stop_when.waves"),
+            (
+                "[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 3, min_opportunities = 0 }\n",
+                "diagnosis.stop_when.min_opportunities",
+            ),
+            ("[corpus]\npath = \"x\"\n[model]\n[diagnosis]\nstop_when = { top_k = 3, bogus = 1 }\n", "bogus"),
         ];
         for (text, field) in cases {
             let err = JobSpec::parse(text).unwrap_err().to_string();

@@ -30,7 +30,12 @@ pub async fn write_report(ctx: &JobInfo, shards: u32) -> Result<(), PipelineErro
         if examples.len() >= EXAMPLES {
             break;
         }
-        let recs: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &layout::diagnosis_shard(shard)).await?;
+        let key = layout::diagnosis_shard(shard);
+        // a shard adaptive diagnosis never dispatched (or one given up) has no diagnoses
+        if ctx.store.head(&key).await?.is_none() {
+            continue;
+        }
+        let recs: Vec<DiagnosisRecord> = read_jsonl(ctx.store.as_ref(), &key).await?;
         examples.extend(recs.into_iter().filter(|r| r.error.is_none() && !r.hallucinations.is_empty()).take(EXAMPLES - examples.len()));
     }
     let html = render(&profile, &dataset, &examples);
@@ -128,6 +133,9 @@ h1{{font-size:1.6em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{borde
         profile.images,
         profile.failed_images
     );
+    if let Some(d) = &dataset.diagnosis {
+        let _ = write!(h, "<p class=\"muted\" id=\"diagnosis\">{}</p>", escape(&diagnosis_line(d)));
+    }
     if !dataset.tokens.is_empty() {
         let used: Vec<String> = dataset
             .tokens
@@ -204,6 +212,16 @@ h1{{font-size:1.6em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{borde
     h.push_str(&bars(&rows, "#f0ad4e"));
     h.push_str("</body></html>\n");
     h
+}
+
+/// The diagnosis block in one line: how much was diagnosed, why it stopped.
+pub fn diagnosis_line(d: &crate::coordinator::DiagnosisSummary) -> String {
+    let confidence = d.confidence.map(|c| format!(", confidence reached {:.1}%", c * 100.0)).unwrap_or_default();
+    let how = if d.stopped_early { "stopped early" } else { "diagnosed everything" };
+    format!(
+        "{} of {} images diagnosed ({how}{confidence}, {} model calls saved): {}",
+        d.images_diagnosed, d.images_total, d.model_calls_saved, d.reason
+    )
 }
 
 #[cfg(test)]

@@ -411,6 +411,72 @@ pub fn write_corpus_dir(dir: &std::path::Path, n: usize, seed: u64) -> Result<us
     Ok(corpus.images.len())
 }
 
+/// A corpus of `n` images over the scenes of `distinct` synthetic ones, for tests and
+/// benchmarks that need many images fast: drawing PNGs is the slow part of [`synthesize`], so
+/// the images reuse the drawn pixels, each made distinct by a `tEXt` chunk naming it (the
+/// simulator knows an image by its bytes' hash and seeds its choices by image).
+pub fn write_replicated_corpus_dir(dir: &std::path::Path, n: usize, distinct: usize, seed: u64) -> Result<usize, PipelineError> {
+    let synth = synthesize(distinct.clamp(1, n.max(1)), seed)?;
+    let bad = |what: &str| PipelineError::invalid("synth", format!("synthetic annotations lack {what}"));
+    let doc: serde_json::Value = serde_json::from_str(&synth.annotations)
+        .map_err(|e| PipelineError::invalid("synth", format!("synthetic annotations do not parse: {e}")))?;
+    let src_images = doc["images"].as_array().ok_or_else(|| bad("images"))?;
+    let mut by_image: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
+    for a in doc["annotations"].as_array().ok_or_else(|| bad("annotations"))? {
+        by_image.entry(a["image_id"].as_u64().unwrap_or(0)).or_default().push(a);
+    }
+    let io = |e: std::io::Error| PipelineError::invalid("corpus.path", format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join("images")).map_err(io)?;
+    let mut images = Vec::with_capacity(n);
+    let mut annotations = Vec::new();
+    for i in 0..n {
+        let j = i % synth.images.len();
+        let src = &src_images[j];
+        let file = format!("images/{:06}.png", i + 1);
+        std::fs::write(dir.join(&file), with_text_chunk(&synth.images[j].png, &file)).map_err(io)?;
+        let mut img = src.clone();
+        img["id"] = json!(i + 1);
+        img["file_name"] = json!(file);
+        images.push(img);
+        for a in by_image.get(&src["id"].as_u64().unwrap_or(0)).into_iter().flatten() {
+            let mut a = (*a).clone();
+            a["id"] = json!(annotations.len() + 1);
+            a["image_id"] = json!(i + 1);
+            annotations.push(a);
+        }
+    }
+    let out = json!({"info": doc["info"], "images": images, "annotations": annotations, "categories": doc["categories"]});
+    let text =
+        serde_json::to_vec(&out).map_err(|e| PipelineError::Encode { what: "synthetic annotations".into(), reason: e.to_string() })?;
+    std::fs::write(dir.join("annotations.json"), text).map_err(io)?;
+    Ok(n)
+}
+
+/// `png` with a `tEXt` chunk (keyword `dftg`) before its `IEND` chunk.
+fn with_text_chunk(png: &[u8], text: &str) -> Vec<u8> {
+    let crc32 = |bytes: &[u8]| {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    };
+    let mut body = b"tEXt".to_vec();
+    body.extend_from_slice(b"dftg\0");
+    body.extend_from_slice(text.as_bytes());
+    // IEND is the last 12 bytes of every PNG the encoder writes
+    let (head, iend) = png.split_at(png.len().saturating_sub(12));
+    let mut out = head.to_vec();
+    out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out.extend_from_slice(iend);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -340,3 +340,144 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(spec.id()).join("job.json")).unwrap()).unwrap();
     assert_eq!(state["phase"], "failed");
 }
+
+/// The top-k concepts by rate among those with `min` opportunities, as the stopping rule ranks.
+fn top_k(profile: &Profile, k: usize, min: u64) -> Vec<String> {
+    let mut c: Vec<_> = profile.concepts.iter().filter(|c| c.opportunities >= min).collect();
+    c.sort_by(|a, b| {
+        (u128::from(b.hallucinations) * u128::from(a.opportunities))
+            .cmp(&(u128::from(a.hallucinations) * u128::from(b.opportunities)))
+            .then(a.concept.cmp(&b.concept))
+    });
+    c.iter().take(k).map(|c| c.concept.clone()).collect()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn adaptive_spec(corpus: &Path, k: usize) -> JobSpec {
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+    spec.shard_size = 200;
+    // generation is not what is tested here: keep it short
+    spec.generation.budget = Some(100);
+    spec.diagnosis.stop_when = Some(dftg_pipeline::job::StopWhen { top_k: k, confidence: 0.9, min_opportunities: 100, waves: 10 });
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_diagnosis_stops_when_the_top_k_is_separated_and_not_on_a_tie() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_replicated_corpus_dir(&corpus, 4000, 200, 1).unwrap();
+    // kitchenware, k = 10: the 10th and 11th concepts share the default affinity (a tie), so
+    // the diagnosis runs to the end and says why; its profile is the full run's
+    let tied = adaptive_spec(&corpus, 10);
+    let out = dir.path().join("out");
+    let full = run(&corpus, &out, &tied).await;
+    let d = full.manifest.diagnosis.clone().unwrap();
+    assert!(!d.stopped_early && d.images_diagnosed == 4000 && d.images_total == 4000 && d.model_calls_saved == 0, "{d:?}");
+    assert!(d.reason.contains("10th concept") && d.reason.contains("11th") && d.reason.contains("tie"), "{}", d.reason);
+    assert_eq!((d.waves_dispatched, d.waves_planned), (10, 10));
+    let full_profile: Profile = read_json(&out.join(&full.job_id).join("profile.json"));
+    let full_top = top_k(&full_profile, 7, 100);
+
+    // k = 7: the 7th concept (wine glass, ~5 %) is far above the 8th (~1 %): it stops early
+    let separated = adaptive_spec(&corpus, 7);
+    let report = run(&corpus, &out, &separated).await;
+    let job = out.join(&report.job_id);
+    let d = report.manifest.diagnosis.clone().unwrap();
+    eprintln!("adaptive k=7: {d:?}");
+    assert!(d.stopped_early && d.images_diagnosed < 4000 && d.images_total == 4000, "{d:?}");
+    assert_eq!(d.model_calls_saved, 4000 - d.images_diagnosed);
+    assert!(d.reason.contains("settled") && d.confidence.unwrap() >= 0.9, "{d:?}");
+    assert!(d.waves_dispatched < d.waves_planned);
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(set(&d.top), set(&full_top), "the stopped top-7 is the full run's");
+    // the model was asked about the diagnosed images only, and every diagnosed shard is kept
+    let calls = std::fs::read_to_string(job.join("sim-truth.jsonl")).unwrap().lines().count() as u64;
+    assert_eq!(calls, d.images_diagnosed);
+    assert_eq!(diagnoses(&job).len() as u64, d.images_diagnosed);
+    let profile: Profile = read_json(&job.join("profile.json"));
+    assert_eq!(profile.images, d.images_diagnosed);
+    assert_eq!(set(&top_k(&profile, 7, 100)), set(&full_top));
+    // generation proceeds from the diagnosed shards
+    let diagnosed: BTreeSet<String> = diagnoses(&job).iter().map(|r| r.file.clone().unwrap()).collect();
+    let recs = instructions(&job);
+    assert!(!recs.is_empty());
+    assert!(recs.iter().all(|r| diagnosed.contains(&r.image)));
+    let html = std::fs::read_to_string(job.join("report.html")).unwrap();
+    assert!(html.contains("id=\"diagnosis\"") && html.contains("stopped early"));
+    let dataset: serde_json::Value = read_json(&job.join("dataset.json"));
+    for field in ["images_diagnosed", "images_total", "stopped_early", "reason", "confidence", "model_calls_saved"] {
+        assert!(dataset["diagnosis"].get(field).is_some(), "dataset.json diagnosis lacks {field}");
+    }
+    // the same spec again: the same stop (looks happen at wave ends only), nothing redone
+    let again = run(&corpus, &out, &separated).await;
+    let (a, b) = (again.manifest.diagnosis.unwrap(), d);
+    assert_eq!((a.images_diagnosed, &a.reason, &a.top), (b.images_diagnosed, &b.reason, &b.top));
+}
+
+/// The acceptance numbers (BENCHMARKS.md): a 20,000-image synthetic corpus against
+/// kitchenware, 20 seeds, adaptive (k = 7, 95 %, 20 waves) against a full diagnosis; and k = 10
+/// (a tie) must not stop early. Slow: run with
+/// `cargo test --release -p dftg-pipeline --test embedded -- --ignored --nocapture adaptive_benchmark`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn adaptive_benchmark() {
+    let images: usize = std::env::var("DFTG_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let seeds: u64 = std::env::var("DFTG_BENCH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    dftg_pipeline::synth::write_corpus_dir(&corpus, images, 1).unwrap();
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
+    let spec = |seed: u64, k: Option<usize>| {
+        let mut s = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+        s.seed = seed;
+        s.generation.budget = Some(100);
+        s.diagnosis.stop_when = k.map(dftg_pipeline::job::StopWhen::new);
+        s
+    };
+    let (mut equal, mut full_calls, mut adaptive_calls, mut full_secs, mut adaptive_secs, mut max_fraction) =
+        (0, 0u64, 0u64, 0.0, 0.0, 0f64);
+    println!("| seed | full: calls | full: diagnose s | adaptive: calls | adaptive: diagnose s | waves | top-7 equal | confidence |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for seed in 1..=seeds {
+        let out = dir.path().join(format!("out-{seed}"));
+        let job = LocalJob::prepare(&spec(seed, None), &out).await.unwrap();
+        let full = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+        let full_profile: Profile = read_json(&out.join(spec(seed, None).id()).join("profile.json"));
+        let job = LocalJob::prepare(&spec(seed, Some(7)), &out).await.unwrap();
+        let ad = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+        let d = ad.manifest.diagnosis.clone().unwrap();
+        let same = set(&d.top) == set(&top_k(&full_profile, 7, 100));
+        equal += u32::from(same);
+        full_calls += images as u64;
+        adaptive_calls += d.images_diagnosed;
+        full_secs += full.diagnose_time.as_secs_f64();
+        adaptive_secs += ad.diagnose_time.as_secs_f64();
+        max_fraction = max_fraction.max(d.images_diagnosed as f64 / images as f64);
+        println!(
+            "| {seed} | {images} | {:.2} | {} | {:.2} | {}/{} | {same} | {:.4} |",
+            full.diagnose_time.as_secs_f64(),
+            d.images_diagnosed,
+            ad.diagnose_time.as_secs_f64(),
+            d.waves_dispatched,
+            d.waves_planned,
+            d.confidence.unwrap_or(0.0)
+        );
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    println!(
+        "total: full {full_calls} calls {full_secs:.1} s; adaptive {adaptive_calls} calls {adaptive_secs:.1} s; top-7 equal in {equal} of {seeds}; at most {:.1} % diagnosed",
+        max_fraction * 100.0
+    );
+    let out = dir.path().join("out-tie");
+    let job = LocalJob::prepare(&spec(1, Some(10)), &out).await.unwrap();
+    let tie = job.run(RunOptions { workers: 4, progress: Arc::new(NoProgress), shutdown: CancellationToken::new() }).await.unwrap();
+    let d = tie.manifest.diagnosis.unwrap();
+    println!("k = 10: {} of {} diagnosed, stopped early {}: {}", d.images_diagnosed, d.images_total, d.stopped_early, d.reason);
+    assert!(max_fraction <= 0.30, "adaptive diagnosis diagnosed {:.1} % of the images", max_fraction * 100.0);
+    assert!(equal + 1 >= seeds as u32, "top-7 equal in {equal} of {seeds} seeds");
+    assert!(!d.stopped_early);
+}
