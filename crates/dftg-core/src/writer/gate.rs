@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::diagnose;
+use crate::check::diagnose_extraction;
 use crate::extract::{ExtractScratch, Extraction, Extractor};
 use crate::llava::InstructionType;
 use crate::record::HallucinationKind;
@@ -199,7 +199,8 @@ pub fn verify(
     let mut names_target = false;
     for turn in &item.turns {
         let (q, _) = read(extractor, scratch, &turn.question);
-        let (a, _) = read(extractor, scratch, &turn.answer);
+        // the answer is read once: the type rules, the claims check and the attribute check share it
+        let (a, ex) = read(extractor, scratch, &turn.answer);
         let asks = target.is_some_and(|t| q.asserted.contains(t) || q.negated.contains(t));
         names_target |= asks;
         let answer_mentions_target = target.is_some_and(|t| a.asserted.contains(t));
@@ -239,8 +240,7 @@ pub fn verify(
             }
             InstructionType::CorrectedDescription => {}
         }
-        let d = diagnose(extractor, scratch, &truth, "", &turn.answer);
-        let (_, ex) = read(extractor, scratch, &turn.answer);
+        let d = diagnose_extraction(extractor.vocab(), &ex, &truth, "", &turn.answer);
         let said_after = predicative_attributes(extractor, &turn.answer, &ex);
         let wrong_after = said_after.iter().any(|(c, family, value)| {
             truth.objects.iter().any(|o| o.name == *c && o.attributes.get(family).is_some_and(|known| !known.contains(value)))
@@ -322,13 +322,18 @@ fn predicative_attributes(extractor: &Extractor, text: &str, ex: &Extraction) ->
 /// Share of `original` (one concept name per correct mention) that `text` still mentions,
 /// counted with multiplicity; 1 when there was nothing to keep.
 pub fn kept_share(extractor: &Extractor, scratch: &mut ExtractScratch, original: &[String], text: &str) -> f64 {
+    let (_, ex) = read(extractor, scratch, text);
+    kept_of(original, ex.mentions.iter().map(|m| extractor.vocab().name(m.concept)))
+}
+
+/// [`kept_share`] over mentions already read (concept names, one per mention).
+fn kept_of<'a>(original: &[String], mentions: impl Iterator<Item = &'a str>) -> f64 {
     if original.is_empty() {
         return 1.0;
     }
-    let (_, ex) = read(extractor, scratch, text);
     let mut have: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in &ex.mentions {
-        *have.entry(extractor.vocab().name(m.concept)).or_default() += 1;
+    for m in mentions {
+        *have.entry(m).or_default() += 1;
     }
     let mut kept = 0usize;
     for c in original {
