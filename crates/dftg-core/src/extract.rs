@@ -42,6 +42,13 @@ mod class {
     pub const IN: u32 = 1 << 18;
     /// Appears after the first word of some multi-word phrase.
     pub const INNER: u32 = 1 << 19;
+    pub const MODAL: u32 = 1 << 20;
+    /// Opens a relative clause about a place or a person ("where", "who").
+    pub const RELATIVE: u32 = 1 << 21;
+    /// Verbs and prepositions that take the carriages of a train ("pulling", "made up of").
+    pub const CARRIAGE: u32 = 1 << 22;
+    /// Quantity words that may sit before a noun ("several", "multiple").
+    pub const QUANTITY: u32 = 1 << 23;
 }
 
 const WORD_CLASSES: &[(u32, &[&str])] = &[
@@ -197,6 +204,10 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
     (class::FRAME, &["image", "picture", "photo", "photograph", "scene", "frame"]),
     (class::LINK, &["be", "to", "clearly", "actually"]),
     (class::IN, &["in"]),
+    (class::MODAL, &["might", "may", "could", "would", "will", "can", "should", "shall"]),
+    (class::RELATIVE, &["where", "who", "whom", "whose"]),
+    (class::CARRIAGE, &["of", "pulling", "pulls", "pulled", "pull", "hauling", "hauls", "hauled", "towing", "tows"]),
+    (class::QUANTITY, &["several", "multiple", "many", "various", "numerous", "few", "more", "other", "its", "their", "long", "the", "a"]),
 ];
 
 /// Up to this many attributes are kept per mention.
@@ -328,6 +339,8 @@ pub struct Extractor {
     /// When set, mentions come from the CHAIR-compatible reader instead (no spans, counts,
     /// attributes or negation: the reference's behaviour).
     chair: Option<std::sync::Arc<crate::chair::ChairVocab>>,
+    /// "car" and "train" when the vocabulary has both: the cars a train pulls are its carriages.
+    car_train: Option<(ConceptId, ConceptId)>,
 }
 
 impl Extractor {
@@ -365,7 +378,8 @@ impl Extractor {
             add(w, class::ATTRIBUTE);
         }
         let longest = lexicon.keys().map(|k| k.len()).max().unwrap_or(0);
-        Extractor { vocab, lexicon, longest, chair: None }
+        let car_train = vocab.lookup("car").zip(vocab.lookup("train"));
+        Extractor { vocab, lexicon, longest, chair: None, car_train }
     }
 
     /// An extractor that reads like the reference CHAIR implementation (for numbers that
@@ -450,13 +464,21 @@ impl Extractor {
         // first mention index of the current clause, for "X and Y are not visible"
         let mut clause_first_mention = 0usize;
         let mut last_mention_tok_end: Option<usize> = None;
+        let mut last_mention_start = 0usize;
+        // inside "where cyclists might leave their bikes": a clause about what may happen
+        let mut hypothetical = false;
+        // a train was named in this sentence; one of its cars was read as a carriage
+        let (mut train_named, mut carriage_named) = (false, false);
         let mut i = 0;
         while i < n {
             match toks[i].kind {
                 Kind::Stop { sentence_end } => {
                     neg = Neg::Off;
+                    hypothetical = false;
                     if sentence_end {
                         sentence += 1;
+                        train_named = false;
+                        carriage_named = false;
                     }
                     clause_first_mention = out.mentions.len();
                     last_mention_tok_end = None;
@@ -464,6 +486,7 @@ impl Extractor {
                     continue;
                 }
                 Kind::Comma => {
+                    hypothetical = false;
                     neg = match neg {
                         Neg::AfterHead | Neg::Coord => Neg::Coord,
                         _ => Neg::Off,
@@ -474,6 +497,9 @@ impl Extractor {
                 Kind::Word => {}
             }
             let flags = toks[i].flags;
+            if flags & class::RELATIVE != 0 && relative_clause_is_modal(toks, norm, i) {
+                hypothetical = true;
+            }
             if flags & class::NEGATOR != 0 {
                 // "X is not visible": negates the mentions just before it in this clause
                 if let Some(end) = last_mention_tok_end {
@@ -531,14 +557,11 @@ impl Extractor {
                 i += len;
                 continue;
             };
-            // colour word that is also a concept, used as a modifier: "an orange sign"
-            if len == 1 && !entry.plural && flags & class::ATTRIBUTE != 0 && i + 1 < n {
-                let next = toks[i + 1];
-                if next.kind == Kind::Word && next.flags & class::FUNCTION == 0 {
-                    neg = if neg == Neg::Seeking { Neg::Seeking } else { neg };
-                    i += 1;
-                    continue;
-                }
+            // colour word that is also a concept, used as a modifier ("an orange sign", an
+            // orange "Road Work" sign) or among other colours ("black, orange and white fur")
+            if len == 1 && !entry.plural && flags & class::ATTRIBUTE != 0 && (colour_before_noun(toks, norm, i) || among_colours(toks, i)) {
+                i += 1;
+                continue;
             }
             let span = (toks[i].start, toks[i + len - 1].end);
             if neg == Neg::Seeking || neg == Neg::Coord {
@@ -548,13 +571,28 @@ impl Extractor {
                 continue;
             }
             neg = Neg::Off;
-            if s.generic_sentence.get(sentence as usize).copied().unwrap_or(false) {
+            if s.generic_sentence.get(sentence as usize).copied().unwrap_or(false)
+                || hypothetical
+                || purpose_subject(toks, norm, i, len)
+                || (predicate_of_previous(toks, norm, last_mention_tok_end.map(|end| (last_mention_start, end)), i)
+                    && out.mentions.last().is_some_and(|m| m.concept != concept))
+            {
                 i += len;
                 continue;
+            }
+            if let Some((car, train)) = self.car_train {
+                if concept == train {
+                    train_named = true;
+                } else if concept == car && train_named && (carriage_named || carriage_context(toks, norm, i, len)) {
+                    carriage_named = true;
+                    i += len;
+                    continue;
+                }
             }
             let (count, attributes) = self.modifiers_before(toks, norm, i, concept);
             out.push_mention(RawMention { concept, span, count, attributes, sentence, surface: i as u32 });
             last_mention_tok_end = Some(i + len);
+            last_mention_start = i;
             i += len;
         }
     }
@@ -759,15 +797,131 @@ fn tokenize(text: &str, s: &mut ExtractScratch) {
 }
 
 /// Marks sentences that state general knowledge rather than describe the image.
+/// A relative clause whose verb is a modal ("where cyclists might leave their bikes", "who
+/// will arrive later"): what it names may be there some day, not in the image. Looks at most
+/// six words ahead, inside the clause.
+fn relative_clause_is_modal(toks: &[Tok], norm: &str, at: usize) -> bool {
+    let clause = toks[at + 1..].iter().take(6).take_while(|t| t.kind == Kind::Word).count();
+    (at + 1..at + 1 + clause).any(|j| {
+        if toks[j].flags & class::MODAL == 0 {
+            return false;
+        }
+        // "where people can be seen walking" still says they are there
+        let mut k = j + 1;
+        while k < toks.len() && toks[k].kind == Kind::Word && matches!(word(toks, norm, k), "also" | "clearly" | "still") {
+            k += 1;
+        }
+        let seen = k + 1 < toks.len()
+            && toks[k].kind == Kind::Word
+            && word(toks, norm, k) == "be"
+            && toks[k + 1].kind == Kind::Word
+            && toks[k + 1].flags & class::VISIBLE != 0;
+        !seen
+    })
+}
+
+/// Word `i` of the normalized text.
+fn word<'a>(toks: &[Tok], norm: &'a str, i: usize) -> &'a str {
+    &norm[toks[i].ns as usize..toks[i].ne as usize]
+}
+
+/// A colour word directly before a noun or a quoted name: an attribute, not the object.
+fn colour_before_noun(toks: &[Tok], norm: &str, i: usize) -> bool {
+    match toks.get(i + 1) {
+        Some(next) if next.kind == Kind::Word => next.flags & class::FUNCTION == 0,
+        Some(_) => word(toks, norm, i + 1) == "\"" && toks.get(i + 2).is_some_and(|t| t.kind == Kind::Word),
+        None => false,
+    }
+}
+
+/// A colour word coordinated with other colour words: "white and orange", "black, orange, and
+/// white".
+fn among_colours(toks: &[Tok], i: usize) -> bool {
+    let is_colour = |k: usize| toks.get(k).is_some_and(|t| t.kind == Kind::Word && t.flags & class::ATTRIBUTE != 0);
+    let is_join = |k: usize| toks.get(k).is_some_and(|t| t.kind == Kind::Comma || t.flags & class::COORD != 0);
+    let before = i >= 2 && is_join(i - 1) && is_colour(i - 2);
+    let after = is_join(i + 1) && (is_colour(i + 2) || (is_join(i + 2) && is_colour(i + 3)));
+    before || after
+}
+
+/// The noun phrase at `i..i + len` is the subject of a purpose infinitive: "easy for people to
+/// find", "waiting for passengers to board". It names who the place is for, not who is there.
+fn purpose_subject(toks: &[Tok], norm: &str, i: usize, len: usize) -> bool {
+    let to_follows = toks.get(i + len).is_some_and(|t| t.kind == Kind::Word) && word(toks, norm, i + len) == "to";
+    if !to_follows {
+        return false;
+    }
+    let mut k = i;
+    // skip the phrase's own determiners and modifiers, at most three words
+    while k > 0
+        && i - k < 3
+        && toks[k - 1].kind == Kind::Word
+        && toks[k - 1].flags & (class::QUANTITY | class::ATTRIBUTE | class::NUMBER) != 0
+    {
+        k -= 1;
+    }
+    k > 0 && toks[k - 1].kind == Kind::Word && word(toks, norm, k - 1) == "for"
+}
+
+/// "The toilet is a white porcelain bowl": a noun phrase that says what the object just named
+/// (the clause's subject, not "beside the table is a chair") is, not another object.
+fn predicate_of_previous(toks: &[Tok], norm: &str, last_mention: Option<(usize, usize)>, i: usize) -> bool {
+    let Some((start, end)) = last_mention else { return false };
+    if i < end + 2 || i - end > 5 || toks[end..i].iter().any(|t| t.kind != Kind::Word) {
+        return false;
+    }
+    let mut k = start;
+    while k > 0
+        && start - k < 4
+        && toks[k - 1].kind == Kind::Word
+        && toks[k - 1].flags & (class::QUANTITY | class::ATTRIBUTE | class::NUMBER) != 0
+    {
+        k -= 1;
+    }
+    if k > 0 && toks[k - 1].kind == Kind::Word {
+        return false;
+    }
+    matches!(word(toks, norm, end), "is" | "was")
+        && matches!(word(toks, norm, end + 1), "a" | "an")
+        && toks[end + 2..i].iter().all(|t| t.flags & (class::FUNCTION | class::NUMBER | class::STARTER) == 0)
+}
+
+/// A "car" that is a train's carriage, in a sentence that named a train: taken by a verb or
+/// preposition of pulling ("pulling multiple cars", "a long train of cars", "made up of
+/// several cars"), or itself placed in the train ("cars in the train").
+fn carriage_context(toks: &[Tok], norm: &str, i: usize, len: usize) -> bool {
+    let mut k = i;
+    while k > 0
+        && i - k < 4
+        && toks[k - 1].kind == Kind::Word
+        && toks[k - 1].flags & (class::QUANTITY | class::NUMBER | class::ATTRIBUTE) != 0
+    {
+        k -= 1;
+    }
+    if k > 0 && toks[k - 1].kind == Kind::Word && toks[k - 1].flags & class::CARRIAGE != 0 {
+        // "of" only after the train itself or "made up of" / "consisting of"
+        return word(toks, norm, k - 1) != "of"
+            || (k >= 2 && matches!(word(toks, norm, k - 2), "train" | "up" | "consists" | "consisting" | "composed" | "comprised"));
+    }
+    let after = |d: usize| if toks.get(i + len + d).is_some_and(|t| t.kind == Kind::Word) { word(toks, norm, i + len + d) } else { "" };
+    matches!(after(0), "in" | "of" | "on") && matches!(after(1), "the" | "this" | "that") && after(2) == "train"
+}
+
 fn mark_generic_sentences(s: &mut ExtractScratch) {
     s.generic_sentence.clear();
     let mut marker = false;
     let mut deictic = false;
     let mut prev_are_is = false;
+    let mut stated = false;
     for t in &s.toks {
         match t.kind {
             Kind::Stop { sentence_end: true } => {
-                s.generic_sentence.push(marker && !deictic);
+                // a question after a statement ("… Question: Are there any people in the
+                // image?") is appended text and asserts nothing; a text that opens with a
+                // question is one (the writer's questions are read for what they ask about)
+                let question = &s.norm[t.ns as usize..t.ne as usize] == "?";
+                s.generic_sentence.push((marker && !deictic) || (question && stated));
+                stated |= !question;
                 marker = false;
                 deictic = false;
                 prev_are_is = false;
@@ -812,6 +966,35 @@ mod tests {
         assert_eq!(names(&e, "A woman holds a cell phone."), ["person", "cell phone"]);
         assert_eq!(names(&e, "Two puppies and three women."), ["dog", "person"]);
         assert_eq!(names(&e, "A man waits at the bus stop."), ["person"]);
+    }
+
+    #[test]
+    fn what_a_careful_reader_does_not_count() {
+        let e = ex();
+        // carriages of a train, but not cars near one
+        assert_eq!(names(&e, "A train is pulling several cars behind it, and each car is red."), ["train"]);
+        assert_eq!(names(&e, "The train is made up of multiple cars."), ["train"]);
+        assert_eq!(names(&e, "A train passes a parking lot full of cars."), ["train", "car"]);
+        assert_eq!(names(&e, "Two freight cars sit on the tracks."), ["train"]);
+        // colours among colours, a colour before a quoted name
+        assert_eq!(names(&e, "A cat with black, orange, and white fur."), ["cat"]);
+        assert_eq!(names(&e, "A kite in red and orange flies."), ["kite"]);
+        assert_eq!(names(&e, "An orange \"Detour\" sign stands by the road."), Vec::<String>::new());
+        assert_eq!(names(&e, "An orange and a banana."), ["orange", "banana"]);
+        // what may happen, who a place is for
+        assert_eq!(names(&e, "A bench where tourists might rest."), ["bench"]);
+        assert_eq!(names(&e, "A street where people can be seen walking."), ["person"]);
+        assert_eq!(names(&e, "A big sign makes it easy for people to find the store."), Vec::<String>::new());
+        // a predicate noun says what the subject is
+        assert_eq!(names(&e, "The toilet is a white porcelain bowl."), ["toilet"]);
+        assert_eq!(names(&e, "Beside the table is a chair."), ["dining table", "chair"]);
+        // appended questions assert nothing; a question alone is read for what it asks
+        assert_eq!(names(&e, "A cat sits on a desk.\n\nQuestion: Is there a dog in the image?"), ["cat", "dining table"]);
+        assert_eq!(names(&e, "Is there a dog in the image?"), ["dog"]);
+        // a concept word naming the kind of another thing, in the plural too
+        assert_eq!(names(&e, "Two baseball players near a bike rack."), ["person"]);
+        assert_eq!(names(&e, "A man holds a glass of wine and a glass of water."), ["person", "wine glass", "cup"]);
+        assert_eq!(names(&e, "A stuffed toy bear and plants in pots."), ["teddy bear", "potted plant"]);
     }
 
     #[test]

@@ -210,7 +210,9 @@ impl Vocabulary {
             let natural_display = natural_display(&display, &synonyms[natural], &plurals[natural]);
             vocab.concepts.push(Concept { name, supercategory: c.supercategory, synonyms, plurals, natural, natural_display });
         }
-        // Priority: explicit phrases, then plural forms, then singular forms; first insert wins.
+        // Priority: explicit phrases, their plurals, then plural forms, then singular forms;
+        // first insert wins.
+        let mut deferred_plurals = Vec::new();
         for (phrase, target) in &file.phrases {
             let target_id = if target.is_empty() {
                 None
@@ -220,7 +222,16 @@ impl Vocabulary {
                 })?)
             };
             let plural = phrase.ends_with('s') && !phrase.ends_with("ss");
-            vocab.insert_phrase(normalize_phrase(phrase), PhraseEntry { concept: target_id, plural });
+            let key = normalize_phrase(phrase);
+            // "baseball player" also covers "baseball players" (phrases holding "of" or a
+            // plural already are written out as they are)
+            if !plural && key.contains(' ') && !key.contains(" of ") {
+                deferred_plurals.push((pluralize_phrase(&key, &file.plurals), target_id));
+            }
+            vocab.insert_phrase(key, PhraseEntry { concept: target_id, plural });
+        }
+        for (key, concept) in deferred_plurals {
+            vocab.insert_phrase(key, PhraseEntry { concept, plural: true });
         }
         let concepts = vocab.concepts.clone();
         for (i, c) in concepts.iter().enumerate() {
