@@ -21,7 +21,7 @@
 //! - `seed`    — deterministic seeding by key, never by arrival order
 //! - `record`  — the records written between stages
 //! - `tokens`  — token counts of model calls, by role
-//! - `adaptive` — when to stop diagnosing: is the top-k set settled (Wilson, Bonferroni)
+//! - `adaptive` — when to stop diagnosing: is the top-k set settled (a pilot wave, weighted pairwise score bounds)
 
 pub mod adaptive;
 pub mod before_after;

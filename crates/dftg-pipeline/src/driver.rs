@@ -198,7 +198,8 @@ pub async fn drive_job(info: Arc<JobInfo>, mut io: DriverIo) -> Result<DriveRepo
         };
         let mut adaptive = stop_when.map(|w| Adaptive {
             rule: StopRule { top_k: w.top_k, confidence: w.confidence, min_opportunities: w.min_opportunities, looks: waves.len() as u32 },
-            total: Summary::default(),
+            pilot: Summary::default(),
+            rest: Summary::default(),
             decision: None,
         });
         let diagnosed = run_stage(&info, &mut io, Stage::Diagnose, &waves, items, &mut resumed, adaptive.as_mut()).await?;
@@ -326,7 +327,9 @@ async fn set_phase(info: &JobInfo, state: &mut JobState, status: &SharedStatus, 
 /// Adaptive diagnosis's state: the summary folded so far and the last look's verdict.
 struct Adaptive {
     rule: StopRule,
-    total: Summary,
+    /// The first wave's summary (it places the boundary) and the later waves' (they are tested).
+    pilot: Summary,
+    rest: Summary,
     decision: Option<StopDecision>,
 }
 
@@ -399,7 +402,11 @@ async fn run_stage(
             } else if let Some(a) = adaptive.as_deref_mut() {
                 // folded as it arrives: the look at the wave's end needs no second pass
                 let summary: Summary = crate::generate::read_json(info.store.as_ref(), &crate::layout::summary_shard(ev.shard)).await?;
-                a.total.merge(&summary);
+                if outcome.waves == 1 {
+                    a.pilot.merge(&summary)
+                } else {
+                    a.rest.merge(&summary)
+                };
             }
             *resumed += u64::from(ev.already_done);
             io.progress.advanced(stage.as_str(), ev.items);
@@ -432,12 +439,12 @@ async fn run_stage(
             m.job_last_progress.with_label_values(&[job]).set(unix_now());
         }
         if let Some(a) = adaptive.as_deref_mut() {
-            let d = decide(&a.total, &a.rule);
+            let d = decide(&a.pilot, &a.rest, &a.rule);
             tracing::info!(
                 job = %info.job_id,
                 wave = w + 1,
                 waves = waves.len(),
-                images = a.total.images,
+                images = a.pilot.images + a.rest.images,
                 stop = d.stop,
                 confidence = d.confidence,
                 reason = %d.reason,
