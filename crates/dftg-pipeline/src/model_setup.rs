@@ -78,7 +78,7 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     config.max_in_flight = d.max_in_flight;
     config.request_timeout = request_timeout("truth.detector.timeout_secs", d.timeout_secs)?;
     config.retry = retry_policy(d.max_attempts);
-    config.jitter_seed = Some(spec.seed ^ 0xde7e_c708);
+    config.jitter_seed = Some(jitter_seed(spec.seed, "detector"));
     config.max_labels_per_request = d.max_labels_per_request;
     // the service must return boxes below the absent threshold, or nothing is ever uncertain
     config.box_threshold = config.box_threshold.min(d.absent_threshold * 0.5);
@@ -98,7 +98,7 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
             config.max_in_flight = j.max_in_flight;
             config.request_timeout = request_timeout("truth.judge.timeout_secs", j.timeout_secs)?;
             config.retry = retry_policy(j.max_attempts);
-            config.jitter_seed = Some(spec.seed ^ 0x0001_d6e5);
+            config.jitter_seed = Some(jitter_seed(spec.seed, "judge"));
             let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("truth.judge", e.to_string()))?;
             Some(Judge::new(Arc::new(client)))
         }
@@ -257,7 +257,7 @@ async fn start_model_from(
     config.request_timeout = timeout;
     config.max_in_flight = m.max_in_flight;
     config.retry = retry;
-    config.jitter_seed = Some(spec.seed);
+    config.jitter_seed = Some(jitter_seed(spec.seed, "model"));
     let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("model", e.to_string()))?;
     // a real subject model with a simulated detector or judge: a simulator of their own
     let vision_sim = if uses_sim_vision(spec) && sim.is_none() {
@@ -303,12 +303,20 @@ pub fn writer_for(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<
     config.max_in_flight = w.max_in_flight;
     config.request_timeout = request_timeout("generation.writer.timeout_secs", w.timeout_secs)?;
     config.retry = retry_policy(w.max_attempts);
-    config.jitter_seed = Some(spec.seed ^ 0x0057_7e17);
+    config.jitter_seed = Some(jitter_seed(spec.seed, "writer"));
     // the JSON of a multi-turn conversation or a long description, not a caption
     config.max_reply_bytes = 256 << 10;
     let client = OpenAiClient::new(config).map_err(|e| PipelineError::invalid("generation.writer", e.to_string()))?;
     let prompts = Arc::new(crate::writer::Prompts::from_env()?);
     Ok(Some(Arc::new(crate::writer::LlmWriter::new(client, prompts, label, w))))
+}
+
+/// The seed of one service client's retry jitter: the job seed, the service, and this worker
+/// (host name and process id), so that workers of one job that meet the same failure do not
+/// retry in lockstep. Jitter only times retries; no output depends on it.
+fn jitter_seed(job_seed: u64, service: &str) -> u64 {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    dftg_core::seed::stable_hash(job_seed, &["retry-jitter", service, &host, &std::process::id().to_string()])
 }
 
 /// The model name the simulated writer is asked for.
@@ -317,6 +325,19 @@ pub const SIM_WRITER_MODEL: &str = "sim-writer";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_jitter_differs_per_service_and_is_stable_in_a_worker() {
+        assert_eq!(jitter_seed(7, "model"), jitter_seed(7, "model"));
+        assert_ne!(jitter_seed(7, "model"), jitter_seed(7, "judge"));
+        assert_ne!(jitter_seed(7, "model"), jitter_seed(8, "model"));
+        // the worker is part of it: another process id gives another seed
+        let other = dftg_core::seed::stable_hash(
+            7,
+            &["retry-jitter", "model", &std::env::var("HOSTNAME").unwrap_or_default(), &(std::process::id() + 1).to_string()],
+        );
+        assert_ne!(jitter_seed(7, "model"), other);
+    }
 
     #[test]
     fn hostile_timeouts_are_refused_naming_the_field_not_panicking() {
