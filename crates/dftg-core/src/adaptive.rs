@@ -107,9 +107,9 @@ impl<'a> Weights<'a> {
         Weights { boundary, inside, any: 0.5 / (n * (n - 1) / 2) as f64 }
     }
 
-    fn pair(&self, a: &str, b: &str) -> f64 {
-        let at_boundary = self.boundary.contains(&a) && self.boundary.contains(&b);
-        self.any + if at_boundary { self.inside } else { 0.0 }
+    /// Whether the pair {a, b} shares the boundary's half of α (weight `any + inside`, else `any`).
+    fn at_boundary(&self, a: &str, b: &str) -> bool {
+        self.boundary.contains(&a) && self.boundary.contains(&b)
     }
 }
 
@@ -118,10 +118,12 @@ impl<'a> Weights<'a> {
 /// bound from the two Wilson intervals, each pair at its own level.
 fn weakest(v: &[(&str, u64, u64)], k: usize, w: &Weights, confidence: f64, looks: u32) -> (usize, usize, f64) {
     let alpha = (1.0 - confidence) / f64::from(looks.max(1));
+    // a pair has one of two weights: two z values serve every pair
+    let (z_any, z_boundary) = (z_one_sided(alpha * w.any), z_one_sided(alpha * (w.any + w.inside)));
     let mut worst = (0, k, f64::INFINITY);
     for (i, a) in v.iter().enumerate().take(k) {
         for (j, b) in v.iter().enumerate().skip(k) {
-            let z = z_one_sided(alpha * w.pair(a.0, b.0));
+            let z = if w.at_boundary(a.0, b.0) { z_boundary } else { z_any };
             let (ia, ib) = (wilson(a.1, a.2, z), wilson(b.1, b.2, z));
             let low = (ia.rate - ib.rate) - ((ia.rate - ia.low).powi(2) + (ib.high - ib.rate).powi(2)).sqrt();
             if low < worst.2 {

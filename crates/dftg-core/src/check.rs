@@ -150,7 +150,7 @@ fn count_span(text: &str, span: (u32, u32)) -> (u32, u32) {
         if word_start == word_end {
             break;
         }
-        if crate::extract::number_word(&head[word_start..word_end].to_ascii_lowercase()).is_some() {
+        if crate::english::number_value(&head[word_start..word_end].to_ascii_lowercase()).is_some() {
             return (word_start as u32, span.1);
         }
         end = word_start;

@@ -252,7 +252,7 @@ fn restate_present(
             .map(|(_, w)| w.to_string())
             .collect();
         let first = np.first().map(|w| lower(w)).unwrap_or_default();
-        let number = crate::extract::number_word(&first).or_else(|| first.parse().ok());
+        let number = crate::english::number_value(&first).or_else(|| first.parse().ok());
         let quantified = DETERMINERS.contains(&first.as_str()) || number.is_some();
         // "a group of people" is one group, "a couple of chairs" are chairs
         let quantity = np.iter().position(|w| lower(w) == "of").and_then(|p| p.checked_sub(1)).map(|p| lower(&np[p]));
@@ -343,7 +343,7 @@ fn indefinite(phrase: &str) -> &'static str {
 /// A word written with a capital only because it opened the sentence.
 fn np_lowercase_ok(word: &str) -> bool {
     let l = lower(word);
-    DETERMINERS.contains(&l.as_str()) || crate::extract::number_word(&l).is_some() || BARE_ADJECTIVES.contains(&l.as_str())
+    DETERMINERS.contains(&l.as_str()) || crate::english::number_value(&l).is_some() || BARE_ADJECTIVES.contains(&l.as_str())
 }
 
 /// Removing sentence `i`: a paragraph break after it stays; a connective opening the next
@@ -574,7 +574,7 @@ fn np_start(text: &str, lo: usize, head_start: usize) -> usize {
     for _ in 0..5 {
         let Some(w) = prev_word(text, lo, pos) else { break };
         let word = word_at(text, w);
-        if DETERMINERS.contains(&word.as_str()) || crate::extract::number_word(&word).is_some() {
+        if DETERMINERS.contains(&word.as_str()) || crate::english::number_value(&word).is_some() {
             // "all the", "the two"
             return match prev_word(text, lo, w.0) {
                 Some(p) if DETERMINERS.contains(&word_at(text, p).as_str()) => p.0,

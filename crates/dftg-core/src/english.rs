@@ -27,6 +27,23 @@ pub const NUMBER_WORDS: [&str; 21] = [
     "twenty",
 ];
 
+/// Words that state a count without being a number word ("a single dog", "both cats").
+pub const COUNT_WORDS: [(&str, u32); 3] = [("single", 1), ("both", 2), ("dozen", 12)];
+
+/// The count a word states: "one" … "twenty", [`COUNT_WORDS`], or up to four digits.
+pub fn number_value(word: &str) -> Option<u32> {
+    if let Some(n) = NUMBER_WORDS.iter().skip(1).position(|w| *w == word) {
+        return Some(n as u32 + 1);
+    }
+    if let Some((_, n)) = COUNT_WORDS.iter().find(|(w, _)| *w == word) {
+        return Some(*n);
+    }
+    if !word.is_empty() && word.len() <= 4 && word.bytes().all(|b| b.is_ascii_digit()) {
+        return word.parse().ok();
+    }
+    None
+}
+
 /// `n` as a word up to twenty, in digits above.
 pub fn number_words(n: u32) -> String {
     NUMBER_WORDS.get(n as usize).map(|s| s.to_string()).unwrap_or_else(|| n.to_string())
@@ -114,6 +131,18 @@ pub fn plural(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn number_values_read_back_what_number_words_write() {
+        for n in 1..=20 {
+            assert_eq!(number_value(&number_words(n)), Some(n));
+        }
+        assert_eq!([number_value("single"), number_value("both"), number_value("dozen")], [Some(1), Some(2), Some(12)]);
+        assert_eq!(
+            [number_value("3"), number_value("2024"), number_value("12345"), number_value("zero"), number_value("")],
+            [Some(3), Some(2024), None, None, None]
+        );
+    }
 
     #[test]
     fn english_helpers() {

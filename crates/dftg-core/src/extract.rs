@@ -158,34 +158,6 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
             "there",
         ],
     ),
-    (
-        class::NUMBER,
-        &[
-            "one",
-            "single",
-            "two",
-            "both",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "dozen",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ],
-    ),
     (class::ABSENT, &["absent", "missing", "nowhere"]),
     (class::COORD, &["and", "or", "nor"]),
     (class::CONTINUE, &["other", "any", "no", "more"]),
@@ -372,6 +344,9 @@ impl Extractor {
             for w in *words {
                 add(w, *flag);
             }
+        }
+        for w in crate::english::NUMBER_WORDS[1..].iter().chain(crate::english::COUNT_WORDS.iter().map(|(w, _)| w)) {
+            add(w, class::NUMBER);
         }
         let attribute_aliases: Vec<String> = vocab.attribute_words().map(str::to_string).collect();
         for w in &attribute_aliases {
@@ -626,7 +601,7 @@ impl Extractor {
         if k > 0 && toks[k - 1].kind == Kind::Word {
             let w = word(k - 1);
             if toks[k - 1].flags & class::NUMBER != 0 {
-                count = number_word(w);
+                count = crate::english::number_value(w);
             }
             if count.is_none() && w == "of" && k >= 2 && toks[k - 2].kind == Kind::Word {
                 // "a pair of skis" names one object when the concept is itself a pair
@@ -656,37 +631,6 @@ fn prefix(text: &str, max: usize) -> &str {
         cut -= 1;
     }
     &text[..cut]
-}
-
-pub(crate) fn number_word(w: &str) -> Option<u32> {
-    Some(match w {
-        "one" | "single" => 1,
-        "two" | "both" => 2,
-        "three" => 3,
-        "four" => 4,
-        "five" => 5,
-        "six" => 6,
-        "seven" => 7,
-        "eight" => 8,
-        "nine" => 9,
-        "ten" => 10,
-        "eleven" => 11,
-        "twelve" | "dozen" => 12,
-        "thirteen" => 13,
-        "fourteen" => 14,
-        "fifteen" => 15,
-        "sixteen" => 16,
-        "seventeen" => 17,
-        "eighteen" => 18,
-        "nineteen" => 19,
-        "twenty" => 20,
-        _ => {
-            if !w.is_empty() && w.len() <= 4 && w.bytes().all(|b| b.is_ascii_digit()) {
-                return w.parse().ok();
-            }
-            return None;
-        }
-    })
 }
 
 /// After a negator at `neg`, does "… not visible / cannot be seen / not in the image" follow,
@@ -844,6 +788,20 @@ fn among_colours(toks: &[Tok], i: usize) -> bool {
     before || after
 }
 
+/// Where the noun phrase whose head is at `head` starts: its own determiners, quantities,
+/// numbers and attributes before it ("the several large"), at most `max` words.
+fn phrase_start(toks: &[Tok], head: usize, max: usize) -> usize {
+    let mut k = head;
+    while k > 0
+        && head - k < max
+        && toks[k - 1].kind == Kind::Word
+        && toks[k - 1].flags & (class::QUANTITY | class::ATTRIBUTE | class::NUMBER) != 0
+    {
+        k -= 1;
+    }
+    k
+}
+
 /// The noun phrase at `i..i + len` is the subject of a purpose infinitive: "easy for people to
 /// find", "waiting for passengers to board". It names who the place is for, not who is there.
 fn purpose_subject(toks: &[Tok], norm: &str, i: usize, len: usize) -> bool {
@@ -851,15 +809,7 @@ fn purpose_subject(toks: &[Tok], norm: &str, i: usize, len: usize) -> bool {
     if !to_follows {
         return false;
     }
-    let mut k = i;
-    // skip the phrase's own determiners and modifiers, at most three words
-    while k > 0
-        && i - k < 3
-        && toks[k - 1].kind == Kind::Word
-        && toks[k - 1].flags & (class::QUANTITY | class::ATTRIBUTE | class::NUMBER) != 0
-    {
-        k -= 1;
-    }
+    let k = phrase_start(toks, i, 3);
     k > 0 && toks[k - 1].kind == Kind::Word && word(toks, norm, k - 1) == "for"
 }
 
@@ -870,14 +820,7 @@ fn predicate_of_previous(toks: &[Tok], norm: &str, last_mention: Option<(usize, 
     if i < end + 2 || i - end > 5 || toks[end..i].iter().any(|t| t.kind != Kind::Word) {
         return false;
     }
-    let mut k = start;
-    while k > 0
-        && start - k < 4
-        && toks[k - 1].kind == Kind::Word
-        && toks[k - 1].flags & (class::QUANTITY | class::ATTRIBUTE | class::NUMBER) != 0
-    {
-        k -= 1;
-    }
+    let k = phrase_start(toks, start, 4);
     if k > 0 && toks[k - 1].kind == Kind::Word {
         return false;
     }
@@ -890,14 +833,7 @@ fn predicate_of_previous(toks: &[Tok], norm: &str, last_mention: Option<(usize, 
 /// preposition of pulling ("pulling multiple cars", "a long train of cars", "made up of
 /// several cars"), or itself placed in the train ("cars in the train").
 fn carriage_context(toks: &[Tok], norm: &str, i: usize, len: usize) -> bool {
-    let mut k = i;
-    while k > 0
-        && i - k < 4
-        && toks[k - 1].kind == Kind::Word
-        && toks[k - 1].flags & (class::QUANTITY | class::NUMBER | class::ATTRIBUTE) != 0
-    {
-        k -= 1;
-    }
+    let k = phrase_start(toks, i, 4);
     if k > 0 && toks[k - 1].kind == Kind::Word && toks[k - 1].flags & class::CARRIAGE != 0 {
         // "of" only after the train itself or "made up of" / "consisting of"
         return word(toks, norm, k - 1) != "of"
