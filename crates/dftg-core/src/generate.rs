@@ -27,7 +27,7 @@ use crate::seed::{rng_for, stable_hash};
 use crate::truth::ObjectTruth;
 use crate::vocab::Vocabulary;
 use crate::writer::gate::{verify, Accepted, GateInput};
-use crate::writer::{FactAttribute, FactError, FactObject, Facts, WrittenItem, FACTS_SCHEMA_VERSION};
+use crate::writer::{FactAttribute, FactError, FactObject, Facts, WrittenItem};
 use crate::CoreError;
 
 pub const GENERATION_SCHEMA_VERSION: u32 = 1;
@@ -371,8 +371,7 @@ struct FactsContext<'a> {
 impl FactsContext<'_> {
     fn facts(&self, v: &ImageView, kind: InstructionType, target: Option<&str>) -> Facts {
         let name = |c: &str| natural_name(self.vocab, c);
-        let objects =
-            v.truth.iter().map(|o| FactObject { name: name(&o.name), count: o.count, attributes: o.attributes.clone() }).collect();
+        let objects = v.truth.iter().map(|o| FactObject::from_truth(o, name(&o.name))).collect();
         let absent = self.top.iter().filter(|c| !v.has(c) && v.knows(c)).take(5).map(|c| name(c)).collect();
         let hallucinations = v
             .errors
@@ -390,19 +389,13 @@ impl FactsContext<'_> {
             .collect();
         let target_object = target.and_then(|t| v.truth.iter().find(|o| o.name == t));
         Facts {
-            schema_version: FACTS_SCHEMA_VERSION,
-            instruction: kind,
             target: target.map(name),
             target_present: target.map(|t| v.has(t)),
             target_count: target_object.and_then(|o| o.count),
-            target_attribute: None,
-            objects,
             absent,
-            description: None,
-            draft: None,
             hallucinations,
-            avoid: Vec::new(),
             turns: (kind == InstructionType::MultiTurn).then_some(self.turns),
+            ..Facts::new(kind, objects)
         }
     }
 

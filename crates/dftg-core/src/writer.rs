@@ -219,6 +219,35 @@ pub struct Facts {
     pub turns: Option<u32>,
 }
 
+impl Facts {
+    /// The facts of one `instruction` on an image holding `objects`, at this schema version;
+    /// everything else empty, for the caller to fill in.
+    pub fn new(instruction: InstructionType, objects: Vec<FactObject>) -> Self {
+        Facts {
+            schema_version: FACTS_SCHEMA_VERSION,
+            instruction,
+            target: None,
+            target_present: None,
+            target_count: None,
+            target_attribute: None,
+            objects,
+            absent: Vec::new(),
+            description: None,
+            draft: None,
+            hallucinations: Vec::new(),
+            avoid: Vec::new(),
+            turns: None,
+        }
+    }
+}
+
+impl FactObject {
+    /// An object of the truth under the name the writer may use (`name`).
+    pub fn from_truth(object: &crate::truth::ObjectTruth, name: String) -> Self {
+        FactObject { name, count: object.count, attributes: object.attributes.clone() }
+    }
+}
+
 /// One question and its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QaPair {
@@ -390,19 +419,13 @@ mod tests {
     #[test]
     fn facts_round_trip_through_a_prompt() {
         let facts = Facts {
-            schema_version: FACTS_SCHEMA_VERSION,
-            instruction: InstructionType::NegativeExistence,
             target: Some("dog".into()),
             target_present: Some(false),
-            target_count: None,
-            target_attribute: None,
-            objects: vec![FactObject { name: "ball".into(), count: Some(2), attributes: BTreeMap::new() }],
             absent: vec!["dog".into()],
-            description: None,
-            draft: None,
-            hallucinations: vec![],
-            avoid: vec![],
-            turns: None,
+            ..Facts::new(
+                InstructionType::NegativeExistence,
+                vec![FactObject { name: "ball".into(), count: Some(2), attributes: BTreeMap::new() }],
+            )
         };
         let prompt = format!("Example:\n```json\n{{\"not\": \"facts\"}}\n```\nFacts:\n{}\nWrite it.", facts_block(&facts));
         assert_eq!(find_facts(&prompt), Some(facts));

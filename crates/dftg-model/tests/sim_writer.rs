@@ -7,9 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use dftg_core::llava::InstructionType;
 use dftg_core::truth::{ImageTruth, ObjectTruth};
-use dftg_core::writer::{
-    facts_block, parse_reply, reply_schema, schema_name, FactAttribute, FactObject, Facts, ReplyError, FACTS_SCHEMA_VERSION,
-};
+use dftg_core::writer::{facts_block, parse_reply, reply_schema, schema_name, FactAttribute, FactObject, Facts, ReplyError};
 use dftg_model::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent};
 use dftg_model::sim::{
     self, profile_by_name, SimConfig, SimCorpus, SimHandle, SimWriterConfig, WriterLogEntry, WriterMistake, MAX_REQUEST_ID_CHARS,
@@ -32,24 +30,17 @@ fn truth(i: usize) -> ImageTruth {
 fn facts(i: usize) -> Facts {
     let t = truth(i);
     let kind = InstructionType::ALL[i % InstructionType::ALL.len()];
-    let objects: Vec<FactObject> =
-        t.objects.iter().map(|o| FactObject { name: o.name.clone(), count: o.count, attributes: o.attributes.clone() }).collect();
+    let objects: Vec<FactObject> = t.objects.iter().map(|o| FactObject::from_truth(o, o.name.clone())).collect();
     let absent = ["giraffe", "toilet", "airplane", "clock"][i % 4].to_string();
     let first = &t.objects[0];
     let mut f = Facts {
-        schema_version: FACTS_SCHEMA_VERSION,
-        instruction: kind,
         target: Some(first.name.clone()),
         target_present: Some(true),
         target_count: first.count,
-        target_attribute: None,
-        objects,
         absent: vec![absent.clone()],
-        description: None,
-        draft: None,
-        hallucinations: vec![],
         avoid: if i.is_multiple_of(2) { vec![format!("Is there a {absent} in this image?")] } else { vec![] },
         turns: Some(2 + (i % 4) as u32),
+        ..Facts::new(kind, objects)
     };
     match kind {
         InstructionType::NegativeExistence | InstructionType::FalsePremise => {

@@ -252,23 +252,17 @@ impl Writer for ScriptedWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dftg_core::writer::{FactObject, FACTS_SCHEMA_VERSION};
+    use dftg_core::writer::FactObject;
 
     fn facts() -> Facts {
         Facts {
-            schema_version: FACTS_SCHEMA_VERSION,
-            instruction: InstructionType::NegativeExistence,
             target: Some("dog".into()),
             target_present: Some(false),
-            target_count: None,
-            target_attribute: None,
-            objects: vec![FactObject { name: "ball".into(), count: Some(2), attributes: Default::default() }],
             absent: vec!["dog".into()],
-            description: None,
-            draft: None,
-            hallucinations: vec![],
-            avoid: vec![],
-            turns: None,
+            ..Facts::new(
+                InstructionType::NegativeExistence,
+                vec![FactObject { name: "ball".into(), count: Some(2), attributes: Default::default() }],
+            )
         }
     }
 

@@ -546,7 +546,7 @@ mod writer {
     use dftg_core::record::HallucinationKind;
     use dftg_core::truth::ImageTruth;
     use dftg_core::vocab::Vocabulary;
-    use dftg_core::writer::{normalise, parse_reply, FactAttribute, FactObject, Facts, ReplyError, WrittenItem, FACTS_SCHEMA_VERSION};
+    use dftg_core::writer::{normalise, parse_reply, FactAttribute, FactObject, Facts, ReplyError, WrittenItem};
 
     use super::super::{SimWriter, SimWriterConfig, WriterMistake};
     use super::synthetic;
@@ -556,30 +556,19 @@ mod writer {
     /// The facts a planner would give for `kind` on `truth`, or none when the image has no
     /// fitting target. Natural names of coco80 are its canonical names.
     pub(crate) fn facts_for(truth: &ImageTruth, kind: InstructionType, i: usize) -> Option<Facts> {
-        let objects: Vec<FactObject> =
-            truth.objects.iter().map(|o| FactObject { name: o.name.clone(), count: o.count, attributes: o.attributes.clone() }).collect();
+        let objects: Vec<FactObject> = truth.objects.iter().map(|o| FactObject::from_truth(o, o.name.clone())).collect();
         let present = |n: &str| truth.objects.iter().any(|o| o.name == n);
         let absent: Vec<String> = ABSENT_POOL.iter().filter(|n| !present(n)).map(|n| n.to_string()).collect();
         let absent_target = absent[i % absent.len()].clone();
         let nth = |v: Vec<&dftg_core::truth::ObjectTruth>| if v.is_empty() { None } else { Some(v[i % v.len()].clone()) };
         let mut f = Facts {
-            schema_version: FACTS_SCHEMA_VERSION,
-            instruction: kind,
-            target: None,
-            target_present: None,
-            target_count: None,
-            target_attribute: None,
-            objects,
             absent: vec![absent_target.clone(), absent[(i + 1) % absent.len()].clone()],
-            description: None,
-            draft: None,
-            hallucinations: vec![],
             avoid: if i.is_multiple_of(3) {
                 vec![format!("Is there a {absent_target} in this image?"), "What is on the table?".into()]
             } else {
                 vec![]
             },
-            turns: None,
+            ..Facts::new(kind, objects)
         };
         match kind {
             InstructionType::NegativeExistence | InstructionType::FalsePremise => {
