@@ -5,7 +5,7 @@
 //! repeats), so CHAIR_s, CHAIR_i and recall equal too. Tokenizer, tagger (nltk's perceptron on
 //! its trained weights, `$DFTG_DATA/nltk-tagger`) and lemmatizer replay the reference's.
 //!
-//! Data: `$DFTG_DATA`, else `<crate>/../../../shared/data`. Without it the test is skipped with a
+//! Data: `$DFTG_DATA`, else `$DFTG_SHARED_DATA`, else `<crate>/../../../shared/data`. Without it the test is skipped with a
 //! message, except under `CI=true`, where it fails. With `CHAIR_DUMP_DIR` set, the outputs are
 //! also written there for `shared/tools/chair_compare.py` (`<name>.stdout.json`,
 //! `<name>.per_caption.jsonl`).
@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab, PerceptronTagger};
+
+mod support;
+use support::read;
 
 const FILES: [&str; 10] = [
     "instructblip.instruction1",
@@ -31,22 +34,7 @@ const FILES: [&str; 10] = [
 ];
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DFTG_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    if dir.join("chair-reference").is_dir() && dir.join("nltk-tagger").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("reference data (chair-reference/, nltk-tagger/) not found at {} (set DFTG_DATA)", dir.display());
-    }
-    eprintln!("skipping: reference data (chair-reference/, nltk-tagger/) not found at {} (set DFTG_DATA)", dir.display());
-    None
-}
-
-fn read(path: PathBuf) -> String {
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    support::shared_data(&["chair-reference", "nltk-tagger"])
 }
 
 /// nltk's tagger from `<data>/nltk-tagger`, with the time its loading took.

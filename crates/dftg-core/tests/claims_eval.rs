@@ -9,7 +9,7 @@
 //! Printed per mode, per part of the sample (drawn at random, or drawn where a naive reader is
 //! fooled), with every disagreement of the own extractor when `DFTG_CLAIMS_EVAL_VERBOSE=1`.
 //!
-//! Data: `$DFTG_SHARED_DATA`, else `$DFTG_DATA`, else `<crate>/../../../shared/data`; skipped
+//! Data: `$DFTG_DATA`, else `$DFTG_SHARED_DATA`, else `<crate>/../../../shared/data`; skipped
 //! with a message when absent, except under `CI=true`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,24 +21,11 @@ use dftg_core::chair::{ChairScratch, ChairVocab, PerceptronTagger};
 use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
 use dftg_core::vocab::Vocabulary;
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DFTG_SHARED_DATA").or_else(|| std::env::var_os("DFTG_DATA")) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    let needed = ["pope/captions", "opera-captions", "coco2014-objects", "chair-vocab", "nltk-tagger"];
-    if needed.iter().all(|d| dir.join(d).is_dir()) {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("reference data ({needed:?}) not found at {} (set DFTG_SHARED_DATA)", dir.display());
-    }
-    eprintln!("skipping: reference data ({needed:?}) not found at {} (set DFTG_SHARED_DATA)", dir.display());
-    None
-}
+mod support;
+use support::read;
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+fn data_dir() -> Option<PathBuf> {
+    support::shared_data(&["pope/captions", "opera-captions", "coco2014-objects", "chair-vocab", "nltk-tagger"])
 }
 
 /// `pope:mplug.instruction1` → `pope/captions/mplug.instruction1.jsonl`,

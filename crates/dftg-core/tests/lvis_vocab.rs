@@ -8,7 +8,7 @@
 //! reading (see `configs/vocab/lvis-exclude.txt`). Multi-word names are left out: the tagger
 //! reads "trash can" as a modal.
 //!
-//! Data: `$DFTG_DATA`, else `<crate>/../../../shared/data`; skipped with a message when absent,
+//! Data: `$DFTG_DATA`, else `$DFTG_SHARED_DATA`, else `<crate>/../../../shared/data`; skipped with a message when absent,
 //! except under `CI=true`.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,9 @@ use dftg_core::vocab::Vocabulary;
 use dftg_core::vocab_build::{self, BuildOptions, CategoryFormat};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+
+mod support;
+use support::read;
 
 const FILES: [&str; 10] = [
     "instructblip.instruction1",
@@ -37,22 +40,7 @@ const FILES: [&str; 10] = [
 const MIN_SEEN: usize = 10;
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DFTG_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    if dir.join("lvis-v1").is_dir() && dir.join("pope/captions").is_dir() && dir.join("nltk-tagger").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("reference data (lvis-v1/, pope/captions/, nltk-tagger/) not found at {} (set DFTG_DATA)", dir.display());
-    }
-    eprintln!("skipping: reference data not found at {} (set DFTG_DATA)", dir.display());
-    None
-}
-
-fn read(path: PathBuf) -> String {
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    support::shared_data(&["lvis-v1", "pope/captions", "nltk-tagger"])
 }
 
 fn project(rel: &str) -> String {

@@ -4,7 +4,7 @@
 //! (`coco2014-objects/pope_coco500.json`): popular exactly, adversarial up to ties (POPE breaks
 //! ties by Python dict order, which no other program can reproduce).
 //!
-//! Data: `$DFTG_DATA`, else `<crate>/../../../shared/data`. Without it the test is skipped with a
+//! Data: `$DFTG_DATA`, else `$DFTG_SHARED_DATA`, else `<crate>/../../../shared/data`. Without it the test is skipped with a
 //! message, except under `CI=true`, where missing data fails.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,24 +13,16 @@ use std::path::{Path, PathBuf};
 use dftg_core::pope::{parse_label, parse_question_line, question_text, PopeQuestion};
 use dftg_core::pope_build::{negatives, PopeImage, PopeStats, Sampler};
 
+mod support;
+use support::read;
+
 fn data_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DFTG_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    if dir.join("pope/questions").is_dir() && dir.join("coco2014-objects/pope_coco500.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("reference data not found at {} (set DFTG_DATA)", dir.display());
-    }
-    eprintln!("SKIPPED: reference data not found at {} (set DFTG_DATA)", dir.display());
-    None
+    support::shared_data(&["pope/questions", "coco2014-objects/pope_coco500.json"])
 }
 
 fn questions(dir: &Path, set: &str) -> Vec<PopeQuestion> {
     let path = dir.join(format!("pope/questions/coco_pope_{set}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = read(&path);
     text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| parse_question_line(l, i + 1).unwrap()).collect()
 }
 
@@ -60,7 +52,7 @@ fn by_image(qs: &[PopeQuestion]) -> Vec<(String, Vec<(String, bool)>)> {
 #[test]
 fn official_pope_files_parse_and_our_samplers_pick_their_negatives() {
     let Some(dir) = data_dir() else { return };
-    let truth_text = std::fs::read_to_string(dir.join("coco2014-objects/pope_coco500.json")).unwrap();
+    let truth_text = read(dir.join("coco2014-objects/pope_coco500.json"));
     let truth: HashMap<String, Vec<String>> = serde_json::from_str(&truth_text).unwrap();
     let sets: BTreeMap<&str, Vec<PopeQuestion>> =
         ["random", "popular", "adversarial"].into_iter().map(|s| (s, questions(&dir, s))).collect();
