@@ -51,8 +51,8 @@ struct Item {
 }
 
 fn load(dir: &Path) -> Vec<Item> {
-    let labels = read(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/claims-eval/labels.jsonl"));
-    let truth: HashMap<String, Vec<String>> = serde_json::from_str(&read(&dir.join("coco2014-objects/imid_to_objects.json"))).unwrap();
+    let labels = read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/claims-eval/labels.jsonl"));
+    let truth: HashMap<String, Vec<String>> = serde_json::from_str(&read(dir.join("coco2014-objects/imid_to_objects.json"))).unwrap();
     let mut files: HashMap<String, HashMap<u64, String>> = HashMap::new();
     let mut items = Vec::new();
     for line in labels.lines().filter(|l| !l.trim().is_empty()) {
@@ -60,7 +60,7 @@ fn load(dir: &Path) -> Vec<Item> {
         let source = v["source"].as_str().unwrap().to_string();
         let image = v["image_id"].as_u64().unwrap();
         let captions = files.entry(source.clone()).or_insert_with(|| {
-            read(&source_path(dir, &source))
+            read(source_path(dir, &source))
                 .lines()
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| {
@@ -179,10 +179,10 @@ fn both_modes_against_the_hand_labels() {
             }
         },
     );
-    let file = |kind: &str| read(&dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json")));
+    let file = |kind: &str| read(dir.join(format!("nltk-tagger/averaged_perceptron_tagger_eng.{kind}.json")));
     let tagger = Arc::new(PerceptronTagger::from_json(&file("weights"), &file("tagdict"), &file("classes")).unwrap());
     let chair =
-        ChairVocab::from_sources(&read(&dir.join("chair-vocab/synonyms.txt")), &read(&dir.join("chair-vocab/double_words.json")), tagger)
+        ChairVocab::from_sources(&read(dir.join("chair-vocab/synonyms.txt")), &read(dir.join("chair-vocab/double_words.json")), tagger)
             .unwrap();
     let mut cs = ChairScratch::default();
     let mut mentioned = Vec::new();

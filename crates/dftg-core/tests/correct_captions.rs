@@ -139,7 +139,7 @@ impl Tally {
 fn corrected_captions_keep_what_was_right() {
     let Some(dir) = data_dir() else { return };
     let truths: HashMap<String, Vec<String>> =
-        serde_json::from_str(&read(&dir.join("coco2014-objects/imid_to_objects.json"))).expect("imid_to_objects.json");
+        serde_json::from_str(&read(dir.join("coco2014-objects/imid_to_objects.json"))).expect("imid_to_objects.json");
     let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
     let mut scratch = ExtractScratch::default();
     let mut dump = std::env::var_os("DFTG_CORRECT_DUMP").map(|p| std::fs::File::create(p).expect("dump file"));
@@ -147,7 +147,7 @@ fn corrected_captions_keep_what_was_right() {
     for (file, min_kept) in FILES {
         // [tuning half (even ids), held-out half (odd ids)]
         let mut halves = [Tally::default(), Tally::default()];
-        for line in read(&dir.join(format!("pope/captions/{file}.jsonl"))).lines().filter(|l| !l.trim().is_empty()) {
+        for line in read(dir.join(format!("pope/captions/{file}.jsonl"))).lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).expect("caption line");
             let id = v["image_id"].as_u64().expect("image_id");
             let caption = v["caption"].as_str().expect("caption");
