@@ -26,7 +26,7 @@ use crate::record::{DiagnosisRecord, Hallucination, HallucinationKind};
 use crate::seed::{rng_for, stable_hash};
 use crate::truth::ObjectTruth;
 use crate::vocab::Vocabulary;
-use crate::writer::gate::{verify, Accepted, GateInput};
+use crate::writer::gate::{verify, Accepted, GateInput, Rejection};
 use crate::writer::{FactAttribute, FactError, FactObject, Facts, WrittenItem};
 use crate::CoreError;
 
@@ -624,6 +624,23 @@ pub fn plan_shard_items(
     out
 }
 
+/// The template writer's item for `req`, avoiding the questions in `avoid` (those `accepted`
+/// holds for the image), checked by the gate against `accepted`: the item and the facts it was
+/// written from (with `avoid`), or why the
+/// gate refused it; `None` when the frames have nothing for the request. One path for the
+/// template writer and for the fallback after a language model's failed rewrites.
+pub fn template_item(
+    extractor: &Extractor,
+    scratch: &mut ExtractScratch,
+    req: &ItemRequest,
+    avoid: Vec<String>,
+    accepted: &Accepted,
+    seed: u64,
+) -> Option<Result<(WrittenItem, Facts), Rejection>> {
+    let item = write_with_template(extractor.vocab(), req, &avoid, seed)?;
+    Some(verify(extractor, scratch, &req.gate, &item, accepted).map(|()| (item, Facts { avoid, ..req.facts.clone() })))
+}
+
 /// The template writer's item for `req`, avoiding the questions in `avoid`.
 pub fn write_with_template(vocab: &Vocabulary, req: &ItemRequest, avoid: &[String], seed: u64) -> Option<WrittenItem> {
     let seen: BTreeSet<String> = avoid.iter().map(|q| crate::writer::normalise(q)).collect();
@@ -673,10 +690,9 @@ pub fn generate_shard(
     let mut out = Vec::new();
     for req in plan_shard_items(extractor, profile, diagnoses, quota, seed) {
         let avoid = accepted.questions_for(&req.gate.image);
-        let Some(item) = write_with_template(extractor.vocab(), &req, &avoid, seed) else { continue };
-        if verify(extractor, &mut scratch, &req.gate, &item, &accepted).is_ok() {
+        if let Some(Ok((item, facts))) = template_item(extractor, &mut scratch, &req, avoid, &accepted, seed) {
             accepted.insert(&req.gate.image, &item);
-            let meta = WriterMeta { by: "template".into(), attempts: 1, request_id: None, facts: Some(req.facts.clone()) };
+            let meta = WriterMeta { by: "template".into(), attempts: 1, request_id: None, facts: Some(facts) };
             out.push(to_record(&req, &item, Some(meta)));
         }
     }

@@ -11,7 +11,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use dftg_core::extract::ExtractScratch;
-use dftg_core::generate::{plan_shard_items, to_record, write_with_template, GenerationPlan, ItemRequest, ShardQuota};
+use dftg_core::generate::{plan_shard_items, template_item, to_record, GenerationPlan, ItemRequest, ShardQuota};
 use dftg_core::llava::{LlavaRecord, WriterMeta};
 use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
@@ -120,7 +120,6 @@ async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<
     let items: Vec<(usize, &ItemRequest)> = indices.into_iter().map(|i| (i, &all[i])).collect();
     let seed = ctx.info.spec.seed;
     let extractor = &*ctx.extractor;
-    let vocab = extractor.vocab();
     let mut scratch = ExtractScratch::default();
     let mut accepted = Accepted::default();
     let mut out = GroupResult::default();
@@ -190,21 +189,16 @@ async fn write_group(ctx: &JobContext, all: Arc<Vec<ItemRequest>>, indices: Vec<
         }
         let fallback = ctx.writer.is_some();
         if chosen.is_none() {
-            if let Some(item) = write_with_template(vocab, req, &avoid, seed) {
-                match verify(extractor, &mut scratch, &req.gate, &item, &accepted) {
-                    Ok(()) => {
-                        let by = if fallback { "template-fallback" } else { "template" };
-                        let mut facts = req.facts.clone();
-                        facts.avoid = avoid;
-                        chosen = Some((item, WriterMeta { by: by.into(), attempts: 1, request_id: None, facts: Some(facts) }));
-                        if fallback {
-                            out.stats.fallbacks += 1;
-                        }
-                    }
-                    Err(why) => {
-                        tracing::debug!(item = %req.id, reason = why.as_str(), "template item refused");
+            match template_item(extractor, &mut scratch, req, avoid, &accepted, seed) {
+                Some(Ok((item, facts))) => {
+                    let by = if fallback { "template-fallback" } else { "template" };
+                    chosen = Some((item, WriterMeta { by: by.into(), attempts: 1, request_id: None, facts: Some(facts) }));
+                    if fallback {
+                        out.stats.fallbacks += 1;
                     }
                 }
+                Some(Err(why)) => tracing::debug!(item = %req.id, reason = why.as_str(), "template item refused"),
+                None => {}
             }
         }
         match chosen {
