@@ -10,12 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use dftg_pipeline::coordinator::Phase;
-use dftg_pipeline::driver::{JobStatus, StageStatus};
+use dftg_pipeline::coordinator::{Coordinator, CoordinatorConfig};
 use dftg_pipeline::http::Tokens;
+use dftg_pipeline::job_driver::{JobStatus, StageStatus};
+use dftg_pipeline::job_index::StoreJobs;
+use dftg_pipeline::job_state::Phase;
 use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
 use dftg_pipeline::policy::Policy;
-use dftg_pipeline::service::{Coordinator, CoordinatorConfig, StoreJobs};
 use dftg_pipeline::worker::run_worker;
 use dftg_runtime::queue::TaskQueue;
 use dftg_runtime::ObjectBlobStore;
@@ -242,7 +243,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 axum::routing::get(move || {
                     let (store, queue) = (ready_store.clone(), ready_queue.clone());
                     async move {
-                        match dftg_pipeline::service::readiness(&store, queue.as_ref()).await {
+                        match dftg_pipeline::coordinator::readiness(&store, queue.as_ref()).await {
                             Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()),
                             Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
                         }
@@ -315,7 +316,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bars = crate::progress::Bars::new(true);
-    use dftg_pipeline::driver::Progress;
+    use dftg_pipeline::job_driver::Progress;
     let mut shown = (0u64, 0u64, false, false);
     loop {
         let r = http.get(format!("{base}/v1/jobs/{job_id}")).send().await?;

@@ -26,8 +26,8 @@ use dftg_core::pope::{json_problem, parse_label, parse_question_line, score, Con
 use dftg_core::pope_build::{self, selection_rank, BuildConfig, PopeImage, Sampler};
 use dftg_core::truth::ImageTruth;
 use dftg_model::client::{ModelClient, ModelRequest};
-use dftg_pipeline::corpus::{document_entries, fetch_image, locate_truth, manifest_entry, PlanEntry, TruthFormat};
-use dftg_pipeline::job::{CorpusSpec, JobSpec, ModelSpec};
+use dftg_pipeline::corpus::{document_entries, fetch_image, locate_truth, manifest_entry, CorpusFormat, PlanEntry};
+use dftg_pipeline::job::{CorpusSpec, JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::plan::{Line, Lines};
 use dftg_runtime::{BlobStore, ObjectBlobStore};
 
@@ -51,7 +51,7 @@ pub struct BuildArgs {
     pub truth: Option<String>,
     /// Ground-truth format: coco, jsonl or object-map (default: from the file name).
     #[arg(long)]
-    pub format: Option<String>,
+    pub format: Option<CorpusFormat>,
     /// Output directory (or store URL): random.jsonl, popular.jsonl, adversarial.jsonl.
     #[arg(long)]
     pub out: String,
@@ -102,7 +102,7 @@ async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let (mut seen, mut bad, mut few) = (0usize, 0usize, 0usize);
     let mut kept: BinaryHeap<Ranked> = BinaryHeap::new();
     let max = if args.images == 0 { usize::MAX } else { args.images };
-    let source = TruthSource::open(&args.corpus, args.truth.as_deref(), args.format.as_deref())?;
+    let source = TruthSource::open(&args.corpus, args.truth.as_deref(), args.format)?;
     source
         .for_each(&mut |entry: PlanEntry| {
             seen += 1;
@@ -165,35 +165,27 @@ fn jsonl<T: Serialize>(items: &[T]) -> anyhow::Result<Vec<u8>> {
 /// Where the ground truth comes from: a file in a corpus store, or a local file.
 enum TruthSource {
     Store { store: Arc<ObjectBlobStore>, spec: CorpusSpec },
-    Local { path: PathBuf, format: TruthFormat },
+    Local { path: PathBuf, format: CorpusFormat },
 }
 
-fn format_named(name: Option<&str>, file: &str) -> anyhow::Result<TruthFormat> {
-    Ok(match name {
-        Some("coco") => TruthFormat::Coco,
-        Some("jsonl") => TruthFormat::Jsonl,
-        Some("object-map") => TruthFormat::ObjectMap,
-        Some(_) => bail!("unknown --format (coco, jsonl, object-map)"),
-        None if file.ends_with(".jsonl") => TruthFormat::Jsonl,
-        None if file.contains("imid_to_objects") || file.contains("pope_coco") => TruthFormat::ObjectMap,
-        None => TruthFormat::Coco,
-    })
+/// The named format, else the one the file name suggests.
+fn format_for(format: Option<CorpusFormat>, file: &str) -> CorpusFormat {
+    match format {
+        Some(format) => format,
+        None if file.ends_with(".jsonl") => CorpusFormat::Jsonl,
+        None if file.contains("imid_to_objects") || file.contains("pope_coco") => CorpusFormat::ObjectMap,
+        None => CorpusFormat::Coco,
+    }
 }
 
 impl TruthSource {
-    fn open(corpus: &str, truth: Option<&str>, format: Option<&str>) -> anyhow::Result<Self> {
+    fn open(corpus: &str, truth: Option<&str>, format: Option<CorpusFormat>) -> anyhow::Result<Self> {
         if let Some(t) = truth.filter(|t| Path::new(t).is_file()) {
-            return Ok(TruthSource::Local { path: PathBuf::from(t), format: format_named(format, t)? });
+            return Ok(TruthSource::Local { path: PathBuf::from(t), format: format_for(format, t) });
         }
-        format_named(format, "")?;
         let store = ObjectBlobStore::from_url_existing(corpus).with_context(|| format!("cannot open corpus {corpus}"))?;
-        let spec = CorpusSpec {
-            path: corpus.to_string(),
-            annotations: truth.map(str::to_string),
-            format: format.map(str::to_string),
-            image_pattern: None,
-            image_dir: None,
-        };
+        let spec =
+            CorpusSpec { path: corpus.to_string(), annotations: truth.map(str::to_string), format, image_pattern: None, image_dir: None };
         Ok(TruthSource::Store { store: Arc::new(store), spec })
     }
 
@@ -202,7 +194,7 @@ impl TruthSource {
         match self {
             TruthSource::Local { path, format } => {
                 let shown = path.display();
-                if *format == TruthFormat::Jsonl {
+                if *format == CorpusFormat::Jsonl {
                     let file = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
                     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
                         let line = line.with_context(|| format!("cannot read {shown}"))?;
@@ -222,7 +214,7 @@ impl TruthSource {
                 let (file, format) = locate_truth(store, spec).await?;
                 let missing = || anyhow::anyhow!("{file} not found in {}", store.describe());
                 match format {
-                    TruthFormat::Jsonl => {
+                    CorpusFormat::Jsonl => {
                         let parts = if file.ends_with('/') { store.list(&file).await? } else { vec![file.clone()] };
                         for part in &parts {
                             let stream = store.get_stream(part).await?.ok_or_else(missing)?;
@@ -423,12 +415,12 @@ async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
     let mut model = ModelSpec::default();
     match (&args.endpoint, &args.model) {
         (Some(endpoint), m) => {
-            model.kind = "openai".into();
+            model.kind = ModelKind::OpenAi;
             model.endpoint = Some(endpoint.clone());
             model.name = args.model_name.clone().or_else(|| m.clone());
         }
         (None, Some(m)) => {
-            model.kind = m.clone();
+            model.kind = m.parse().context("--model")?;
             model.name = args.model_name.clone();
         }
         (None, None) => bail!("--model sim:PROFILE or --endpoint URL --model-name NAME is needed (or --answers F to score answers)"),
@@ -439,7 +431,7 @@ async fn eval(args: EvalPopeArgs) -> anyhow::Result<ExitCode> {
     model.sim_latency_ms = args.sim_latency_ms;
     model.sim_fault_rate = args.sim_fault_rate;
     let local_corpus = corpus.strip_prefix("file://").unwrap_or(corpus);
-    if model.kind != "openai" && local_corpus.contains("://") {
+    if !model.kind.is_openai() && local_corpus.contains("://") {
         bail!("sim: models need the corpus as a local directory, not a store URL");
     }
     let mut spec = JobSpec::new(corpus, model);

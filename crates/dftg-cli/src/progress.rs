@@ -127,7 +127,7 @@ impl Bars {
     }
 }
 
-impl dftg_pipeline::driver::Progress for Bars {
+impl dftg_pipeline::job_driver::Progress for Bars {
     fn stage_started(&self, stage: &str, total: u64) {
         self.clocks.with(|s| s.push(Clock { stage: stage.to_string(), total, done: 0, started: Instant::now(), finished: None }));
         if let Some((multi, bars)) = &self.bars {

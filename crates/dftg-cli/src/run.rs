@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_model::detect::DetectorApi;
+use dftg_pipeline::job::{DetectorKind, ExtractorKind, JobSpec, JudgeKind, ModelKind, ModelSpec, VocabularyChoice};
 use dftg_pipeline::layout;
 use dftg_pipeline::runner::{LocalJob, RunOptions};
 
@@ -72,18 +73,18 @@ pub struct JobFlags {
     pub timeout: Option<f64>,
     /// `dftg` (careful reader) or `chair-compat` (the reference CHAIR metric's reading).
     #[arg(long)]
-    pub extractor: Option<String>,
+    pub extractor: Option<ExtractorKind>,
     /// Directory of CHAIR's synonyms.txt and double_words.json (for chair-compat).
     #[arg(long, env = "DFTG_CHAIR_VOCAB")]
     pub chair_vocab: Option<String>,
     /// Vocabulary: coco80 or lvis (built in), a name in the operator's vocabulary directory, or (run)
     /// a vocabulary TOML file.
     #[arg(long)]
-    pub vocabulary: Option<String>,
+    pub vocabulary: Option<VocabularyChoice>,
     /// Where the truth comes from: annotations, detector (the annotation file is not read), or
     /// annotations+detector (annotations for the concepts they cover).
     #[arg(long, value_name = "SOURCE")]
-    pub truth: Option<String>,
+    pub truth: Option<dftg_pipeline::job::TruthSource>,
     /// The simulated detector (`sim`), playing from the corpus's annotations.
     #[arg(long, value_name = "sim")]
     pub detector: Option<String>,
@@ -92,7 +93,7 @@ pub struct JobFlags {
     pub detector_endpoint: Option<String>,
     /// The detector's API: hf, roboflow (Grounding DINO) or roboflow-yolo-world.
     #[arg(long, value_name = "API")]
-    pub detector_api: Option<String>,
+    pub detector_api: Option<DetectorApi>,
     /// The simulated judge (`sim`) for claims the detector is unsure of.
     #[arg(long, value_name = "sim")]
     pub judge: Option<String>,
@@ -157,11 +158,11 @@ impl JobFlags {
         }
         match (&self.endpoint, &self.model) {
             (Some(endpoint), model) => {
-                spec.model.kind = "openai".into();
+                spec.model.kind = ModelKind::OpenAi;
                 spec.model.endpoint = Some(endpoint.clone());
                 spec.model.name = self.model_name.clone().or_else(|| model.clone());
             }
-            (None, Some(model)) => spec.model.kind = model.clone(),
+            (None, Some(model)) => spec.model.kind = model.parse().context("--model")?,
             (None, None) => {}
         }
         if self.endpoint.is_none() {
@@ -193,10 +194,10 @@ impl JobFlags {
         if let Some(t) = self.timeout {
             spec.model.timeout_secs = t;
         }
-        if let Some(e) = &self.extractor {
-            spec.extractor = e.clone();
+        if let Some(e) = self.extractor {
+            spec.extractor = e;
         }
-        if spec.extractor == "chair-compat" && spec.chair_vocab.is_none() {
+        if spec.extractor == ExtractorKind::ChairCompat && spec.chair_vocab.is_none() {
             spec.chair_vocab = self.chair_vocab.clone();
         }
         if let Some(v) = &self.vocabulary {
@@ -205,7 +206,7 @@ impl JobFlags {
         self.apply_truth(&mut spec)?;
         self.apply_writer(&mut spec)?;
         self.apply_stop(&mut spec)?;
-        if spec.extractor == "chair-compat" && spec.nltk_tagger.is_none() {
+        if spec.extractor == ExtractorKind::ChairCompat && spec.nltk_tagger.is_none() {
             spec.nltk_tagger = self.nltk_tagger.clone();
         }
         spec.validate().context("invalid job")?;
@@ -267,9 +268,8 @@ impl JobFlags {
 
     fn apply_truth(&self, spec: &mut JobSpec) -> anyhow::Result<()> {
         use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
-        if let Some(t) = &self.truth {
-            spec.truth.source =
-                TruthSource::parse(t).with_context(|| format!("--truth {t}: annotations, detector or annotations+detector"))?;
+        if let Some(t) = self.truth {
+            spec.truth.source = t;
         }
         let detector_flags = self.detector.is_some() || self.detector_endpoint.is_some() || self.detector_api.is_some();
         let sim_rates = self.sim_detector_miss_rate.is_some() || self.sim_detector_false_rate.is_some();
@@ -277,15 +277,15 @@ impl JobFlags {
             let d = spec.truth.detector.get_or_insert_with(DetectorSpec::sim);
             match (&self.detector, &self.detector_endpoint) {
                 (Some(k), _) if k != "sim" => anyhow::bail!("--detector {k}: only `sim`; give a server with --detector-endpoint"),
-                (Some(_), _) => d.kind = "sim".into(),
+                (Some(_), _) => d.kind = DetectorKind::Sim,
                 (None, Some(url)) => {
-                    d.kind = "http".into();
+                    d.kind = DetectorKind::Http;
                     d.endpoint = Some(url.clone());
                 }
                 (None, None) => {}
             }
-            if let Some(api) = &self.detector_api {
-                d.api = api.clone();
+            if let Some(api) = self.detector_api {
+                d.api = api;
             }
             if let Some(r) = self.sim_detector_miss_rate {
                 d.sim_miss_rate = r;
@@ -298,9 +298,9 @@ impl JobFlags {
             let j = spec.truth.judge.get_or_insert_with(JudgeSpec::sim);
             match (&self.judge, &self.judge_endpoint) {
                 (Some(k), _) if k != "sim" => anyhow::bail!("--judge {k}: only `sim`; give a server with --judge-endpoint"),
-                (Some(_), _) => j.kind = "sim".into(),
+                (Some(_), _) => j.kind = JudgeKind::Sim,
                 (None, Some(url)) => {
-                    j.kind = "openai".into();
+                    j.kind = JudgeKind::OpenAi;
                     j.endpoint = Some(url.clone());
                 }
                 (None, None) => {}

@@ -1,14 +1,21 @@
 //! Extraction + checking on the real captions of ../shared/data/pope/captions, one thread:
-//! `cargo bench -p dftg-core --bench diagnose`. Prints captions/s (median of runs) for dftg's
-//! own extractor and the CHAIR-compatible one, by wall time and by this thread's CPU time
-//! (the machine may be shared), and the time nltk's tagger takes to load.
+//! `cargo bench -p dftg-core --bench diagnose`. Prints captions/s (median of runs), by wall time
+//! and by this thread's CPU time (the machine may be shared), for:
+//! - the pipeline's own check (`check::diagnose`: claims with counts and attributes checked
+//!   against the truth, the diagnosis record built), which is what the diagnose stage runs;
+//!   on the POPE captions (truth: object names) and on LLaVA-Bench COCO's reference captions
+//!   (truth with instance counts, so count claims are checked too);
+//! - dftg's own extractor with the CHAIR set check, and the CHAIR-compatible one;
+//! - the time nltk's tagger takes to load.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use dftg_core::chair::{ChairScratch, ChairTally, ChairVocab, PerceptronTagger};
+use dftg_core::check::diagnose;
 use dftg_core::extract::{ExtractScratch, Extraction, Extractor};
+use dftg_core::truth::{parse_object_map, ImageTruth, ObjectTruth};
 use dftg_core::vocab::Vocabulary;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -38,6 +45,26 @@ fn rates(times: &[(f64, Option<f64>)], n: usize) -> String {
     format!("median {wall:.0} captions/s ({cpu:.0} per CPU-second)")
 }
 
+/// LLaVA-Bench COCO: each image's truth with instance counts, and its reference captions.
+fn llava_bench(dir: &std::path::Path) -> Vec<(ImageTruth, Vec<String>)> {
+    let text = std::fs::read_to_string(dir.join("llava-bench-coco80/caps_boxes_coco2014_val_80.jsonl")).expect("llava-bench");
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let mut objects: Vec<ObjectTruth> = Vec::new();
+            for i in v["instances"].as_array().expect("instances") {
+                let name = i["category"].as_str().expect("category");
+                match objects.iter_mut().find(|o| o.name == name) {
+                    Some(o) => o.count = o.count.map(|n| n + 1),
+                    None => objects.push(ObjectTruth { name: name.to_string(), count: Some(1), attributes: Default::default() }),
+                }
+            }
+            let captions = v["captions"].as_array().expect("captions").iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+            (ImageTruth { image: v["id"].as_str().unwrap_or_default().to_string(), file: None, objects }, captions)
+        })
+        .collect()
+}
+
 fn main() {
     let data = std::env::var("DFTG_DATA").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").to_string());
     let dir = std::path::Path::new(&data);
@@ -56,6 +83,35 @@ fn main() {
     }
     let runs = 7;
     let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+    let names_only: HashMap<String, ImageTruth> =
+        parse_object_map(&std::fs::read_to_string(dir.join("coco2014-objects/pope_caption2000.json")).expect("gt"))
+            .expect("object map")
+            .into_iter()
+            .map(|t| (t.image.clone(), t))
+            .collect();
+    let pope: Vec<(&ImageTruth, &str)> = caps.iter().map(|(id, c)| (&names_only[id], c.as_str())).collect();
+    let counted = llava_bench(dir);
+    let counted: Vec<(&ImageTruth, &str)> = counted.iter().flat_map(|(t, cs)| cs.iter().map(move |c| (t, c.as_str()))).collect();
+    for (what, set) in [("POPE captions, truth = object names", &pope), ("LLaVA-Bench reference captions, truth with counts", &counted)] {
+        let mut times = Vec::new();
+        let mut hallucinations = 0usize;
+        for _ in 0..runs {
+            let mut scratch = ExtractScratch::default();
+            hallucinations = 0;
+            let t = now();
+            for (truth, caption) in set {
+                let record = diagnose(&extractor, &mut scratch, truth, "Describe the image in detail.", caption);
+                hallucinations += record.hallucinations.len();
+                std::hint::black_box(&record);
+            }
+            times.push(elapsed(t));
+        }
+        println!(
+            "pipeline check (diagnosis records), {what}: {} over {} captions, {hallucinations} hallucinations ({runs} runs)",
+            rates(&times, set.len()),
+            set.len()
+        );
+    }
     let mut times = Vec::new();
     for _ in 0..runs {
         let mut scratch = ExtractScratch::default();

@@ -32,15 +32,15 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4000;
 pub const MIN_TURNS: usize = 2;
 pub const MAX_TURNS: usize = 6;
 
-/// Who writes the remedy data.
+/// Who writes the remedy data. Serialized as its name; an unknown name is refused without
+/// being echoed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum WriterKind {
     /// Sentence frames, offline (the default).
     #[default]
     Template,
     /// Any OpenAI-compatible chat endpoint: vLLM, SGLang, Ollama, llama.cpp server, a hosted API.
-    #[serde(rename = "openai")]
     OpenAi,
     /// The simulator (the job's own, or the one at `endpoint`).
     Sim,
@@ -56,6 +56,19 @@ impl WriterKind {
     }
 }
 
+impl TryFrom<String> for WriterKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<WriterKind> for String {
+    fn from(kind: WriterKind) -> String {
+        kind.as_str().to_string()
+    }
+}
+
 impl std::str::FromStr for WriterKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -63,7 +76,7 @@ impl std::str::FromStr for WriterKind {
             "template" => Ok(WriterKind::Template),
             "openai" => Ok(WriterKind::OpenAi),
             "sim" => Ok(WriterKind::Sim),
-            _ => Err("the writer is template, openai or sim".into()),
+            _ => Err("generation.writer.kind: template, openai or sim".into()),
         }
     }
 }

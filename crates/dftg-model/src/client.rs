@@ -6,13 +6,14 @@
 //!   jitter, `Retry-After`, at most [`MAX_ATTEMPTS`] attempts within a time budget per
 //!   request, replies of at most [`DEFAULT_MAX_REPLY_BYTES`] (configurable) read without
 //!   holding more than a small multiple of that
-//! - [`ScriptedClient`] — in-memory replies for unit tests of the pipeline, no I/O
+//! - [`ScriptedClient`] — in-memory replies for unit tests of the pipeline, no I/O (feature `testing`)
 //! - [`ModelError`] — every failure carries a short `reason()` code that is counted per job
 
 pub(crate) mod call;
 mod error;
 pub(crate) mod openai;
 mod retry;
+#[cfg(any(test, feature = "testing"))]
 mod scripted;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use error::MAX_MESSAGE_BYTES;
 pub use error::{ModelError, ModelErrorKind};
 pub use openai::{api_key_from, ClientConfigError, OpenAiClient, OpenAiConfig, DEFAULT_BUDGET_TIMEOUTS, DEFAULT_MAX_REPLY_BYTES};
 pub use retry::{RetryPolicy, MAX_ATTEMPTS};
+#[cfg(any(test, feature = "testing"))]
 pub use scripted::{image_hash, ScriptedClient};
 
 /// What the pipeline asks of the model under diagnosis. Object-safe (the pipeline holds

@@ -9,7 +9,7 @@
 //!   timeouts, a time budget and retries with jitter (the same [`RetryPolicy`] and error kinds
 //!   as the model client), labels split into requests of at most
 //!   [`DetectorConfig::max_labels_per_request`], returned labels snapped to the requested ones
-//! - [`ScriptedDetector`] — in-memory boxes for unit tests of the pipeline, no I/O
+//! - [`ScriptedDetector`] — in-memory boxes for unit tests of the pipeline, no I/O (feature `testing`)
 //! - [`detect_cached`] — asks only for the labels a job's [`CallCache`] does not hold yet
 //!
 //! Claims-first: ask about the concepts a caption claims (plus any always-checked list), in one
@@ -20,6 +20,7 @@
 //! [`RetryPolicy`]: crate::client::RetryPolicy
 
 mod http;
+#[cfg(any(test, feature = "testing"))]
 mod scripted;
 mod snap;
 mod wire;
@@ -33,13 +34,16 @@ use futures::future::BoxFuture;
 
 pub use dftg_core::detection::{decide, iou, nms_per_label, Detection, ThresholdError, Thresholds, Verdict};
 pub use http::{DetectorConfig, DetectorConfigError, HttpDetector, DEFAULT_MAX_DETECTOR_REPLY_BYTES};
+#[cfg(any(test, feature = "testing"))]
 pub use scripted::ScriptedDetector;
 
 use crate::cache::{CacheKey, CallCache};
 use crate::client::ModelError;
 
 /// Which wire contract the detector service speaks (`truth.detector.api` in a job spec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as its name; an unknown name is refused without being echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DetectorApi {
     /// `hf`: the Hugging Face zero-shot-object-detection task (Inference Endpoints, custom
     /// handlers). The configured URL is the full URL posted to.
@@ -80,8 +84,21 @@ impl fmt::Display for DetectorApi {
 
 /// A detector api name that is none of [`DetectorApi::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown detector api: expected hf, roboflow or roboflow-yolo-world")]
+#[error("truth.detector.api: hf, roboflow or roboflow-yolo-world")]
 pub struct UnknownDetectorApi;
+
+impl TryFrom<String> for DetectorApi {
+    type Error = UnknownDetectorApi;
+    fn try_from(s: String) -> Result<Self, UnknownDetectorApi> {
+        s.parse()
+    }
+}
+
+impl From<DetectorApi> for String {
+    fn from(api: DetectorApi) -> String {
+        api.as_str().to_string()
+    }
+}
 
 impl FromStr for DetectorApi {
     type Err = UnknownDetectorApi;

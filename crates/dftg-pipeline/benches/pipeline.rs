@@ -9,14 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::job::{JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 async fn once(corpus: &std::path::Path, latency_ms: u64, in_flight: usize, images: usize) -> (Duration, Duration) {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut spec =
-        JobSpec::new(corpus.to_str().expect("utf-8 path"), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(
+        corpus.to_str().expect("utf-8 path"),
+        ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() },
+    );
     spec.model.sim_latency_ms = latency_ms;
     spec.model.max_in_flight = in_flight;
     spec.shard_size = 250.min(images);
@@ -30,8 +32,10 @@ async fn once(corpus: &std::path::Path, latency_ms: u64, in_flight: usize, image
 async fn with_truth_models(corpus: &std::path::Path, latency_ms: u64, images: usize) -> (f64, f64, f64, f64) {
     use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
     let out = tempfile::tempdir().expect("tempdir");
-    let mut spec =
-        JobSpec::new(corpus.to_str().expect("utf-8 path"), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(
+        corpus.to_str().expect("utf-8 path"),
+        ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() },
+    );
     spec.model.sim_latency_ms = latency_ms;
     spec.model.max_in_flight = 64;
     spec.shard_size = 250.min(images);

@@ -20,7 +20,7 @@ use dftg_core::vocab::Vocabulary;
 use dftg_core::writer::gate::{verify, Accepted};
 use dftg_core::writer::WriterKind;
 use dftg_pipeline::generate::StoredGenerationPlan;
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::job::{JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -43,8 +43,10 @@ struct Run {
 
 async fn once(corpus: &std::path::Path, latency_ms: u64) -> Run {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut spec =
-        JobSpec::new(corpus.to_str().expect("utf-8 path"), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(
+        corpus.to_str().expect("utf-8 path"),
+        ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() },
+    );
     spec.model.sim_latency_ms = latency_ms;
     spec.model.max_in_flight = 64;
     spec.shard_size = 500;

@@ -1,310 +1,436 @@
-//! Coordinator steps, the same in both shapes: plan shards, build the profile at the barrier,
-//! split the generation budget across shards, and write the dataset manifest and the
-//! training-ready files (`train`). Its state lives in the store (`job.json` and the shard
-//! objects), so a restarted coordinator resumes.
+//! The distributed coordinator, minus the transport: accepts jobs, drives each with the same
+//! job driver as `dftg run`, routes worker events, and resumes unfinished jobs after a
+//! restart. Queue and store are the traits; RabbitMQ and S3 plug in.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use dftg_core::generate::{allocate_to_shards, plan_generation, GenerationPlan, GENERATION_SCHEMA_VERSION};
-use dftg_core::llava::LlavaRecord;
-use dftg_core::profile::{Profile, Summary};
-use dftg_core::tokens::{TokensByRole, ROLE_SUBJECT};
-use dftg_runtime::BlobStore;
+use dftg_runtime::queue::TaskQueue;
+use dftg_runtime::{BlobStore, ObjectBlobStore};
 
 use crate::error::{to_json, PipelineError};
-use crate::generate::{read_json, StoredGenerationPlan};
-use crate::job::JobSpec;
-use crate::layout;
-use crate::train::{TrainFiles, TrainWriter};
+use crate::job::{is_job_id, JobSpec};
+use crate::job_driver::{drive_job, DriverIo, JobStatus, NoProgress, SharedStatus};
+use crate::job_index::{job_store, locate_job, JobIndexEntry, JOB_INDEX};
+use crate::job_state::{read_state, JobInfo, Phase};
+use crate::messages::{decode_message, ShardEvent, EVENTS_QUEUE, MAX_EVENT_BYTES};
+use crate::metrics::MeteredStore;
+use crate::policy::Policy;
 
-/// What the coordinator knows of a job (no model, no extractor).
-pub struct JobInfo {
-    pub job_id: String,
-    pub spec: JobSpec,
-    /// The job's output prefix `<out>/<job-id>/`.
-    pub store: Arc<dyn BlobStore>,
-    pub corpus: Arc<dyn BlobStore>,
+struct JobEntry {
+    status: SharedStatus,
+    events: mpsc::Sender<ShardEvent>,
+    cancel: CancellationToken,
+    /// Fires when the job's driver has returned (immediately for jobs loaded finished).
+    ended: CancellationToken,
+    /// Where the job writes (its store's URL), for people asking where the outputs are.
+    outputs: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Planning,
-    Diagnosing,
-    Profiling,
-    Generating,
-    Finishing,
-    Done,
-    Failed,
+impl JobEntry {
+    fn snapshot(&self) -> JobStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the operator configured for the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// What jobs may touch; checked at submit and again when a job is resumed.
+    pub policy: Policy,
+    /// Finished jobs are forgotten (index entry, status, metric series) this long after they
+    /// end; their outputs stay in the store.
+    pub retention: Duration,
+    /// Jobs held at once; beyond it, the oldest finished job is forgotten, and a submit with
+    /// every slot running is refused (429).
+    pub max_jobs: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig { policy: Policy::open(), retention: Duration::from_secs(7 * 24 * 3600), max_jobs: 1000 }
+    }
+}
+
+/// How a cancel request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    NotFound,
+    /// The job was running; it ends `cancelled`.
     Cancelled,
+    /// The job had already ended in this phase.
+    AlreadyEnded(Phase),
 }
 
-/// `job.json`: the spec as accepted and the job's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobState {
-    pub schema_version: u32,
-    pub job_id: String,
-    pub spec: JobSpec,
-    pub phase: Phase,
-    pub shards: u32,
-    pub images: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// When the job reached a final phase (unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
+/// The coordinator: one per deployment; its state is in the store.
+pub struct Coordinator {
+    root: ObjectBlobStore,
+    queue: Arc<dyn TaskQueue>,
+    jobs: Mutex<BTreeMap<String, JobEntry>>,
+    shutdown: CancellationToken,
+    config: CoordinatorConfig,
 }
 
-impl JobState {
-    /// A job about to be planned.
-    pub fn new(job_id: &str, spec: &JobSpec) -> Self {
-        JobState {
-            schema_version: 1,
-            job_id: job_id.to_string(),
-            spec: spec.clone(),
-            phase: Phase::Planning,
-            shards: 0,
-            images: 0,
-            error: None,
-            finished_at: None,
-        }
-    }
+fn is_final(phase: Phase) -> bool {
+    matches!(phase, Phase::Done | Phase::Failed | Phase::Cancelled)
 }
 
-pub async fn write_state(store: &dyn BlobStore, state: &JobState) -> Result<(), PipelineError> {
-    store.put(layout::JOB, to_json(layout::JOB, state, true)?).await?;
-    Ok(())
-}
-
-pub async fn read_state(store: &dyn BlobStore) -> Result<Option<JobState>, PipelineError> {
-    match store.get(layout::JOB).await? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| PipelineError::CorruptObject { key: layout::JOB.into(), reason: e.to_string() }),
-    }
-}
-
-/// Shard objects read at once by the coordinator (each is one store round trip).
-const READS_IN_FLIGHT: usize = 16;
-
-/// Folds the shard summaries into one (read concurrently, folded in shard order). Shards in
-/// `skip` (given up: no output) count as empty.
-pub async fn merged_summaries(store: &dyn BlobStore, shards: u32, skip: &BTreeSet<u32>) -> Result<(Summary, Vec<Summary>), PipelineError> {
-    let mut total = Summary::default();
-    let mut each = Vec::with_capacity(shards as usize);
-    let mut reads = futures::stream::iter(0..shards)
-        .map(|shard| async move {
-            if skip.contains(&shard) {
-                return Ok(Summary::default());
+impl Coordinator {
+    /// Starts routing events and resumes every unfinished job found in the store.
+    pub async fn start(
+        root: ObjectBlobStore,
+        queue: Arc<dyn TaskQueue>,
+        shutdown: CancellationToken,
+        config: CoordinatorConfig,
+    ) -> Result<Arc<Self>, PipelineError> {
+        let me = Arc::new(Coordinator { root, queue, jobs: Mutex::new(BTreeMap::new()), shutdown, config });
+        // queue gauges for /metrics, refreshed in the background
+        let poller = me.clone();
+        tokio::spawn(async move {
+            loop {
+                poller.queue_health().await;
+                tokio::select! {
+                    _ = poller.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
             }
-            read_json::<Summary>(store, &layout::summary_shard(shard)).await
-        })
-        .buffered(READS_IN_FLIGHT);
-    while let Some(s) = reads.next().await {
-        let s = s?;
-        total.merge(&s);
-        each.push(s);
-    }
-    Ok((total, each))
-}
-
-/// The barrier: profile and generation plan from the diagnosis summaries. Also returns the
-/// merged summary, which the dataset manifest reuses.
-pub async fn build_profile_and_plan(
-    ctx: &JobInfo,
-    shards: u32,
-    given_up: &BTreeSet<u32>,
-) -> Result<(Profile, GenerationPlan, Summary), PipelineError> {
-    let (total, each) = merged_summaries(ctx.store.as_ref(), shards, given_up).await?;
-    let profile = Profile::build(&ctx.spec.model_name(), &total);
-    ctx.store.put(layout::PROFILE, to_json(layout::PROFILE, &profile, true)?).await?;
-    let plan = plan_generation(&profile, &total, &ctx.spec.generation);
-    let stored =
-        StoredGenerationPlan { schema_version: GENERATION_SCHEMA_VERSION, plan: plan.clone(), shards: allocate_to_shards(&plan, &each) };
-    ctx.store.put(layout::GENERATION_PLAN, to_json(layout::GENERATION_PLAN, &stored, true)?).await?;
-    Ok((profile, plan, total))
-}
-
-/// `dataset.json`: what was generated, by type and concept, and what failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetManifest {
-    pub schema_version: u32,
-    pub job_id: String,
-    pub model: String,
-    pub prompts: Vec<String>,
-    pub images: u64,
-    pub diagnosed_images: u64,
-    pub failed_images: u64,
-    pub errors_by_reason: BTreeMap<String, u64>,
-    /// Tokens the job's models used, by role (`subject`: the model under diagnosis), as their
-    /// servers reported them; 0 when a server reports no usage.
-    #[serde(default)]
-    pub tokens: TokensByRole,
-    pub instructions: u64,
-    pub by_type: BTreeMap<String, u64>,
-    pub by_concept: BTreeMap<String, u64>,
-    pub by_type_and_concept: BTreeMap<String, BTreeMap<String, u64>>,
-    pub shards: Vec<DatasetShard>,
-    /// The training-ready files (`train/`); absent in manifests written before them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train: Option<TrainFiles>,
-    pub plan: GenerationPlan,
-    /// Shards whose task was given up, with the reason.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub failed_shards: BTreeMap<String, String>,
-    /// Who wrote the items, and what the gate refused.
-    #[serde(default)]
-    pub writer: WriterSummary,
-    /// How much of the corpus was diagnosed, and why it stopped; absent in older manifests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnosis: Option<DiagnosisSummary>,
-}
-
-/// `dataset.json`'s `diagnosis` block: adaptive diagnosis's outcome.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DiagnosisSummary {
-    /// Images in the shards dispatched to the diagnose stage.
-    pub images_diagnosed: u64,
-    pub images_total: u64,
-    /// True when the stopping rule ended the diagnosis before every image was asked about.
-    pub stopped_early: bool,
-    pub reason: String,
-    /// The family confidence at which the top-k set was separated at the last look (0 when
-    /// not separated; absent without `stop_when`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f64>,
-    /// Calls to the model under diagnosis not made: undiagnosed images × prompts.
-    pub model_calls_saved: u64,
-    /// The top-k set at the last look (with `stop_when`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub top: Vec<String>,
-    /// Waves dispatched of those planned (with `stop_when`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub waves_dispatched: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub waves_planned: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-/// `dataset.json`'s `writer` block.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct WriterSummary {
-    /// `template`, `sim` or `openai`.
-    pub kind: String,
-    pub accepted: u64,
-    pub rejected: BTreeMap<String, u64>,
-    pub rewrites: u64,
-    pub fallbacks: u64,
-    pub dropped: u64,
-    /// Where every refused reply is listed.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub rejections: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetShard {
-    pub diagnoses: String,
-    pub instructions: String,
-    pub records: u64,
-}
-
-pub async fn write_dataset(
-    ctx: &JobInfo,
-    shards: u32,
-    plan: &GenerationPlan,
-    total: &Summary,
-    failed_shards: BTreeMap<String, String>,
-    diagnosis: DiagnosisSummary,
-) -> Result<DatasetManifest, PipelineError> {
-    let mut m = DatasetManifest {
-        schema_version: 1,
-        job_id: ctx.job_id.clone(),
-        model: ctx.spec.model_name(),
-        prompts: ctx.spec.prompts.clone(),
-        images: 0,
-        diagnosed_images: total.images,
-        failed_images: total.failed_images,
-        errors_by_reason: total.errors_by_reason.clone(),
-        tokens: TokensByRole::from([(ROLE_SUBJECT.to_string(), total.tokens)]),
-        instructions: 0,
-        by_type: BTreeMap::new(),
-        by_concept: BTreeMap::new(),
-        by_type_and_concept: BTreeMap::new(),
-        shards: Vec::new(),
-        train: None,
-        plan: plan.clone(),
-        failed_shards,
-        writer: WriterSummary { kind: ctx.spec.generation.writer.kind.as_str().to_string(), ..WriterSummary::default() },
-        diagnosis: Some(diagnosis),
-    };
-    let mut writer = crate::generate::WriterStats::default();
-    let mut rejections: Vec<u8> = Vec::new();
-    let store = ctx.store.as_ref();
-    let mut train = TrainWriter::new();
-    let mut reads = futures::stream::iter(0..shards)
-        .map(|shard| async move {
-            let key = layout::instruction_shard(shard);
-            let records: Vec<LlavaRecord> = match store.get(&key).await? {
-                Some(b) => {
-                    serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: key.clone(), reason: e.to_string() })?
+        });
+        // finished jobs past their retention are forgotten
+        let sweeper = me.clone();
+        let every = (me.config.retention / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sweeper.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => sweeper.forget_expired().await,
                 }
-                None => Vec::new(),
-            };
-            let stats_key = layout::writer_stats_shard(shard);
-            let stats: crate::generate::WriterStats = match store.get(&stats_key).await? {
-                Some(b) => {
-                    serde_json::from_slice(&b).map_err(|e| PipelineError::CorruptObject { key: stats_key, reason: e.to_string() })?
+            }
+        });
+        for key in me.root.list(JOB_INDEX).await? {
+            let Some(job_id) = key.strip_prefix(JOB_INDEX).and_then(|k| k.strip_suffix(".json")) else { continue };
+            if !is_job_id(job_id) {
+                continue;
+            }
+            let store = match locate_job(&me.root, job_id).await {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::error!(job = job_id, error = %e.report(), "cannot locate job");
+                    continue;
                 }
-                None => crate::generate::WriterStats::default(),
             };
-            let refused = store.get(&layout::writer_rejections_shard(shard)).await?;
-            Ok::<_, PipelineError>((shard, key, records, stats, refused))
-        })
-        .buffered(READS_IN_FLIGHT);
-    while let Some(read) = reads.next().await {
-        let (shard, key, records, stats, refused) = read?;
-        writer.merge(&stats);
-        if let Some(lines) = refused {
-            rejections.extend_from_slice(&lines);
+            match read_state(&store).await {
+                Ok(Some(state)) => {
+                    let finished = is_final(state.phase);
+                    me.launch(job_id.to_string(), state.spec, !finished).await;
+                }
+                Ok(None) => tracing::warn!(job = job_id, "indexed job has no job.json; skipped"),
+                Err(e) => tracing::error!(job = job_id, error = %e.report(), "cannot resume job"),
+            }
         }
-        for r in &records {
-            let t = r.meta.kind.as_str().to_string();
-            let c = r.meta.concept.clone().unwrap_or_else(|| "-".to_string());
-            *m.by_type.entry(t.clone()).or_default() += 1;
-            *m.by_concept.entry(c.clone()).or_default() += 1;
-            *m.by_type_and_concept.entry(t).or_default().entry(c).or_default() += 1;
-            train.push(r)?;
+        // events are routed once every resumed job has its channel: none is dropped as unknown
+        let router = me.clone();
+        tokio::spawn(async move {
+            if let Err(e) = router.route_events().await {
+                tracing::error!(error = %e.report(), "event routing stopped");
+            }
+        });
+        Ok(me)
+    }
+
+    /// Validates and starts a job; submitting the same spec again returns the same job.
+    /// Nothing is created before the job passes every check.
+    pub async fn submit(&self, spec: JobSpec) -> Result<String, PipelineError> {
+        spec.validate()?;
+        if !spec.model.kind.is_openai() && !self.config.policy.allows_model_kind(&spec.model.kind) {
+            return Err(PipelineError::invalid(
+                "model.kind",
+                "distributed jobs reach their model over HTTP: use kind = \"openai\" with an endpoint (start `dftg sim` for a simulator), or sim:NAME where the operator allows it (--allow-sim)",
+            ));
         }
-        m.instructions += records.len() as u64;
-        m.shards.push(DatasetShard { diagnoses: layout::diagnosis_shard(shard), instructions: key, records: records.len() as u64 });
+        self.config.policy.check(&spec)?;
+        let job_id = spec.id();
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if jobs.contains_key(&job_id) {
+                return Ok(job_id);
+            }
+            if jobs.len() >= self.config.max_jobs {
+                // make room by forgetting the job that finished first
+                let oldest = jobs
+                    .iter()
+                    .filter_map(|(id, j)| {
+                        let s = j.snapshot();
+                        is_final(s.phase).then_some((s.finished_at.unwrap_or(0), id.clone()))
+                    })
+                    .min();
+                match oldest {
+                    Some((_, id)) => {
+                        jobs.remove(&id);
+                        crate::metrics::forget_job(&id);
+                        let root = self.root.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = root.delete(&format!("{JOB_INDEX}{id}.json")).await {
+                                tracing::warn!(job = %id, error = %e, "cannot remove the index entry of a forgotten job");
+                            }
+                        });
+                    }
+                    None => return Err(PipelineError::Busy(format!("{} jobs are running; try again when one has ended", jobs.len()))),
+                }
+            }
+        }
+        let index = to_json("job index entry", &JobIndexEntry { job_id: job_id.clone(), out: spec.out.clone() }, false)?;
+        self.root.put(&format!("{JOB_INDEX}{job_id}.json"), index).await?;
+        self.launch(job_id.clone(), spec, true).await;
+        Ok(job_id)
     }
-    // distinct images: diagnoses count one record per prompt
-    let prompts = ctx.spec.prompts.len().max(1) as u64;
-    m.images = (total.images + total.failed_images) / prompts;
-    m.writer.accepted = writer.accepted;
-    m.writer.rejected = writer.rejected;
-    m.writer.rewrites = writer.rewrites;
-    m.writer.fallbacks = writer.fallbacks;
-    m.writer.dropped = writer.dropped;
-    if !writer.tokens.is_zero() {
-        dftg_core::tokens::add_to_role(&mut m.tokens, dftg_core::tokens::ROLE_WRITER, writer.tokens);
+
+    /// Registers a job and, when `run`, drives it in the background. A job that cannot start
+    /// (its stores cannot be opened, it is outside the policy) ends `failed` with the reason.
+    async fn launch(&self, job_id: String, spec: JobSpec, run: bool) {
+        let status: SharedStatus = Arc::new(Mutex::new(JobStatus::new(&job_id)));
+        let (tx, rx) = mpsc::channel(4096);
+        let cancel = self.shutdown.child_token();
+        let ended = CancellationToken::new();
+        let store = job_store(&self.root, &job_id, spec.out.as_deref());
+        let outputs = store.as_ref().ok().map(|s| s.describe());
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.clone(), JobEntry { status: status.clone(), events: tx, cancel: cancel.clone(), ended: ended.clone(), outputs });
+        if !run {
+            // finished: load its final state for status queries
+            if let Ok(store) = &store {
+                if let Ok(Some(state)) = read_state(store).await {
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.phase = state.phase;
+                    s.images = state.images;
+                    s.error = state.error;
+                    s.finished_at = Some(state.finished_at.unwrap_or_else(|| crate::job_driver::unix_now() as u64));
+                }
+            }
+            ended.cancel();
+            return;
+        }
+        let policy = self.config.policy.clone();
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            let opened = store.and_then(|store| {
+                policy.check(&spec)?;
+                let corpus = ObjectBlobStore::from_url_existing(&spec.corpus.path)
+                    .map_err(|e| PipelineError::invalid("corpus.path", e.to_string()))?;
+                Ok((store, corpus))
+            });
+            let (store, corpus) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    let reason = e.report();
+                    tracing::warn!(job = %job_id, error = %reason, "job cannot start");
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.phase = Phase::Failed;
+                    s.error = Some(reason);
+                    s.finished_at = Some(crate::job_driver::unix_now() as u64);
+                    drop(s);
+                    ended.cancel();
+                    return;
+                }
+            };
+            let info = Arc::new(JobInfo {
+                job_id: job_id.clone(),
+                spec,
+                store: Arc::new(MeteredStore(store)),
+                corpus: Arc::new(MeteredStore(corpus)),
+            });
+            tracing::info!(
+                job = %job_id,
+                model = %info.spec.model_name(),
+                corpus = %info.spec.corpus.path,
+                shard_size = info.spec.shard_size,
+                outputs = %info.store.describe(),
+                "job started"
+            );
+            let io = DriverIo { queue, events: rx, progress: Arc::new(NoProgress), status: status.clone(), shutdown: cancel };
+            match drive_job(info, io).await {
+                Ok(r) => tracing::info!(
+                    job = %job_id,
+                    images = r.manifest.images,
+                    diagnosed = r.manifest.diagnosed_images,
+                    failed = r.manifest.failed_images,
+                    instructions = r.manifest.instructions,
+                    diagnose_secs = r.diagnose_time.as_secs_f64(),
+                    generate_secs = r.generate_time.as_secs_f64(),
+                    "job done"
+                ),
+                Err(e) => {
+                    let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    tracing::warn!(
+                        job = %job_id,
+                        phase = ?s.phase,
+                        images = s.images,
+                        diagnosed = s.diagnose.items,
+                        failed = s.diagnose.failed_items,
+                        instructions = s.generate.items,
+                        error = %e.report(),
+                        "job ended without finishing"
+                    )
+                }
+            }
+            ended.cancel();
+        });
     }
-    if ctx.spec.generation.writer.kind != dftg_core::writer::WriterKind::Template {
-        // rewritten whole on a re-run of the finish: the shards' files are the record
-        ctx.store.put(layout::WRITER_REJECTIONS, bytes::Bytes::from(rejections)).await?;
-        m.writer.rejections = layout::WRITER_REJECTIONS.to_string();
+
+    async fn route_events(&self) -> Result<(), PipelineError> {
+        let mut consumer = self.queue.consume(EVENTS_QUEUE, 256).await?;
+        loop {
+            let d = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                d = consumer.next() => d?,
+            };
+            let Some(d) = d else { return Ok(()) };
+            let ev: ShardEvent = match decode_message(&d.payload, MAX_EVENT_BYTES) {
+                Ok(ev) => ev,
+                Err(why) => {
+                    d.dead_letter(why).await?;
+                    continue;
+                }
+            };
+            let tx = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(&ev.job_id).map(|j| j.events.clone());
+            match tx {
+                // the driver dedups; a full channel waits (back-pressure on the queue); a
+                // closed one means the job has ended
+                Some(tx) => {
+                    let _ = tx.send(ev).await;
+                }
+                None => tracing::debug!(job = %ev.job_id, "event for an unknown job dropped"),
+            }
+            d.ack().await?;
+        }
     }
-    // before the manifest that names them
-    m.train = Some(train.write(store, &ctx.spec.corpus.path).await?);
-    ctx.store.put(layout::DATASET, to_json(layout::DATASET, &m, true)?).await?;
-    Ok(m)
+
+    /// Dead letters of the task queues, and the queue gauges for metrics.
+    pub async fn queue_health(&self) -> u64 {
+        let m = crate::metrics::metrics();
+        let mut dead = 0;
+        for q in [crate::messages::DIAGNOSE_QUEUE, crate::messages::GENERATE_QUEUE] {
+            if let Ok(n) = self.queue.depth(q).await {
+                m.queue_messages.with_label_values(&[q]).set(n as i64);
+            }
+            if let Ok(n) = self.queue.consumer_count(q).await {
+                m.queue_consumers.with_label_values(&[q]).set(n as i64);
+            }
+            if let Ok(n) = self.queue.dead_letter_depth(q).await {
+                m.queue_messages.with_label_values(&[&format!("{q}.dead")]).set(n as i64);
+                dead += n;
+            }
+        }
+        dead
+    }
+
+    /// Ready when the store and the broker answer (what `/readyz` reports).
+    pub async fn ready(&self) -> Result<(), String> {
+        readiness(&self.root, self.queue.as_ref()).await
+    }
+
+    pub async fn status(&self, job_id: &str) -> Option<JobStatus> {
+        let dead = self.queue_health().await;
+        let mut s = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).map(JobEntry::snapshot)?;
+        s.dead_letters = dead;
+        Some(s)
+    }
+
+    /// Where a job writes its outputs (its store's URL).
+    pub fn outputs(&self, job_id: &str) -> Option<String> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id).and_then(|j| j.outputs.clone())
+    }
+
+    pub async fn list(&self) -> Vec<JobStatus> {
+        let dead = self.queue_health().await;
+        let jobs: Vec<JobStatus> = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).values().map(JobEntry::snapshot).collect();
+        jobs.into_iter()
+            .map(|mut s| {
+                s.dead_letters = dead;
+                s
+            })
+            .collect()
+    }
+
+    /// Cancels a running job: its driver stops, `job.json` says `cancelled`, and workers skip
+    /// its queued tasks.
+    pub fn cancel(&self, job_id: &str) -> CancelOutcome {
+        match self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            None => CancelOutcome::NotFound,
+            Some(j) => {
+                let phase = j.snapshot().phase;
+                if is_final(phase) && j.ended.is_cancelled() {
+                    return CancelOutcome::AlreadyEnded(phase);
+                }
+                j.cancel.cancel();
+                CancelOutcome::Cancelled
+            }
+        }
+    }
+
+    /// Forgets a job: cancels it if it runs (and waits for its driver), removes its index
+    /// entry, status and metric series. Its outputs stay in the store. False: no such job.
+    pub async fn delete(&self, job_id: &str) -> Result<bool, PipelineError> {
+        let ended = match self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            None => return Ok(false),
+            Some(j) => {
+                j.cancel.cancel();
+                j.ended.clone()
+            }
+        };
+        ended.cancelled().await;
+        self.forget(job_id).await?;
+        Ok(true)
+    }
+
+    async fn forget(&self, job_id: &str) -> Result<(), PipelineError> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
+        crate::metrics::forget_job(job_id);
+        self.root.delete(&format!("{JOB_INDEX}{job_id}.json")).await?;
+        tracing::info!(job = job_id, "job forgotten");
+        Ok(())
+    }
+
+    /// Forgets finished jobs whose retention has passed.
+    async fn forget_expired(&self) {
+        let now = crate::job_driver::unix_now() as u64;
+        let retention = self.config.retention.as_secs();
+        let expired: Vec<String> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, j)| {
+                let s = j.snapshot();
+                j.ended.is_cancelled() && is_final(s.phase) && s.finished_at.is_some_and(|t| now.saturating_sub(t) >= retention)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Err(e) = self.forget(&id).await {
+                tracing::warn!(job = %id, error = %e.report(), "cannot forget an expired job");
+            }
+        }
+    }
+}
+
+/// Whether a process can work: its store answers a HEAD and its broker a queue query, each
+/// within a few seconds. The reason names the part, not its error text (which may carry URLs).
+pub async fn readiness(store: &ObjectBlobStore, queue: &dyn TaskQueue) -> Result<(), String> {
+    let limit = Duration::from_secs(5);
+    match tokio::time::timeout(limit, store.head("readyz-probe")).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("the object store does not answer".into()),
+        Err(_) => return Err("the object store did not answer within 5 s".into()),
+    }
+    match tokio::time::timeout(limit, queue.depth(EVENTS_QUEUE)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("the broker does not answer".into()),
+        Err(_) => Err("the broker did not answer within 5 s".into()),
+    }
 }

@@ -30,15 +30,10 @@ pub struct PlanEntry {
     pub error: Option<ImageError>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TruthFormat {
-    Coco,
-    Jsonl,
-    ObjectMap,
-}
+pub use crate::choice::CorpusFormat;
 
 /// Which file holds the ground truth, and in which format.
-pub async fn locate_truth(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<(String, TruthFormat), PipelineError> {
+pub async fn locate_truth(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<(String, CorpusFormat), PipelineError> {
     let file = match &spec.annotations {
         Some(f) => f.clone(),
         None => {
@@ -58,13 +53,11 @@ pub async fn locate_truth(corpus: &dyn BlobStore, spec: &CorpusSpec) -> Result<(
             })?
         }
     };
-    let format = match spec.format.as_deref() {
-        Some("coco") => TruthFormat::Coco,
-        Some("jsonl") => TruthFormat::Jsonl,
-        Some("object-map") => TruthFormat::ObjectMap,
-        _ if file.ends_with(".jsonl") || file.ends_with('/') => TruthFormat::Jsonl,
-        _ if file.contains("imid_to_objects") => TruthFormat::ObjectMap,
-        _ => TruthFormat::Coco,
+    let format = match spec.format {
+        Some(format) => format,
+        None if file.ends_with(".jsonl") || file.ends_with('/') => CorpusFormat::Jsonl,
+        None if file.contains("imid_to_objects") => CorpusFormat::ObjectMap,
+        None => CorpusFormat::Coco,
     };
     Ok((file, format))
 }
@@ -110,12 +103,12 @@ fn bad_manifest_line(message: String, line_no: usize, part: Option<&str>) -> Pla
 }
 
 /// A whole JSON document of ground truth (COCO instances or an object map) → entries.
-pub fn document_entries(file: &str, format: TruthFormat, text: &[u8]) -> Result<Vec<PlanEntry>, PipelineError> {
+pub fn document_entries(file: &str, format: CorpusFormat, text: &[u8]) -> Result<Vec<PlanEntry>, PipelineError> {
     let text = std::str::from_utf8(text).map_err(|_| PipelineError::invalid("corpus.annotations", format!("{file} is not UTF-8 text")))?;
     let truths = match format {
-        TruthFormat::Coco => parse_coco_instances(text),
-        TruthFormat::ObjectMap => parse_object_map(text),
-        TruthFormat::Jsonl => {
+        CorpusFormat::Coco => parse_coco_instances(text),
+        CorpusFormat::ObjectMap => parse_object_map(text),
+        CorpusFormat::Jsonl => {
             return Ok(text
                 .lines()
                 .enumerate()
@@ -225,7 +218,7 @@ mod tests {
 
     #[test]
     fn manifest_keeps_going_past_bad_lines() {
-        let e = document_entries("m.jsonl", TruthFormat::Jsonl, b"{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n")
+        let e = document_entries("m.jsonl", CorpusFormat::Jsonl, b"{\"image\":\"a\",\"objects\":[\"dog\"]}\n{oops\n\n{\"image\":\"b\"}\n")
             .unwrap();
         assert_eq!(e.len(), 3);
         assert_eq!(e[1].truth.image, "manifest-line-2");

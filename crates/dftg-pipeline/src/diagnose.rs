@@ -17,9 +17,9 @@ use dftg_core::tokens::{TokenUsage, ROLE_SUBJECT};
 use dftg_model::client::{ModelClient, ModelRequest};
 use dftg_runtime::{BlobStore, PutOutcome};
 
-use crate::coordinator::JobInfo;
 use crate::corpus::{fetch_image, PlanEntry};
 use crate::error::{to_json, PipelineError};
+use crate::job_state::JobInfo;
 use crate::layout;
 use crate::metrics::metrics;
 
@@ -78,7 +78,7 @@ pub fn build_extractor(spec: &crate::job::JobSpec, policy: &crate::policy::Polic
         }
     };
     let vocab = Arc::new(vocab);
-    if spec.extractor != "chair-compat" {
+    if spec.extractor != crate::job::ExtractorKind::ChairCompat {
         return Ok(Extractor::new(vocab));
     }
     let dir = policy.chair_vocab(spec.chair_vocab.as_deref().unwrap_or_default())?;

@@ -297,8 +297,8 @@ pub async fn run_generate_shard(ctx: &JobContext, shard: u32) -> Result<Generate
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::JobInfo;
     use crate::job::{JobSpec, ModelSpec};
+    use crate::job_state::JobInfo;
     use crate::writer::ScriptedWriter;
     use dftg_core::check::diagnose;
     use dftg_core::extract::Extractor;

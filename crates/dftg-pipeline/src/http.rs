@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::coordinator::{CancelOutcome, Coordinator};
 use crate::error::PipelineError;
 use crate::job::{is_job_id, JobSpec};
-use crate::service::{CancelOutcome, Coordinator};
 
 /// Largest job spec accepted (a spec is a few hundred bytes).
 pub const MAX_SPEC_BYTES: usize = 64 << 10;

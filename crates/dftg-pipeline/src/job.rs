@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use dftg_core::generate::GenerationConfig;
 
+pub use crate::choice::{CorpusFormat, DetectorKind, ExtractorKind, JudgeKind, ModelKind, TruthSource, VocabularyChoice};
 use crate::error::PipelineError;
+use dftg_model::detect::DetectorApi;
 
 pub const JOB_SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_PROMPT: &str = "Describe the image in detail.";
@@ -30,13 +32,13 @@ pub struct JobSpec {
     pub prompts: Vec<String>,
     #[serde(default = "default_shard_size")]
     pub shard_size: usize,
-    /// `coco80` (bundled) or a path to a vocabulary TOML.
-    #[serde(default = "default_vocabulary")]
-    pub vocabulary: String,
+    /// `coco80` or `lvis` (bundled), or a vocabulary TOML (a name in the operator's directory).
+    #[serde(default)]
+    pub vocabulary: VocabularyChoice,
     /// `dftg` (the careful reader) or `chair-compat` (the reference CHAIR implementation, so
     /// profiles compare with published numbers; object hallucinations only).
     #[serde(default = "default_extractor")]
-    pub extractor: String,
+    pub extractor: ExtractorKind,
     /// Directory with CHAIR's `synonyms.txt` and `double_words.json` (for `chair-compat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chair_vocab: Option<String>,
@@ -134,45 +136,20 @@ impl TruthSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TruthSource {
-    /// The corpus's annotations (COCO instances, a manifest, an object map).
-    #[default]
-    #[serde(rename = "annotations")]
-    Annotations,
-    /// A detector (and optionally a judge); the annotation file is not read even if present.
-    #[serde(rename = "detector")]
-    Detector,
-    /// Annotations for the concepts they cover, the detector for the others.
-    #[serde(rename = "annotations+detector")]
-    AnnotationsAndDetector,
-}
-
-impl TruthSource {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "annotations" => Some(TruthSource::Annotations),
-            "detector" => Some(TruthSource::Detector),
-            "annotations+detector" => Some(TruthSource::AnnotationsAndDetector),
-            _ => None,
-        }
-    }
-}
-
 /// `[truth.detector]`: an open-vocabulary detector over HTTP, or the built-in simulator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSpec {
     /// `sim` (the simulator plays the detector) or `http` (an endpoint).
     #[serde(default = "default_detector_kind")]
-    pub kind: String,
+    pub kind: DetectorKind,
     /// For `http`: the URL requests go to (`hf`: the full endpoint URL; `roboflow`: the
     /// inference server's base URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// `hf`, `roboflow` (Grounding DINO) or `roboflow-yolo-world`.
     #[serde(default = "default_detector_api")]
-    pub api: String,
+    pub api: DetectorApi,
     #[serde(default = "default_service_in_flight")]
     pub max_in_flight: usize,
     #[serde(default = "default_timeout")]
@@ -203,7 +180,7 @@ pub struct DetectorSpec {
 pub struct JudgeSpec {
     /// `sim` (the simulator judges) or `openai` (any OpenAI-compatible vision endpoint).
     #[serde(default = "default_judge_kind")]
-    pub kind: String,
+    pub kind: JudgeKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,14 +196,14 @@ pub struct JudgeSpec {
     pub sim_error_rate: f64,
 }
 
-fn default_detector_kind() -> String {
-    "sim".into()
+fn default_detector_kind() -> DetectorKind {
+    DetectorKind::Sim
 }
-fn default_judge_kind() -> String {
-    "sim".into()
+fn default_judge_kind() -> JudgeKind {
+    JudgeKind::Sim
 }
-fn default_detector_api() -> String {
-    "hf".into()
+fn default_detector_api() -> DetectorApi {
+    DetectorApi::Hf
 }
 fn default_service_in_flight() -> usize {
     32
@@ -285,7 +262,7 @@ pub struct CorpusSpec {
     pub annotations: Option<String>,
     /// `coco`, `jsonl` or `object-map`; default from the file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub format: Option<CorpusFormat>,
     /// Where image files live relative to `path` when the ground truth has no file names
     /// (`{image}` is replaced by the image key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,8 +278,8 @@ pub struct CorpusSpec {
 pub struct ModelSpec {
     /// `sim:PROFILE` (built-in simulator), `replay:FILE.jsonl` (recorded responses through
     /// the simulator), or `openai` (any OpenAI-compatible endpoint).
-    #[serde(default = "default_model_kind")]
-    pub kind: String,
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Base URL for `openai`, e.g. `http://127.0.0.1:8000/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -364,14 +341,8 @@ fn default_prompts() -> Vec<String> {
 fn default_shard_size() -> usize {
     100
 }
-fn default_vocabulary() -> String {
-    "coco80".into()
-}
-fn default_extractor() -> String {
-    "dftg".into()
-}
-fn default_model_kind() -> String {
-    "sim:people-everywhere".into()
+fn default_extractor() -> ExtractorKind {
+    ExtractorKind::Dftg
 }
 fn default_in_flight() -> usize {
     64
@@ -386,7 +357,7 @@ fn default_attempts() -> u32 {
 impl Default for ModelSpec {
     fn default() -> Self {
         ModelSpec {
-            kind: default_model_kind(),
+            kind: ModelKind::default(),
             endpoint: None,
             name: None,
             max_tokens: None,
@@ -437,7 +408,7 @@ impl JobSpec {
             model,
             prompts: default_prompts(),
             shard_size: default_shard_size(),
-            vocabulary: default_vocabulary(),
+            vocabulary: VocabularyChoice::default(),
             extractor: default_extractor(),
             chair_vocab: None,
             nltk_tagger: None,
@@ -469,11 +440,6 @@ impl JobSpec {
         if self.corpus.path.trim().is_empty() {
             return Err(PipelineError::invalid("corpus.path", "missing corpus"));
         }
-        if let Some(f) = &self.corpus.format {
-            if !matches!(f.as_str(), "coco" | "jsonl" | "object-map") {
-                return Err(PipelineError::invalid("corpus.format", format!("unknown format {f:?} (coco, jsonl, object-map)")));
-            }
-        }
         if self.shard_size == 0 || self.shard_size > MAX_SHARD_SIZE {
             return Err(PipelineError::invalid("shard_size", format!("must be between 1 and {MAX_SHARD_SIZE}")));
         }
@@ -482,10 +448,8 @@ impl JobSpec {
             ("corpus.annotations", self.corpus.annotations.as_ref()),
             ("corpus.image_pattern", self.corpus.image_pattern.as_ref()),
             ("corpus.image_dir", self.corpus.image_dir.as_ref()),
-            ("vocabulary", Some(&self.vocabulary)),
             ("chair_vocab", self.chair_vocab.as_ref()),
             ("out", self.out.as_ref()),
-            ("model.kind", Some(&self.model.kind)),
             ("model.endpoint", self.model.endpoint.as_ref()),
             ("model.name", self.model.name.as_ref()),
         ];
@@ -520,24 +484,10 @@ impl JobSpec {
         if self.prompts.len() > MAX_PROMPTS || self.prompts.iter().any(|p| p.len() > MAX_PROMPT_LEN) {
             return Err(PipelineError::invalid("prompts", format!("at most {MAX_PROMPTS} prompts of at most {MAX_PROMPT_LEN} bytes")));
         }
-        match self.extractor.as_str() {
-            "dftg" => {}
-            "chair-compat" if self.chair_vocab.is_some() => {}
-            "chair-compat" => {
-                return Err(PipelineError::invalid("chair_vocab", "chair-compat needs the directory of CHAIR's synonyms.txt"))
-            }
-            other => return Err(PipelineError::invalid("extractor", format!("unknown extractor {other:?} (dftg, chair-compat)"))),
+        if self.extractor == ExtractorKind::ChairCompat && self.chair_vocab.is_none() {
+            return Err(PipelineError::invalid("chair_vocab", "chair-compat needs the directory of CHAIR's synonyms.txt"));
         }
-        let kind = self.model.kind.as_str();
-        if let Some(profile) = kind.strip_prefix("sim:") {
-            if profile.is_empty() {
-                return Err(PipelineError::invalid("model.kind", "sim: needs a profile name"));
-            }
-        } else if let Some(file) = kind.strip_prefix("replay:") {
-            if file.is_empty() {
-                return Err(PipelineError::invalid("model.kind", "replay: needs a JSONL file"));
-            }
-        } else if kind == "openai" {
+        if self.model.kind.is_openai() {
             match self.model.endpoint.as_deref() {
                 None => return Err(PipelineError::invalid("model.endpoint", "openai models need an http(s) endpoint")),
                 Some(e) => {
@@ -547,8 +497,6 @@ impl JobSpec {
             if self.model.name.as_deref().unwrap_or("").is_empty() {
                 return Err(PipelineError::invalid("model.name", "openai models need a model name"));
             }
-        } else {
-            return Err(PipelineError::invalid("model.kind", format!("unknown model scheme {kind:?} (sim:NAME, replay:FILE, openai)")));
         }
         if self.model.max_in_flight == 0 || self.model.max_in_flight > 4096 {
             return Err(PipelineError::invalid("model.max_in_flight", "must be between 1 and 4096"));
@@ -614,14 +562,13 @@ impl JobSpec {
     fn validate_truth(&self) -> Result<(), PipelineError> {
         use limits::*;
         let t = &self.truth;
-        let service = |prefix: &str, kind: &str, endpoint: &Option<String>, in_flight: usize, timeout: f64, attempts: u32| {
-            match (kind, endpoint) {
-                ("sim", _) => {}
-                ("http" | "openai", Some(e)) => {
+        let service = |prefix: &str, simulated: bool, endpoint: &Option<String>, in_flight: usize, timeout: f64, attempts: u32| {
+            match (simulated, endpoint) {
+                (true, _) => {}
+                (false, Some(e)) => {
                     crate::policy::EndpointRoot::parse(e).map_err(|why| PipelineError::invalid(format!("{prefix}.endpoint"), why))?;
                 }
-                ("http" | "openai", None) => return Err(PipelineError::invalid(format!("{prefix}.endpoint"), "an endpoint is needed")),
-                _ => return Err(PipelineError::invalid(format!("{prefix}.kind"), "unknown kind")),
+                (false, None) => return Err(PipelineError::invalid(format!("{prefix}.endpoint"), "an endpoint is needed")),
             }
             if in_flight == 0 || in_flight > 4096 {
                 return Err(PipelineError::invalid(format!("{prefix}.max_in_flight"), "must be between 1 and 4096"));
@@ -648,13 +595,7 @@ impl JobSpec {
             return Err(PipelineError::invalid("truth.detector", "a detector is needed for this truth source"));
         }
         if let Some(d) = &t.detector {
-            service("truth.detector", &d.kind, &d.endpoint, d.max_in_flight, d.timeout_secs, d.max_attempts)?;
-            if d.kind == "openai" {
-                return Err(PipelineError::invalid("truth.detector.kind", "sim or http"));
-            }
-            if !matches!(d.api.as_str(), "hf" | "roboflow" | "roboflow-yolo-world") {
-                return Err(PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"));
-            }
+            service("truth.detector", d.kind == DetectorKind::Sim, &d.endpoint, d.max_in_flight, d.timeout_secs, d.max_attempts)?;
             if d.max_labels_per_request == 0 || d.max_labels_per_request > 128 {
                 return Err(PipelineError::invalid("truth.detector.max_labels_per_request", "must be between 1 and 128"));
             }
@@ -672,11 +613,8 @@ impl JobSpec {
             rate("truth.detector.sim_false_rate", d.sim_false_rate)?;
         }
         if let Some(j) = &t.judge {
-            service("truth.judge", &j.kind, &j.endpoint, j.max_in_flight, j.timeout_secs, j.max_attempts)?;
-            if j.kind == "http" {
-                return Err(PipelineError::invalid("truth.judge.kind", "sim or openai"));
-            }
-            if j.kind == "openai" && j.model.as_deref().unwrap_or("").is_empty() {
+            service("truth.judge", j.kind == JudgeKind::Sim, &j.endpoint, j.max_in_flight, j.timeout_secs, j.max_attempts)?;
+            if j.kind == JudgeKind::OpenAi && j.model.as_deref().unwrap_or("").is_empty() {
                 return Err(PipelineError::invalid("truth.judge.model", "openai judges need a model name"));
             }
             rate("truth.judge.sim_error_rate", j.sim_error_rate)?;
@@ -698,11 +636,11 @@ impl JobSpec {
             return format!("{stem}-{:08x}", h as u32);
         }
         // a profile file (`sim:configs/sim/mild.toml`) is named by its stem, not its folders
-        let kind = match self.model.kind.strip_prefix("sim:") {
+        let kind = match self.model.kind.sim_profile() {
             Some(p) if p.contains(['/', '\\']) || p.ends_with(".toml") => {
                 format!("sim:{}", std::path::Path::new(p).file_stem().and_then(|s| s.to_str()).unwrap_or(p))
             }
-            _ => self.model.kind.clone(),
+            _ => self.model.kind.to_string(),
         };
         let model = kind.replace([':', '/', '.'], "-");
         let model: String = model.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
@@ -713,7 +651,7 @@ impl JobSpec {
     pub fn model_name(&self) -> String {
         match &self.model.name {
             Some(n) => n.clone(),
-            None => self.model.kind.clone(),
+            None => self.model.kind.to_string(),
         }
     }
 }

@@ -10,12 +10,12 @@ use dftg_model::client::{ModelClient, OpenAiClient, OpenAiConfig, RetryPolicy};
 use dftg_model::sim::{self, Faults, Latency, ReplayCaptions, SimConfig, SimCorpus, SimHandle, SimProfile};
 
 use dftg_core::detection::Thresholds;
-use dftg_model::detect::{DetectorApi, DetectorConfig, HttpDetector};
+use dftg_model::detect::{DetectorConfig, HttpDetector};
 use dftg_model::judge::{judge_config, Judge};
 use dftg_model::sim::{SimVisionConfig, JUDGE_MODEL};
 
 use crate::error::PipelineError;
-use crate::job::JobSpec;
+use crate::job::{DetectorKind, JobSpec, JudgeKind, ModelKind};
 use crate::verify::TruthModels;
 
 pub struct ModelSetup {
@@ -56,7 +56,8 @@ fn vision_config(spec: &JobSpec) -> SimVisionConfig {
 }
 
 fn uses_sim_vision(spec: &JobSpec) -> bool {
-    spec.truth.detector.as_ref().is_some_and(|d| d.kind == "sim") || spec.truth.judge.as_ref().is_some_and(|j| j.kind == "sim")
+    spec.truth.detector.as_ref().is_some_and(|d| d.kind == DetectorKind::Sim)
+        || spec.truth.judge.as_ref().is_some_and(|j| j.kind == JudgeKind::Sim)
 }
 
 /// The detector and judge of a job whose truth comes from models; `sim` is the simulator
@@ -66,11 +67,10 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     if spec.truth.source == crate::job::TruthSource::Annotations {
         return Ok(None);
     }
-    let api: DetectorApi =
-        d.api.parse().map_err(|_| PipelineError::invalid("truth.detector.api", "hf, roboflow or roboflow-yolo-world"))?;
-    let base_url = match (d.kind.as_str(), sim) {
-        ("sim", Some(sim)) => sim.detector_url(api),
-        ("sim", None) => return Err(PipelineError::Model("the simulated detector needs the simulator".into())),
+    let api = d.api;
+    let base_url = match (d.kind, sim) {
+        (DetectorKind::Sim, Some(sim)) => sim.detector_url(api),
+        (DetectorKind::Sim, None) => return Err(PipelineError::Model("the simulated detector needs the simulator".into())),
         _ => d.endpoint.clone().ok_or_else(|| PipelineError::invalid("truth.detector.endpoint", "an endpoint is needed"))?,
     };
     let mut config = DetectorConfig::new(base_url, api);
@@ -86,9 +86,9 @@ fn truth_models(spec: &JobSpec, sim: Option<&SimHandle>) -> Result<Option<Arc<Tr
     let judge = match &spec.truth.judge {
         None => None,
         Some(j) => {
-            let (url, model) = match (j.kind.as_str(), sim) {
-                ("sim", Some(sim)) => (sim.judge_base_url(), JUDGE_MODEL.to_string()),
-                ("sim", None) => return Err(PipelineError::Model("the simulated judge needs the simulator".into())),
+            let (url, model) = match (j.kind, sim) {
+                (JudgeKind::Sim, Some(sim)) => (sim.judge_base_url(), JUDGE_MODEL.to_string()),
+                (JudgeKind::Sim, None) => return Err(PipelineError::Model("the simulated judge needs the simulator".into())),
                 _ => (
                     j.endpoint.clone().ok_or_else(|| PipelineError::invalid("truth.judge.endpoint", "an endpoint is needed"))?,
                     j.model.clone().ok_or_else(|| PipelineError::invalid("truth.judge.model", "a model name is needed"))?,
@@ -140,7 +140,7 @@ fn retry_policy(attempts: u32) -> RetryPolicy {
 /// Whether the job starts a simulator: a `sim:` or `replay:` model, or a simulated detector,
 /// judge or writer.
 pub fn uses_simulator(spec: &JobSpec) -> bool {
-    spec.model.kind != "openai" || uses_sim_vision(spec)
+    !spec.model.kind.is_openai() || uses_sim_vision(spec)
 }
 
 /// The simulator's corpus for a job whose corpus is a store (a distributed worker): the
@@ -209,24 +209,24 @@ async fn start_model_from(
     truth_log: Option<PathBuf>,
 ) -> Result<ModelSetup, PipelineError> {
     let m = &spec.model;
-    let kind = m.kind.as_str();
     let timeout = request_timeout("model.timeout_secs", m.timeout_secs)?;
     // the client also caps attempts (MAX_ATTEMPTS) and time (its request budget)
     let retry = retry_policy(m.max_attempts);
-    let (base_url, model_name, sim) = if kind == "openai" {
+    let (base_url, model_name, sim) = if m.kind.is_openai() {
         (m.endpoint.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), None)
     } else {
         fn bad(field: &'static str) -> impl Fn(sim::SimError) -> PipelineError {
             move |e| PipelineError::invalid(field, e.to_string())
         }
         let corpus = sim_corpus.take()?;
-        let (profile, replay) = if let Some(file) = kind.strip_prefix("replay:") {
-            let captions = ReplayCaptions::from_jsonl_file(file).map_err(bad("model.kind"))?;
-            (sim::profile_by_name(sim::DEFAULT_PROFILE).map_err(bad("model.kind"))?, Some(captions))
-        } else {
-            (SimProfile::resolve(kind).map_err(bad("model.kind"))?, None)
+        let (profile, replay) = match &m.kind {
+            ModelKind::Replay(file) => {
+                let captions = ReplayCaptions::from_jsonl_file(file).map_err(bad("model.kind"))?;
+                (sim::profile_by_name(sim::DEFAULT_PROFILE).map_err(bad("model.kind"))?, Some(captions))
+            }
+            kind => (SimProfile::resolve(&kind.to_string()).map_err(bad("model.kind"))?, None),
         };
-        let name = m.name.clone().unwrap_or_else(|| kind.to_string());
+        let name = m.name.clone().unwrap_or_else(|| m.kind.to_string());
         let mut config = SimConfig::new(profile).with_seed(spec.seed).with_model_name(name.clone());
         if m.sim_latency_ms > 0 {
             config = config.with_latency(Latency::Fixed { ms: m.sim_latency_ms });

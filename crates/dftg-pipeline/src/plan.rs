@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use dftg_runtime::{BlobStore, ByteStream, StoreError};
 
-use crate::corpus::{document_entries, locate_truth, long_manifest_line, manifest_entry, PlanEntry, TruthFormat, MAX_MANIFEST_LINE_BYTES};
+use crate::corpus::{document_entries, locate_truth, long_manifest_line, manifest_entry, CorpusFormat, PlanEntry, MAX_MANIFEST_LINE_BYTES};
 use crate::diagnose::encode_jsonl;
 use crate::error::PipelineError;
 use crate::job::CorpusSpec;
@@ -136,7 +136,7 @@ pub async fn plan_corpus_with(
     };
     let mut files = ImageFiles::new(spec);
     match format {
-        TruthFormat::Jsonl if file.ends_with('/') => {
+        CorpusFormat::Jsonl if file.ends_with('/') => {
             // part names are few (not images): sorted, so every store plans the same order
             let mut parts = Vec::new();
             let mut listing = corpus.list_stream(&file);
@@ -158,13 +158,13 @@ pub async fn plan_corpus_with(
                 stream_manifest(stream, Some(part), corpus, &mut files, &mut shards).await?;
             }
         }
-        TruthFormat::Jsonl => {
+        CorpusFormat::Jsonl => {
             let stream = corpus.get_stream(&file).await?.ok_or_else(|| missing(corpus, &file))?;
             stream_manifest(stream, None, corpus, &mut files, &mut shards).await?;
         }
-        TruthFormat::Coco | TruthFormat::ObjectMap => {
+        CorpusFormat::Coco | CorpusFormat::ObjectMap => {
             let size = corpus.head(&file).await?.ok_or_else(|| missing(corpus, &file))?;
-            if format == TruthFormat::ObjectMap || size <= limits.coco_whole_bytes {
+            if format == CorpusFormat::ObjectMap || size <= limits.coco_whole_bytes {
                 let text = corpus.get(&file).await?.ok_or_else(|| missing(corpus, &file))?;
                 for entry in document_entries(&file, format, &text)? {
                     shards.push(files.locate(corpus, entry).await?).await?;

@@ -12,14 +12,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::PipelineError;
-use crate::job::JobSpec;
+use crate::job::{DetectorKind, JobSpec, JudgeKind, ModelKind, VocabularyChoice};
 
 /// Longest store URL, endpoint or name a job may give.
 pub const MAX_LOCATION_LEN: usize = 1024;
 /// Longest vocabulary name.
 pub const MAX_NAME_LEN: usize = 64;
 /// The vocabularies compiled into dftg (coco80, lvis).
-pub use dftg_core::vocab::Builtin as BuiltinVocabulary;
+pub use crate::choice::BuiltinVocabulary;
 
 /// A store location in normalised form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,8 +171,8 @@ impl Policy {
 
     /// Whether a job may use `kind` as its model without an endpoint: anything under the open
     /// policy; a bundled simulator profile when the operator allows the simulator.
-    pub fn allows_model_kind(&self, kind: &str) -> bool {
-        self.open || (self.sim && kind.strip_prefix("sim:").is_some_and(|n| dftg_model::sim::bundled_profile_names().contains(&n)))
+    pub fn allows_model_kind(&self, kind: &ModelKind) -> bool {
+        self.open || (self.sim && kind.sim_profile().is_some_and(|n| dftg_model::sim::bundled_profile_names().contains(&n)))
     }
 
     /// Adds a store root (the coordinator's and workers' own `--store` is always allowed).
@@ -192,7 +192,7 @@ impl Policy {
         if let Some(out) = &spec.out {
             self.check_store("out", out)?;
         }
-        if spec.model.kind == "openai" {
+        if spec.model.kind.is_openai() {
             self.check_endpoint("model.endpoint", spec.model.endpoint.as_deref().unwrap_or(""))?;
         } else if !self.allows_model_kind(&spec.model.kind) {
             return Err(PipelineError::invalid(
@@ -205,10 +205,10 @@ impl Policy {
             ));
         }
         if let Some(d) = &spec.truth.detector {
-            self.check_service("truth.detector", d.kind == "sim", d.endpoint.as_deref(), "http")?;
+            self.check_service("truth.detector", d.kind == DetectorKind::Sim, d.endpoint.as_deref(), "http")?;
         }
         if let Some(j) = &spec.truth.judge {
-            self.check_service("truth.judge", j.kind == "sim", j.endpoint.as_deref(), "openai")?;
+            self.check_service("truth.judge", j.kind == JudgeKind::Sim, j.endpoint.as_deref(), "openai")?;
         }
         let w = &spec.generation.writer;
         match w.kind {
@@ -280,11 +280,11 @@ impl Policy {
 
     /// `coco80` or `lvis` (built in), a name in the vocabulary directory (`<dir>/<name>.toml`), or (open policy
     /// only) a path to a vocabulary TOML.
-    pub fn vocabulary(&self, value: &str) -> Result<VocabSource, PipelineError> {
-        if let Some(b) = BuiltinVocabulary::from_name(value) {
-            return Ok(VocabSource::Builtin(b));
+    pub fn vocabulary(&self, choice: &VocabularyChoice) -> Result<VocabSource, PipelineError> {
+        match choice {
+            VocabularyChoice::Builtin(b) => Ok(VocabSource::Builtin(*b)),
+            VocabularyChoice::File(value) => self.named_file("vocabulary", value, ".toml"),
         }
-        self.named_file("vocabulary", value, ".toml")
     }
 
     /// The directory holding CHAIR's `synonyms.txt` and `double_words.json`: a name in the
@@ -325,8 +325,12 @@ mod tests {
     use super::*;
     use crate::job::{JobSpec, ModelSpec};
 
+    fn choice(vocabulary: &str) -> VocabularyChoice {
+        vocabulary.parse().unwrap()
+    }
+
     fn spec(corpus: &str, endpoint: &str) -> JobSpec {
-        let model = ModelSpec { kind: "openai".into(), endpoint: Some(endpoint.into()), name: Some("m".into()), ..ModelSpec::default() };
+        let model = ModelSpec { kind: ModelKind::OpenAi, endpoint: Some(endpoint.into()), name: Some("m".into()), ..ModelSpec::default() };
         JobSpec::new(corpus, model)
     }
 
@@ -390,14 +394,14 @@ mod tests {
     fn the_simulator_needs_the_operators_leave_and_a_bundled_profile() {
         let mut p = policy();
         let mut sim = spec("s3://data/corpora/coco", "http://model.internal:8000/v1");
-        sim.model.kind = "sim:kitchenware".into();
+        sim.model.kind = "sim:kitchenware".parse().unwrap();
         sim.model.endpoint = None;
         let err = p.check(&sim).unwrap_err().to_string();
         assert!(err.contains("model.kind") && err.contains("--allow-sim"), "{err}");
         p.allow_simulator();
         p.check(&sim).unwrap();
-        for refused in ["sim:configs/sim/mild.toml", "sim:/etc/passwd", "replay:/etc/passwd", "sim:"] {
-            sim.model.kind = refused.into();
+        for refused in ["sim:configs/sim/mild.toml", "sim:/etc/passwd", "replay:/etc/passwd"] {
+            sim.model.kind = refused.parse().unwrap();
             assert_eq!(field(p.check(&sim)), "model.kind", "{refused}");
         }
         // a simulated judge is the simulator too
@@ -418,13 +422,13 @@ mod tests {
         out.out = Some("file:///anywhere".into());
         assert_eq!(field(p.check(&out)), "out");
         let mut vocab = ok.clone();
-        vocab.vocabulary = "/proc/self/environ".into();
+        vocab.vocabulary = choice("/proc/self/environ");
         assert_eq!(field(p.check(&vocab)), "vocabulary");
-        vocab.vocabulary = "../../etc/passwd".into();
+        vocab.vocabulary = choice("../../etc/passwd");
         assert_eq!(field(p.check(&vocab)), "vocabulary");
-        vocab.vocabulary = "objects365".into();
+        vocab.vocabulary = choice("objects365");
         assert_eq!(field(p.check(&vocab)), "vocabulary", "a name that is not in the directory");
-        assert_eq!(p.vocabulary("objects365").unwrap(), VocabSource::File("/etc/dftg/vocab/objects365.toml".into()));
+        assert_eq!(p.vocabulary(&choice("objects365")).unwrap(), VocabSource::File("/etc/dftg/vocab/objects365.toml".into()));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("objects365.toml"), "").unwrap();
         let with_dir =
@@ -434,24 +438,24 @@ mod tests {
         chair.chair_vocab = Some("/etc".into());
         assert_eq!(field(p.check(&chair)), "chair_vocab");
         let mut sim = ok;
-        sim.model.kind = "replay:/etc/passwd".into();
+        sim.model.kind = "replay:/etc/passwd".parse().unwrap();
         assert_eq!(field(p.check(&sim)), "model.kind");
     }
 
     #[test]
     fn without_a_vocabulary_directory_only_the_builtin_is_available() {
         let p = Policy::confined(&[], &[], None).unwrap();
-        assert_eq!(p.vocabulary("coco80").unwrap(), VocabSource::Builtin(BuiltinVocabulary::Coco80));
-        assert_eq!(p.vocabulary("lvis").unwrap(), VocabSource::Builtin(BuiltinVocabulary::Lvis));
-        assert!(p.vocabulary("objects365").is_err());
+        assert_eq!(p.vocabulary(&choice("coco80")).unwrap(), VocabSource::Builtin(BuiltinVocabulary::Coco80));
+        assert_eq!(p.vocabulary(&choice("lvis")).unwrap(), VocabSource::Builtin(BuiltinVocabulary::Lvis));
+        assert!(p.vocabulary(&choice("objects365")).is_err());
     }
 
     #[test]
     fn the_open_policy_allows_local_paths() {
         let p = Policy::open();
-        assert_eq!(p.vocabulary("configs/vocab/x.toml").unwrap(), VocabSource::File("configs/vocab/x.toml".into()));
+        assert_eq!(p.vocabulary(&choice("configs/vocab/x.toml")).unwrap(), VocabSource::File("configs/vocab/x.toml".into()));
         let mut local = spec("examples/corpus", "http://127.0.0.1:9/v1");
-        local.vocabulary = "../../configs/vocab/coco80.toml".into();
+        local.vocabulary = choice("../../configs/vocab/coco80.toml");
         p.check(&local).unwrap();
         // credentials in an endpoint are refused even here: they would be stored in job.json
         assert!(p.check(&spec("examples/corpus", "http://u:p@127.0.0.1:9/v1")).is_err());

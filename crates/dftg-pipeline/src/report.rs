@@ -9,11 +9,11 @@ use bytes::Bytes;
 use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
 
-use crate::coordinator::DatasetManifest;
-use crate::coordinator::JobInfo;
+use crate::dataset::DatasetManifest;
 use crate::diagnose::read_jsonl;
 use crate::error::PipelineError;
 use crate::generate::read_json;
+use crate::job_state::JobInfo;
 use crate::layout;
 
 /// Example diagnoses shown.
@@ -215,7 +215,7 @@ h1{{font-size:1.6em}}table{{border-collapse:collapse;margin:.5em 0}}td,th{{borde
 }
 
 /// The diagnosis block in one line: how much was diagnosed, why it stopped.
-pub fn diagnosis_line(d: &crate::coordinator::DiagnosisSummary) -> String {
+pub fn diagnosis_line(d: &crate::dataset::DiagnosisSummary) -> String {
     let confidence = d.confidence.map(|c| format!(", confidence reached {:.1}%", c * 100.0)).unwrap_or_default();
     let how = if d.stopped_early { "stopped early" } else { "diagnosed everything" };
     format!(

@@ -11,12 +11,12 @@ use dftg_runtime::codec::decode;
 use dftg_runtime::queue::{InProcessQueue, TaskQueue};
 
 use crate::diagnose::JobContext;
-use crate::driver::{drive_job, DriveReport, DriverIo, JobStatus, Progress};
 use crate::error::PipelineError;
+use crate::job_driver::{drive_job, DriveReport, DriverIo, JobStatus, Progress};
 use crate::messages::{ShardEvent, DIAGNOSE_QUEUE, EVENTS_QUEUE, GENERATE_QUEUE};
 use crate::worker::{run_worker, SingleJob};
 
-pub use crate::driver::NoProgress;
+pub use crate::job_driver::NoProgress;
 
 pub struct RunOptions {
     /// Shards processed at once per stage.
@@ -103,11 +103,10 @@ impl LocalJob {
         let prepared = async {
             let store = dftg_runtime::ObjectBlobStore::local_dir(&job_dir)?;
             let corpus = dftg_runtime::ObjectBlobStore::local_dir(&corpus_dir)?;
-            let truth_log = (spec.model.kind != "openai").then(|| job_dir.join(crate::layout::SIM_TRUTH));
+            let truth_log = (!spec.model.kind.is_openai()).then(|| job_dir.join(crate::layout::SIM_TRUTH));
             let model = crate::model_setup::start_model(spec, &corpus_dir, truth_log).await?;
             let (store, corpus) = (crate::metrics::MeteredStore(store), crate::metrics::MeteredStore(corpus));
-            let info =
-                Arc::new(crate::coordinator::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
+            let info = Arc::new(crate::job_state::JobInfo { job_id, spec: spec.clone(), store: Arc::new(store), corpus: Arc::new(corpus) });
             let ctx = Arc::new(
                 JobContext::new(info, model.client.clone(), &crate::policy::Policy::open())?
                     .with_truth(model.truth.clone())

@@ -220,20 +220,24 @@ impl Writer for LlmWriter {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 type Script = dyn Fn(&WriteCall<'_>) -> Result<String, ModelError> + Send + Sync;
 
 /// A writer that answers from a function: the in-memory implementation, for tests.
+#[cfg(any(test, feature = "testing"))]
 pub struct ScriptedWriter {
     script: Box<Script>,
     max_rewrites: u32,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl ScriptedWriter {
     pub fn new(max_rewrites: u32, script: impl Fn(&WriteCall<'_>) -> Result<String, ModelError> + Send + Sync + 'static) -> Self {
         ScriptedWriter { script: Box::new(script), max_rewrites }
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Writer for ScriptedWriter {
     fn write<'a>(&'a self, call: WriteCall<'a>) -> BoxFuture<'a, Result<WriterReply, ModelError>> {
         let reply = (self.script)(&call).map(|text| WriterReply { text, tokens: TokenUsage::default() });

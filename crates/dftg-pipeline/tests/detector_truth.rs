@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dftg_core::profile::Profile;
 use dftg_core::record::{DiagnosisRecord, EvidenceSource};
-use dftg_pipeline::job::{DetectorSpec, JobSpec, JudgeSpec, ModelSpec, TruthSource};
+use dftg_pipeline::job::{DetectorSpec, JobSpec, JudgeSpec, ModelKind, ModelSpec, TruthSource};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,7 @@ async fn a_simulated_detector_and_judge_find_the_injected_hallucinations() {
     let coco: serde_json::Value = serde_json::from_slice(&std::fs::read(corpus.join("annotations.json")).unwrap()).unwrap();
     let files: BTreeMap<String, String> =
         coco["images"].as_array().unwrap().iter().map(|i| (i["id"].to_string(), i["file_name"].as_str().unwrap().to_string())).collect();
-    let model = ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() };
+    let model = ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() };
     let annotated = JobSpec::new(corpus.to_str().unwrap(), model);
     let detector = DetectorSpec { sim_miss_rate: 0.1, sim_false_rate: 0.05, ..DetectorSpec::sim() };
     let mut judged = annotated.clone();

@@ -11,7 +11,7 @@ use dftg_core::profile::Profile;
 use dftg_core::record::DiagnosisRecord;
 use dftg_core::truth::ImageTruth;
 use dftg_core::vocab::Vocabulary;
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::job::{JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ async fn run(_corpus: &Path, out: &Path, spec: &JobSpec) -> RunReport {
 
 struct RunReport {
     job_id: String,
-    manifest: dftg_pipeline::coordinator::DatasetManifest,
+    manifest: dftg_pipeline::dataset::DatasetManifest,
     resumed_shards: u64,
 }
 
@@ -76,7 +76,8 @@ async fn diagnosis_recovers_the_simulators_hallucinations_for_every_profile() {
     dftg_pipeline::synth::write_corpus_dir(&corpus, 300, 1).unwrap();
     let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
     for profile in ["people-everywhere", "kitchenware"] {
-        let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: format!("sim:{profile}"), ..ModelSpec::default() });
+        let mut spec =
+            JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim(profile.to_string()), ..ModelSpec::default() });
         spec.shard_size = 40;
         let out = dir.path().join(format!("out-{profile}"));
         let report = run(&corpus, &out, &spec).await;
@@ -153,7 +154,7 @@ async fn resume_redoes_nothing_and_any_sharding_gives_the_same_output() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 120, 3).unwrap();
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("kitchenware".into()), ..ModelSpec::default() });
     spec.shard_size = 25;
     let out = dir.path().join("a");
     let first = run(&corpus, &out, &spec).await;
@@ -185,7 +186,8 @@ async fn a_finished_job_writes_training_files_and_counts_the_subjects_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
     dftg_pipeline::synth::write_corpus_dir(&corpus, 60, 5).unwrap();
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec =
+        JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() });
     spec.shard_size = 20;
     let out = dir.path().join("out");
     let report = run(&corpus, &out, &spec).await;
@@ -273,7 +275,7 @@ async fn bad_inputs_become_per_image_errors_and_the_job_completes() {
     std::fs::remove_file(corpus.join("images/000007.png")).unwrap();
     let mut spec = JobSpec::new(
         corpus.to_str().unwrap(),
-        ModelSpec { kind: "sim:people-everywhere".into(), sim_fault_rate: 0.1, ..ModelSpec::default() },
+        ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), sim_fault_rate: 0.1, ..ModelSpec::default() },
     );
     spec.shard_size = 20;
     let out = dir.path().join("out");
@@ -304,7 +306,7 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     manifest.insert(9, "not json at all".into());
     std::fs::remove_file(corpus.join("annotations.json")).unwrap();
     std::fs::write(corpus.join("manifest.jsonl"), manifest.join("\n")).unwrap();
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:mild".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("mild".into()), ..ModelSpec::default() });
     spec.shard_size = 7;
     let report = run(&corpus, &dir.path().join("out"), &spec).await;
     assert_eq!(report.manifest.images, 22);
@@ -317,7 +319,7 @@ async fn malformed_manifest_lines_and_an_unreachable_endpoint_are_per_image_erro
     let mut spec = JobSpec::new(
         corpus.to_str().unwrap(),
         ModelSpec {
-            kind: "openai".into(),
+            kind: ModelKind::OpenAi,
             endpoint: Some(format!("http://127.0.0.1:{port}/v1")),
             name: Some("m".into()),
             max_attempts: 2,
@@ -357,7 +359,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
 }
 
 fn adaptive_spec(corpus: &Path, k: usize) -> JobSpec {
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("kitchenware".into()), ..ModelSpec::default() });
     spec.shard_size = 200;
     // generation is not what is tested here: keep it short
     spec.generation.budget = Some(100);
@@ -432,7 +434,8 @@ async fn adaptive_benchmark() {
     dftg_pipeline::synth::write_corpus_dir(&corpus, images, 1).unwrap();
     let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<String>>();
     let spec = |seed: u64, k: Option<usize>| {
-        let mut s = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:kitchenware".into(), ..ModelSpec::default() });
+        let mut s =
+            JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("kitchenware".into()), ..ModelSpec::default() });
         s.seed = seed;
         s.generation.budget = Some(100);
         s.diagnosis.stop_when = k.map(dftg_pipeline::job::StopWhen::new);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use dftg_core::profile::Profile;
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::job::{ExtractorKind, JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +54,9 @@ async fn replayed_real_captions_give_the_reference_profile() {
         assert_eq!(dftg_pipeline::synth::write_object_map_corpus(&corpus, &objects, Some(&ids)).unwrap(), 2000);
         let mut spec = JobSpec::new(
             corpus.to_str().unwrap(),
-            ModelSpec { kind: format!("replay:{}", captions.display()), name: Some(model.to_string()), ..ModelSpec::default() },
+            ModelSpec { kind: ModelKind::Replay(captions.display().to_string()), name: Some(model.to_string()), ..ModelSpec::default() },
         );
-        spec.extractor = "chair-compat".into();
+        spec.extractor = ExtractorKind::ChairCompat;
         spec.chair_vocab = Some(data.join("chair-vocab").display().to_string());
         spec.shard_size = 250;
         let out = dir.path().join(format!("out-{model}"));

@@ -6,14 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dftg_model::sim::{self, SimConfig, SimCorpus};
-use dftg_pipeline::coordinator::Phase;
-use dftg_pipeline::driver::JobStatus;
+use dftg_pipeline::coordinator::{Coordinator, CoordinatorConfig};
 use dftg_pipeline::http::Tokens;
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::job::{JobSpec, ModelKind, ModelSpec};
+use dftg_pipeline::job_driver::JobStatus;
+use dftg_pipeline::job_index::StoreJobs;
+use dftg_pipeline::job_state::Phase;
 use dftg_pipeline::messages::{DIAGNOSE_QUEUE, GENERATE_QUEUE};
 use dftg_pipeline::policy::Policy;
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
-use dftg_pipeline::service::{Coordinator, CoordinatorConfig, StoreJobs};
 use dftg_pipeline::worker::run_worker;
 use dftg_runtime::queue::{InProcessQueue, TaskQueue};
 use dftg_runtime::ObjectBlobStore;
@@ -60,7 +61,7 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     .unwrap();
     let mut spec = JobSpec::new(
         &format!("file://{}", corpus.display()),
-        ModelSpec { kind: "openai".into(), endpoint: Some(simulator.base_url()), name: Some("sim".into()), ..ModelSpec::default() },
+        ModelSpec { kind: ModelKind::OpenAi, endpoint: Some(simulator.base_url()), name: Some("sim".into()), ..ModelSpec::default() },
     );
     spec.shard_size = 40;
 
@@ -103,7 +104,7 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     }
     let (job_id, status) = submit_and_wait(&http, &api, &spec).await;
     assert_eq!(job_id, spec.id());
-    assert_eq!(status.phase, dftg_pipeline::coordinator::Phase::Done, "{status:?}");
+    assert_eq!(status.phase, dftg_pipeline::job_state::Phase::Done, "{status:?}");
     assert_eq!(status.diagnose.shards_done, 4);
     assert_eq!(status.diagnose.items, 150);
     assert_eq!(http.get(format!("{api}/healthz")).send().await.unwrap().status(), 200);
@@ -114,7 +115,7 @@ async fn coordinator_and_workers_match_the_embedded_run() {
     elsewhere.out = Some(format!("file://{}", dir.path().join("elsewhere").display()));
     let (other_id, other) = submit_and_wait(&http, &api, &elsewhere).await;
     assert_ne!(other_id, job_id);
-    assert_eq!(other.phase, dftg_pipeline::coordinator::Phase::Done, "{other:?}");
+    assert_eq!(other.phase, dftg_pipeline::job_state::Phase::Done, "{other:?}");
     assert!(dir.path().join("elsewhere").join(&other_id).join("dataset.json").is_file());
     assert!(!dir.path().join("store").join(&other_id).exists(), "outputs went to the job's out, not the root");
     assert_eq!(
@@ -200,7 +201,7 @@ async fn jobs_end_when_their_cause_is_known_and_can_be_cancelled_and_deleted() {
     let api = service(&root, policy, Tokens::default(), &shutdown).await;
     let http = reqwest::Client::new();
     let model = ModelSpec {
-        kind: "openai".into(),
+        kind: ModelKind::OpenAi,
         endpoint: Some(simulator.base_url()),
         name: Some("sim".into()),
         max_in_flight: 2,

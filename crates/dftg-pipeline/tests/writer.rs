@@ -12,8 +12,8 @@ use dftg_core::record::DiagnosisRecord;
 use dftg_core::truth::ImageTruth;
 use dftg_core::vocab::Vocabulary;
 use dftg_core::writer::WriterKind;
-use dftg_pipeline::coordinator::DatasetManifest;
-use dftg_pipeline::job::{JobSpec, ModelSpec};
+use dftg_pipeline::dataset::DatasetManifest;
+use dftg_pipeline::job::{JobSpec, ModelKind, ModelSpec};
 use dftg_pipeline::runner::{LocalJob, NoProgress, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,8 @@ fn diagnoses(job: &Path) -> Vec<DiagnosisRecord> {
 }
 
 fn spec(corpus: &Path, writer: WriterKind, error_rate: f64) -> JobSpec {
-    let mut spec = JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: "sim:people-everywhere".into(), ..ModelSpec::default() });
+    let mut spec =
+        JobSpec::new(corpus.to_str().unwrap(), ModelSpec { kind: ModelKind::Sim("people-everywhere".into()), ..ModelSpec::default() });
     spec.shard_size = 50;
     spec.generation.writer.kind = writer;
     spec.generation.writer.sim_error_rate = error_rate;

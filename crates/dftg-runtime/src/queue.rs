@@ -283,6 +283,8 @@ impl Drop for InProcessConsumer {
 }
 
 /// The behaviour every [`TaskQueue`] must have; `queue` must be empty and unique to the call.
+/// Feature `testing`: for the tests of each implementation.
+#[cfg(any(test, feature = "testing"))]
 pub async fn conformance_suite(q: &dyn TaskQueue, queue: &str) {
     for i in 0..3u8 {
         q.publish(queue, Bytes::from(vec![i])).await.expect("publish");

@@ -292,6 +292,8 @@ impl BlobStore for ObjectBlobStore {
 }
 
 /// The behaviour every [`BlobStore`] must have; run against each implementation.
+/// Feature `testing`: for the tests of each implementation.
+#[cfg(any(test, feature = "testing"))]
 pub async fn conformance_suite(store: &dyn BlobStore) {
     assert_eq!(store.get("a/missing").await.expect("get"), None);
     assert_eq!(store.put_create("a/x.json", Bytes::from_static(b"1")).await.expect("put"), PutOutcome::Created);

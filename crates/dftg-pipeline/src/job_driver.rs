@@ -18,10 +18,10 @@ use dftg_runtime::queue::TaskQueue;
 use dftg_core::adaptive::{decide, plan_waves, StopDecision, StopRule};
 use dftg_core::profile::Summary;
 
-use crate::coordinator::{
-    build_profile_and_plan, read_state, write_dataset, write_state, DatasetManifest, DiagnosisSummary, JobInfo, JobState, Phase,
-};
+use crate::barrier::build_profile_and_plan;
+use crate::dataset::{write_dataset, DatasetManifest, DiagnosisSummary};
 use crate::error::PipelineError;
+use crate::job_state::{read_state, write_state, JobInfo, JobState, Phase};
 use crate::messages::{ShardEvent, ShardTask, Stage, DIAGNOSE_QUEUE, GENERATE_QUEUE, MESSAGE_SCHEMA_VERSION};
 use crate::plan::{plan_corpus, plan_image_listing};
 use crate::report::write_report;
