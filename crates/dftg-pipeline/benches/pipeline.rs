@@ -3,7 +3,8 @@
 //! and 200 ms latency with 64 requests in flight, compared with Little's-law bound 64/0.2 s),
 //! then the same with the truth from the simulated detector and judge (`truth.source =
 //! "detector"`), every service at 200 ms and 64 in flight: images/s against the bound of the
-//! slowest service (its in-flight limit / (latency × its requests per image)).
+//! slowest service (its in-flight limit / (latency × its requests per image, the judge's
+//! existence and attribute questions both)).
 //! Env: DFTG_BENCH_IMAGES (default 2000), DFTG_BENCH_RUNS (default 3).
 
 use std::sync::Arc;
@@ -28,8 +29,8 @@ async fn once(corpus: &std::path::Path, latency_ms: u64, in_flight: usize, image
 }
 
 /// The diagnose stage with a detector and a judge: (images/s, detector and judge requests per image,
-/// the judge's share of the checked claims).
-async fn with_truth_models(corpus: &std::path::Path, latency_ms: u64, images: usize) -> (f64, f64, f64, f64) {
+/// the judge's share of the checked object claims, attribute questions per image).
+async fn with_truth_models(corpus: &std::path::Path, latency_ms: u64, images: usize) -> (f64, f64, f64, f64, f64) {
     use dftg_pipeline::job::{DetectorSpec, JudgeSpec, TruthSource};
     let out = tempfile::tempdir().expect("tempdir");
     let mut spec = JobSpec::new(
@@ -53,16 +54,20 @@ async fn with_truth_models(corpus: &std::path::Path, latency_ms: u64, images: us
     // checked claims: every evidence entry of every record
     let mut claims = 0usize;
     let mut judged = 0usize;
+    let mut attributes = 0usize;
     for entry in std::fs::read_dir(out.path().join(spec.id()).join("diagnoses")).expect("diagnoses") {
         let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let d: dftg_core::record::DiagnosisRecord = serde_json::from_str(line).expect("record");
-            claims += d.evidence.len();
-            judged += d.evidence.iter().filter(|e| e.question.is_some()).count();
+            // object claims: present / absent / unverified verdicts; the rest are attribute answers
+            let objects = |e: &&dftg_core::record::ClaimEvidence| matches!(e.verdict.as_str(), "present" | "absent" | "unverified");
+            claims += d.evidence.iter().filter(objects).count();
+            judged += d.evidence.iter().filter(objects).filter(|e| e.question.is_some()).count();
+            attributes += d.evidence.iter().filter(|e| !objects(e)).count();
         }
     }
     let n = images as f64;
-    (n / r.diagnose_time.as_secs_f64(), detector / n, judge / n, judged as f64 / claims.max(1) as f64)
+    (n / r.diagnose_time.as_secs_f64(), detector / n, judge / n, judged as f64 / claims.max(1) as f64, attributes as f64 / n)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,13 +101,13 @@ fn main() {
     }
     let latency = 200u64;
     let mut rates = Vec::new();
-    let mut last = (0.0, 0.0, 0.0, 0.0);
+    let mut last = (0.0, 0.0, 0.0, 0.0, 0.0);
     for _ in 0..runs {
         let r = rt.block_on(with_truth_models(&corpus, latency, images));
         rates.push(r.0);
         last = r;
     }
-    let (_, detector_per_image, judge_per_image, judge_share) = last;
+    let (_, detector_per_image, judge_per_image, judge_share, attributes_per_image) = last;
     let secs = latency as f64 / 1000.0;
     // each service's bound: its in-flight limit over the time its requests of one image hold it
     let bounds =
@@ -111,7 +116,8 @@ fn main() {
     let m = median(rates.clone());
     println!(
         "diagnose with detector + judge, each {latency}ms, 64 in flight each, images={images}: median {m:.0} images/s (runs {:?}); \
-         detector {detector_per_image:.2} and judge {judge_per_image:.2} requests an image, judge on {:.1}% of checked claims; \
+         detector {detector_per_image:.2} and judge {judge_per_image:.2} requests an image ({attributes_per_image:.2} of them attribute \
+         questions), judge on {:.1}% of checked object claims; \
          slowest service {slowest}: bound {bound:.0}/s, {:.1}% of it",
         rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
         judge_share * 100.0,

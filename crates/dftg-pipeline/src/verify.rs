@@ -40,6 +40,8 @@ pub struct TruthModels {
     pub covered: BTreeSet<String>,
     detections: CallCache<Vec<Detection>>,
     judged: CallCache<JudgeAnswer<bool>>,
+    /// Attribute answers, keyed by the question (it names the concept and the family).
+    described: CallCache<JudgeAnswer<Option<String>>>,
 }
 
 impl TruthModels {
@@ -60,6 +62,7 @@ impl TruthModels {
             covered,
             detections: CallCache::new(CACHE_ENTRIES),
             judged: CallCache::new(CACHE_ENTRIES),
+            described: CallCache::new(CACHE_ENTRIES),
         }
     }
 }
@@ -239,9 +242,9 @@ pub async fn diagnose_with_models(
             }
         }
         // independent questions: asked at once, answered in the claims' order
-        let replies = futures::future::try_join_all(questions.iter().map(|(concept, family)| async move {
-            judge.attribute(image, mime, &label(concept), family, vocab).await.map_err(|e| reason("judge", &e))
-        }))
+        let replies = futures::future::try_join_all(
+            questions.iter().map(|(concept, family)| ask_attribute(models, judge, &annotated.image, image, mime, concept, family, vocab)),
+        )
         .await?;
         for ((concept, family), a) in questions.into_iter().zip(replies) {
             let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
@@ -275,6 +278,35 @@ pub async fn diagnose_with_models(
     Ok(record)
 }
 
+/// The judge's answer on one attribute family of a present object: cached per job, and counted
+/// with the existence questions (`dftg_service_requests_total{service="judge"}`), so the judge's
+/// requests per image are all of its requests.
+#[allow(clippy::too_many_arguments)]
+async fn ask_attribute(
+    models: &TruthModels,
+    judge: &Judge,
+    image_key: &str,
+    image: &Bytes,
+    mime: &str,
+    concept: &str,
+    family: &str,
+    vocab: &dftg_core::vocab::Vocabulary,
+) -> Result<JudgeAnswer<Option<String>>, ImageError> {
+    let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), format!("{family} of {concept}"));
+    let m = &crate::metrics::metrics().service_requests;
+    if let Some(a) = models.described.get(&key) {
+        m.with_label_values(&["judge", "cached"]).inc();
+        return Ok(a);
+    }
+    let a = judge.attribute(image, mime, &label(concept), family, vocab).await.map_err(|e| {
+        m.with_label_values(&["judge", "error"]).inc();
+        reason("judge", &e)
+    })?;
+    m.with_label_values(&["judge", "ok"]).inc();
+    models.described.insert(key, a.clone());
+    Ok(a)
+}
+
 async fn ask_exists(
     models: &TruthModels,
     judge: &Judge,
@@ -296,4 +328,46 @@ async fn ask_exists(
     m.with_label_values(&["judge", "ok"]).inc();
     models.judged.insert(key, a.clone());
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dftg_core::vocab::Vocabulary;
+    use dftg_model::client::ScriptedClient;
+    use dftg_model::detect::ScriptedDetector;
+
+    #[tokio::test]
+    async fn an_image_asked_about_again_costs_no_request_attributes_included() {
+        let image = Bytes::from_static(b"image-bytes");
+        let detector = ScriptedDetector::new().with_boxes(
+            &image,
+            vec![
+                // the car is certain; the dog sits in the uncertain band, so the judge is asked
+                Detection { label: "car".into(), score: 0.9, bbox: [0.0, 0.0, 10.0, 10.0] },
+                Detection { label: "dog".into(), score: 0.2, bbox: [20.0, 0.0, 30.0, 10.0] },
+            ],
+        );
+        let judge_client = Arc::new(ScriptedClient::new("judge", |req| {
+            Ok(if req.prompt.starts_with("Is there") { "Yes.".to_string() } else { "Red.".to_string() })
+        }));
+        let models = TruthModels::new(
+            TruthSource::Detector,
+            Arc::new(detector),
+            Some(Judge::new(judge_client.clone())),
+            Thresholds::default(),
+            Vec::new(),
+            BTreeSet::new(),
+        );
+        let extractor = Extractor::new(Arc::new(Vocabulary::coco80()));
+        let annotated = ImageTruth { image: "img-1".into(), file: None, objects: Vec::new() };
+        let caption = "A red car is parked beside a dog.";
+        let first = diagnose_with_models(&models, &extractor, &annotated, &image, "image/png", "describe", caption).await.unwrap();
+        let asked = judge_client.calls();
+        assert_eq!(asked, 2, "one existence question (dog) and one attribute question (the car's colour)");
+        assert!(first.evidence.iter().any(|e| e.verdict == "color: red"), "{:?}", first.evidence);
+        let again = diagnose_with_models(&models, &extractor, &annotated, &image, "image/png", "describe", caption).await.unwrap();
+        assert_eq!(judge_client.calls(), asked, "the second time every answer comes from the job's cache");
+        assert_eq!(again.evidence, first.evidence);
+    }
 }
