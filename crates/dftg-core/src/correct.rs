@@ -831,10 +831,21 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
             if !item_starts(text, sep.end, hi) {
                 break;
             }
-            // "near the chair, and a few bottles are scattered": a clause follows, not an item
+            // "near the chair, and a few bottles are scattered": a clause follows, not an item;
+            // but in "the presence of cars and a pedestrian in this setting suggests …" the
+            // verb is the sentence's: two nouns joined without a comma after a preposition
+            // are its object, one list
             let subject_list = text[lo..items[0].0].trim().is_empty();
             let tail = &text[sep.end..chunk_end(text, sep.end, hi)];
-            if sep.conj && !subject_list && tail.split_whitespace().any(|w| is_verb(&lower(w.trim_matches(|c: char| !is_word_char(c))))) {
+            let words: Vec<String> = tail.split_whitespace().map(|w| lower(w.trim_matches(|c: char| !is_word_char(c)))).collect();
+            let verb_at = words.iter().position(|w| is_verb(w));
+            // the second noun's own phrase ends in a prepositional phrase before the verb
+            // ("a pedestrian in this setting suggests"); a verb right after it starts a clause
+            // ("of a bird and the other is …")
+            let object_pair = !text[sep.start..sep.end].contains(',')
+                && prev_word(text, lo, items[0].0).is_some_and(|w| word_at(text, w) == "of")
+                && verb_at.is_some_and(|v| words[..v].iter().skip(1).any(|w| PLACE_PREPS.contains(&w.as_str())));
+            if sep.conj && !subject_list && !object_pair && verb_at.is_some() {
                 break;
             }
             let idx = items.len() - 1;
@@ -883,9 +894,14 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         }
         if n == 2 {
             let mut e = Edit::delete((last_sep.start, end));
-            // "both the cat and the books" minus the books: "the cat"
-            if let Some(b) = prev_word(text, lo, items[0].0).filter(|b| matches!(word_at(text, *b).as_str(), "both" | "either")) {
+            // "both the cat and the books" minus the books: "the cat" ("both" may open the
+            // first item's phrase or stand before it)
+            let paired = |w: (usize, usize)| matches!(word_at(text, w).as_str(), "both" | "either");
+            if let Some(b) = prev_word(text, lo, items[0].0).filter(|b| paired(*b)) {
                 e = Edit { range: (b.0, end), new: text[items[0].0..last_sep.start].to_string(), capitalize: false };
+            } else if let Some(b) = next_word(text, items[0].0, last_sep.start).filter(|b| b.0 == items[0].0 && paired(*b)) {
+                let rest = text[b.1..last_sep.start].trim_start();
+                e = Edit { range: (b.0, end), new: rest.to_string(), capitalize: false };
             }
             agree_after(text, lo, hi, items[0].0, &mut e, subject);
             return Some(e);
@@ -904,6 +920,19 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
         } else {
             Edit::delete((items[0].0, first_sep.end))
         };
+        // "the sink and mirror" minus the sink: "the mirror", the determiner shared by both
+        if n == 2 {
+            let shared = next_word(text, items[0].0, first_sep.start).filter(|w| w.0 == items[0].0).map(|w| word_at(text, w));
+            // a second item with its own determiner, or no noun at all ("on the shelves and
+            // throughout the room"), takes none
+            let second_has_own = next_word(text, first_sep.end, hi).is_some_and(|w| {
+                let w = word_at(text, w);
+                DETERMINERS.contains(&w.as_str()) || PLACE_PREPS.contains(&w.as_str()) || w == "throughout"
+            });
+            if let Some(det) = shared.filter(|d| SHARED_DETERMINERS.contains(&d.as_str())).filter(|_| !second_has_own) {
+                e.new = format!("{det} ");
+            }
+        }
         e.capitalize = at_sentence_start;
         if n == 2 {
             agree_after(text, lo, hi, first_sep.end, &mut e, subject);
@@ -916,6 +945,10 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
     }
     Some(Edit::delete((seps[k - 1].start, seps[k].start)))
 }
+
+/// Determiners one phrase can share between two coordinated nouns ("the sink and mirror"):
+/// those that fit a singular and a plural noun alike ("a desk and chairs" must not leave "a chairs").
+const SHARED_DETERMINERS: &[&str] = &["the", "his", "her", "their", "its", "our", "my", "your"];
 
 /// Start of an item that follows a plain ", " separator ending before `end`, if there is one.
 fn sep_before_item(text: &str, lo: usize, end: usize) -> Option<usize> {
@@ -1312,6 +1345,35 @@ mod tests {
             assert!(diagnose(&e, &mut s, &t, "p", o).hallucinations.is_empty(), "not clean: {o:?}");
         }
         out
+    }
+
+    #[test]
+    fn a_noun_pair_after_a_preposition_is_one_list_whatever_verb_follows() {
+        let text = "The presence of cars and a pedestrian in this setting suggests a busy street.";
+        assert_eq!(fix(&[("person", 1)], text).unwrap(), "The presence of a pedestrian in this setting suggests a busy street.");
+        // a verb right after the second noun: a clause of its own
+        let text = "One kite has the shape of a bird and the other is plain. A person flies it.";
+        let out = fix(&[("kite", 2), ("person", 1)], text).unwrap();
+        assert!(!out.contains("shape of the other"), "{out}");
+        // with a comma, what follows "and" is a clause of its own
+        let text = "A cat sleeps near the chair, and a few bottles are scattered on the floor.";
+        assert_eq!(fix(&[("cat", 1), ("chair", 1)], text).unwrap(), "A cat sleeps near the chair.");
+    }
+
+    #[test]
+    fn a_pair_keeps_its_shared_determiner_and_loses_its_both() {
+        assert_eq!(fix(&[("toilet", 1)], "A towel hangs above the sink and toilet.").unwrap(), "A towel hangs above the toilet.");
+        assert_eq!(fix(&[("chair", 1)], "The room has a desk and chairs.").unwrap(), "The room has chairs.");
+        assert_eq!(
+            fix(&[("dog", 1)], "The scene is lively with both the dog and the person.").unwrap(),
+            "The scene is lively with the dog."
+        );
+        assert_eq!(
+            fix(&[("person", 1)], "The scene is lively with both the dog and the person.").unwrap(),
+            "The scene is lively with the person."
+        );
+        // a second noun with its own determiner keeps it
+        assert_eq!(fix(&[("toilet", 1)], "The bathroom has the sink and a toilet.").unwrap(), "The bathroom has a toilet.");
     }
 
     #[test]

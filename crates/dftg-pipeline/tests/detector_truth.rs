@@ -132,9 +132,15 @@ async fn a_simulated_detector_and_judge_find_the_injected_hallucinations() {
         n
     };
     assert_eq!(summary_unverified as usize, unverified, "the summaries count the unverified claims");
+    let claims: usize = records.iter().map(|d| d.evidence.len()).sum();
     let (p_u, r_u) = precision_recall(&found(&records), &truth);
     assert!(p_u < p, "the judge is what lifts precision: {p_u:.3} without, {p:.3} with");
-    assert!(r_u >= 0.90, "recall without the judge {r_u:.3}");
+    // the bar without a judge: a detector that misses 10% of instances at its box
+    // threshold (half of those still scored in the uncertain band, so unverified)
+    assert!(p_u >= 0.90 && r_u >= 0.90, "without the judge: precision {p_u:.3}, recall {r_u:.3}");
     assert_eq!(top(&u, 5), top(&a, 5));
-    eprintln!("detector truth: with judge P={p:.3} R={r:.3}; without P={p_u:.3} R={r_u:.3}, {unverified} unverified claims");
+    eprintln!(
+        "detector truth: with judge P={p:.3} R={r:.3}; without P={p_u:.3} R={r_u:.3}, {unverified} of {claims} checked claims unverified ({:.1}%)",
+        100.0 * unverified as f64 / claims.max(1) as f64
+    );
 }

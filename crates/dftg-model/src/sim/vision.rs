@@ -10,10 +10,11 @@
 //! with probability `miss_rate × w / mean(w)`, capped at 0.95, where the weight `w` is 2.0 for
 //! small, 0.8 for medium and 0.4 for large instances, ×1.5 in a crowd (count ≥ 4), and the mean
 //! is taken over every instance of the corpus: over the corpus, the expected share of missed
-//! instances is `miss_rate` (below the cap). A seen instance scores in the uncertain band
-//! [0.15, 0.35) with probability 0.30 / 0.10 / 0.04 (small / medium / large, +0.10 in a crowd),
-//! else in [0.35, 0.95); 8 % of seen instances also get a lower-scored duplicate box
-//! (IoU > 0.8, removed by NMS). An absent concept that co-occurs in the corpus with one of the
+//! instances is `miss_rate` (below the cap). Missed means what a detector evaluation counts:
+//! no box at the operating threshold (0.35, Grounding DINO's box threshold). A missed instance
+//! still gets a weak box in the uncertain band [0.15, 0.35) with probability
+//! [`MISSED_WEAK_SHARE`] and no box at all otherwise; a found one scores in [0.35, 0.95). 8 % of
+//! boxed instances also get a lower-scored duplicate box (IoU > 0.8, removed by NMS). An absent concept that co-occurs in the corpus with one of the
 //! image's objects gets a false box with probability `false_rate` (a second one a quarter of
 //! those times), scoring in [0.05, 0.15) 35 % of the time, in [0.15, 0.35) 45 %, and in
 //! [0.35, 0.60) 20 %; an absent concept that never co-occurs with what is there gets none.
@@ -42,6 +43,9 @@ pub const DEFAULT_IMAGE_SIZE: (u32, u32) = (640, 480);
 /// Highest probability of missing an instance, whatever the weights.
 const MAX_MISS: f64 = 0.95;
 const CROWD_WEIGHT: f64 = 1.5;
+/// Share of missed instances that still get a box in the uncertain band: an open-vocabulary
+/// detector usually scores a missed object above nothing, just below its box threshold.
+pub const MISSED_WEAK_SHARE: f64 = 0.5;
 const DUPLICATE_RATE: f64 = 0.08;
 const SECOND_FALSE_BOX: f64 = 0.25;
 
@@ -101,13 +105,6 @@ impl SizeClass {
             SizeClass::Large => 0.4,
         }
     }
-    fn weak_rate(self) -> f64 {
-        match self {
-            SizeClass::Small => 0.30,
-            SizeClass::Medium => 0.10,
-            SizeClass::Large => 0.04,
-        }
-    }
     /// Box side as a fraction of its grid cell.
     fn side(self) -> (f64, f64) {
         match self {
@@ -148,7 +145,8 @@ pub struct SimBox {
 pub struct InstanceLog {
     pub size: SizeClass,
     pub crowd: bool,
-    /// Score of its box; `None` when the detector missed it.
+    /// Score of its box; `None` when the detector gave it none (a missed instance may also
+    /// have a weak box, below 0.35).
     pub score: Option<f32>,
     /// Score of its duplicate box, when it got one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,9 +391,10 @@ impl SimVision {
                     let weight = size.miss_weight() * if crowd { CROWD_WEIGHT } else { 1.0 };
                     let p_miss = (self.config.detector_miss_rate * weight / self.mean_weight).min(MAX_MISS);
                     let mut entry = InstanceLog { size, crowd, score: None, duplicate: None };
-                    if at("miss") >= p_miss {
-                        let weak = size.weak_rate() + if crowd { 0.1 } else { 0.0 };
-                        let s = if at("weak") < weak { 0.15 + 0.2 * at("score") } else { 0.35 + 0.6 * at("score") };
+                    let missed = at("miss") < p_miss;
+                    if !missed || at("weak") < MISSED_WEAK_SHARE {
+                        // 0.199: a weak score must not round up to the threshold
+                        let s = if missed { 0.15 + 0.199 * at("score") } else { 0.35 + 0.6 * at("score") };
                         let score = quantize(s);
                         let bbox = cell_box(cell, (w, h), size, |j| at(&format!("box{j}")));
                         entry.score = Some(score);
