@@ -41,7 +41,6 @@
 
 mod corpus;
 mod engine;
-mod hash;
 mod profile;
 mod server;
 mod text;
@@ -58,8 +57,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use corpus::{image_digest, load_corpus_dir, ImageDigest, SimCorpus, SimCorpusBuilder};
+pub use dftg_core::seed::{fnv1a64, splitmix64, StableHasher};
 pub use engine::{InjectedHallucination, ObjectHallucination, SimReply, SimTask, Simulator, TruthLogEntry};
-pub use hash::{fnv1a64, splitmix64, StableHasher};
 pub use profile::{bundled_profile_names, profile_by_name, SimProfile, BUNDLED_PROFILES, DEFAULT_PROFILE};
 pub use server::{start, start_on, vision_log_path, Faults, Latency, ReplayCaptions, SimConfig, SimHandle, SimStats};
 pub use vision::{

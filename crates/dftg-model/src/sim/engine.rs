@@ -12,10 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{SimCorpus, SimImage, SimObject};
-use super::hash::StableHasher;
 use super::profile::SimProfile;
 use super::text::{self, Surfaces};
 use super::SimError;
+use dftg_core::seed::StableHasher;
 
 /// What kind of prompt a reply answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -24,13 +24,13 @@ use tokio::task::JoinHandle;
 
 use super::corpus::SimCorpus;
 use super::engine::{Simulator, TruthLogEntry};
-use super::hash::StableHasher;
 use super::profile::SimProfile;
 use super::vision::{SimVision, SimVisionConfig};
 use super::vision_server::{self, VisionService};
 use super::writer::{self, SimWriter, SimWriterConfig, WriterLog, WriterLogEntry, WriterRequest};
 use super::SimError;
 use crate::api::{ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ModelCard, ModelList, ResponseMessage, Usage};
+use dftg_core::seed::StableHasher;
 
 /// Added latency per chat request. Zero latency never sleeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

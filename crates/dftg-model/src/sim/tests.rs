@@ -10,10 +10,10 @@ use dftg_core::truth::{ImageTruth, ObjectTruth};
 use dftg_core::vocab::Vocabulary;
 
 use super::engine::{Piece, Role, Simulator};
-use super::hash::StableHasher;
 use super::profile::{bundled_profile_names, profile_by_name};
 use super::text;
 use super::SimCorpus;
+use dftg_core::seed::StableHasher;
 
 /// (scene objects, colours some of them may have)
 const SCENES: &[&[(&str, &[&str])]] = &[

@@ -30,9 +30,9 @@ use dftg_core::vocab::{pluralize_word, ConceptId, Vocabulary};
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{SimCorpus, SimImage};
-use super::hash::StableHasher;
 use super::text;
 use super::SimError;
+use dftg_core::seed::StableHasher;
 
 /// Boxes per present object at most (COCO has images with dozens of people).
 pub const MAX_INSTANCES: u32 = 50;

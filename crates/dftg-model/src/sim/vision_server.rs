@@ -33,11 +33,11 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::hash::StableHasher;
 use super::server::{decode_data_url, prompt_and_image, SimHandle};
 use super::vision::{image_size, DetectorLabelLog, DetectorLogEntry, JudgeDecision, JudgeLogEntry, SimBox, SimVision, DEFAULT_IMAGE_SIZE};
 use crate::api::{ChatRequest, ChatResponse, Choice, ModelCard, ModelList, ResponseMessage, Usage};
 use crate::detect::DetectorApi;
+use dftg_core::seed::StableHasher;
 
 /// Labels per detector request at most.
 pub const MAX_LABELS: usize = 256;

@@ -30,9 +30,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::hash::StableHasher;
 use super::SimError;
 use crate::api::{ChatRequest, ChatResponse, Choice, ContentPart, MessageContent, ResponseMessage, Usage};
+use dftg_core::seed::StableHasher;
 
 /// The writer's log, in the truth log's directory.
 pub const WRITER_LOG_FILE: &str = "sim-writer-truth.jsonl";

@@ -7,7 +7,7 @@ use dftg_core::vocab::ConceptId;
 
 use super::corpus::SimImage;
 use super::engine::Simulator;
-use super::hash::StableHasher;
+use dftg_core::seed::StableHasher;
 
 impl Simulator {
     /// Whether this model denies present concept `c` on image `key` (false when `c` is absent).
