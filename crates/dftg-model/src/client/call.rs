@@ -1,4 +1,4 @@
-//! One service's request discipline, for clients other than `OpenAiClient` (the detector):
+//! One service's request discipline, for every HTTP client (model, judge, writer, detector):
 //! bounded in-flight attempts, a timeout per attempt, a time budget per request, retries of
 //! transient failures with the shared [`RetryPolicy`] and full jitter.
 
@@ -34,6 +34,12 @@ impl Caller {
         budget: Option<Duration>,
     ) -> Self {
         Caller { slots: Semaphore::new(max_in_flight), max_in_flight, retry, jitter: Jitter::new(jitter_seed), request_timeout, budget }
+    }
+
+    /// The time budget of one request, if any.
+    #[cfg(test)]
+    pub(crate) fn budget(&self) -> Option<Duration> {
+        self.budget
     }
 
     /// Attempts in flight right now.

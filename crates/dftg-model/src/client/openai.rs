@@ -2,7 +2,7 @@
 //! llama.cpp server).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,7 +13,8 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 use tracing::{field, Instrument as _};
 
-use super::retry::{parse_retry_after, Jitter, RetryPolicy};
+use super::call::Caller;
+use super::retry::{parse_retry_after, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList};
 
@@ -170,9 +171,8 @@ struct Inner {
     completions_shown: String,
     models_shown: String,
     auth: Option<HeaderValue>,
-    /// One permit per attempt in flight; never held across a backoff sleep.
-    slots: Semaphore,
-    jitter: Jitter,
+    /// The in-flight bound, timeouts, budget and retries (shared with the detector client).
+    caller: Caller,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -242,6 +242,8 @@ impl OpenAiClient {
             .user_agent(concat!("dftg/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ClientConfigError::Http)?;
+        let budget = config.request_budget.or_else(|| config.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS));
+        let caller = Caller::new(config.max_in_flight, config.retry.clone(), config.jitter_seed, config.request_timeout, budget);
         Ok(OpenAiClient {
             inner: Arc::new(Inner {
                 http,
@@ -250,8 +252,7 @@ impl OpenAiClient {
                 completions_url,
                 models_url,
                 auth,
-                slots: Semaphore::new(config.max_in_flight),
-                jitter: Jitter::new(config.jitter_seed),
+                caller,
                 config,
             }),
         })
@@ -263,7 +264,7 @@ impl OpenAiClient {
 
     /// Attempts in flight right now (for a gauge).
     pub fn in_flight(&self) -> usize {
-        self.inner.config.max_in_flight.saturating_sub(self.inner.slots.available_permits())
+        self.inner.caller.in_flight()
     }
 
     /// `GET {base_url}/models`, one attempt: a startup health check, so the caller decides
@@ -289,11 +290,6 @@ impl OpenAiClient {
     }
 
     /// The request budget (see [`OpenAiConfig::request_budget`]); `None` when it overflows.
-    fn budget(&self) -> Option<Duration> {
-        let c = &self.inner.config;
-        c.request_budget.or_else(|| c.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS))
-    }
-
     fn authorized(&self, request: reqwest::RequestBuilder, timeout: Duration) -> reqwest::RequestBuilder {
         let request = request.timeout(timeout);
         match &self.inner.auth {
@@ -341,54 +337,40 @@ impl OpenAiClient {
     /// One attempt: holds an in-flight slot from send to the end of the body, no longer. The
     /// first attempt encodes the body (so requests queued for a slot hold no encoded copy of
     /// their image) and starts the budget's clock.
+    /// One attempt, inside the caller's slot and timeout. The body is encoded at the first
+    /// attempt and reused by the retries.
     async fn attempt(
         &self,
         encode: &(dyn Fn() -> Result<Bytes, ModelError> + Send + Sync),
         request_id: Option<&str>,
-        body: &mut Option<Bytes>,
-        deadline: &mut Option<Instant>,
-        attempt: u32,
+        body: &OnceLock<Bytes>,
+        timeout: Duration,
     ) -> Result<(String, Option<dftg_core::tokens::TokenUsage>, Duration), ModelError> {
         let url = &self.inner.completions_shown;
         let config = &self.inner.config;
-        let raw = {
-            let _slot = self.inner.slots.acquire().await.map_err(|_| ModelError::unreachable(format!("client for {url} is closed")))?;
-            let started = Instant::now();
-            if attempt == 1 {
-                *deadline = self.budget().and_then(|b| started.checked_add(b));
+        let started = Instant::now();
+        let payload = match body.get() {
+            Some(b) => b.clone(),
+            None => {
+                let encoded = encode()?;
+                body.get_or_init(|| encoded).clone()
             }
-            let timeout = match *deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(started);
-                    if left.is_zero() {
-                        return Err(ModelError::timeout(format!("request budget for {url} spent before attempt {attempt}")));
-                    }
-                    left.min(config.request_timeout)
-                }
-                None => config.request_timeout,
-            };
-            let payload = match body {
-                Some(b) => b.clone(),
-                None => body.insert(encode()?).clone(),
-            };
-            let mut request = self
-                .authorized(self.inner.http.post(self.inner.completions_url.clone()), timeout)
-                .header(CONTENT_TYPE, "application/json")
-                .body(payload);
-            if let Some(id) = request_id {
-                request = request.header("x-request-id", id);
-            }
-            let raw = self.fetch(request, url, reply_body_limit(config.max_reply_bytes), timeout).await;
-            let latency = started.elapsed();
-            tracing::debug!(
-                attempt,
-                status = raw.as_ref().ok().map(|r| r.status.as_u16()),
-                latency_ms = latency.as_millis() as u64,
-                "model attempt done"
-            );
-            raw.map(|r| (r, latency))
         };
-        let (raw, latency) = raw?;
+        let mut request = self
+            .authorized(self.inner.http.post(self.inner.completions_url.clone()), timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .body(payload);
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let raw = self.fetch(request, url, reply_body_limit(config.max_reply_bytes), timeout).await;
+        let latency = started.elapsed();
+        tracing::debug!(
+            status = raw.as_ref().ok().map(|r| r.status.as_u16()),
+            latency_ms = latency.as_millis() as u64,
+            "model attempt done"
+        );
+        let raw = raw?;
         interpret_completion(&raw, url, config.max_reply_bytes).map(|(text, usage)| (text, usage, latency))
     }
 
@@ -424,43 +406,28 @@ impl OpenAiClient {
         request_id: Option<&str>,
     ) -> Result<Completion, ModelError> {
         let span = tracing::Span::current();
-        let max_attempts = self.inner.config.retry.attempts();
-        let mut body = None;
-        let mut deadline = None;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            span.record("attempts", attempt);
-            match self.attempt(encode, request_id, &mut body, &mut deadline, attempt).await {
-                Ok((text, usage, latency)) => {
-                    span.record("status", 200u16);
-                    span.record("latency_ms", latency.as_millis() as u64);
-                    return Ok(Completion { text, attempts: attempt, latency, usage });
+        let body = OnceLock::new();
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = self
+            .inner
+            .caller
+            .call(&self.inner.completions_shown, |timeout| {
+                span.record("attempts", attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                self.attempt(encode, request_id, &body, timeout)
+            })
+            .await;
+        match result {
+            Ok(((text, usage, latency), attempts)) => {
+                span.record("status", 200u16);
+                span.record("latency_ms", latency.as_millis() as u64);
+                Ok(Completion { text, attempts, latency, usage })
+            }
+            Err(e) => {
+                if let Some(status) = e.status() {
+                    span.record("status", status);
                 }
-                Err(e) => {
-                    if let Some(status) = e.status() {
-                        span.record("status", status);
-                    }
-                    if !e.retryable() || attempt >= max_attempts {
-                        span.record("reason", e.reason());
-                        tracing::warn!(reason = e.reason(), error = %e.message(), attempts = attempt, "model request failed");
-                        return Err(e.with_attempts(attempt));
-                    }
-                    let delay = self.inner.jitter.delay(&self.inner.config.retry, attempt, e.retry_after());
-                    if deadline.is_some_and(|d| Instant::now().checked_add(delay).is_none_or(|at| at >= d)) {
-                        span.record("reason", e.reason());
-                        tracing::warn!(reason = e.reason(), error = %e.message(), attempts = attempt, "model request failed, budget spent");
-                        return Err(e.with_attempts(attempt).with_note("request budget spent"));
-                    }
-                    tracing::debug!(
-                        attempt,
-                        reason = e.reason(),
-                        error = %e.message(),
-                        delay_ms = delay.as_millis() as u64,
-                        "model attempt failed, retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
+                span.record("reason", e.reason());
+                Err(e)
             }
         }
     }
@@ -739,7 +706,7 @@ mod tests {
             ..ok()
         };
         let client = OpenAiClient::new(extreme).expect("extreme config");
-        assert_eq!(client.budget(), None);
+        assert_eq!(client.inner.caller.budget(), None, "a budget that overflows is none, not a panic");
         let bad_key = OpenAiConfig { api_key: Some("sk\nx".into()), ..ok() };
         let msg = OpenAiClient::new(bad_key).map(|_| ()).map_err(|e| e.to_string());
         assert!(matches!(&msg, Err(m) if m.contains("api_key") && !m.contains("sk\nx")), "{msg:?}");
