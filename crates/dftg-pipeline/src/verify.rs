@@ -278,9 +278,29 @@ pub async fn diagnose_with_models(
     Ok(record)
 }
 
-/// The judge's answer on one attribute family of a present object: cached per job, and counted
-/// with the existence questions (`dftg_service_requests_total{service="judge"}`), so the judge's
-/// requests per image are all of its requests.
+/// One judge answer through the job's cache, counted in `dftg_service_requests_total{service="judge"}`
+/// (`cached`, `ok` or `error`) whichever the question, so the judge's requests per image are all
+/// of its requests.
+async fn judge_cached<V: Clone>(
+    cache: &CallCache<V>,
+    key: dftg_model::cache::CacheKey,
+    ask: impl std::future::Future<Output = Result<V, ModelError>>,
+) -> Result<V, ImageError> {
+    let m = &crate::metrics::metrics().service_requests;
+    if let Some(a) = cache.get(&key) {
+        m.with_label_values(&["judge", "cached"]).inc();
+        return Ok(a);
+    }
+    let a = ask.await.map_err(|e| {
+        m.with_label_values(&["judge", "error"]).inc();
+        reason("judge", &e)
+    })?;
+    m.with_label_values(&["judge", "ok"]).inc();
+    cache.insert(key, a.clone());
+    Ok(a)
+}
+
+/// The judge's answer on one attribute family of a present object (cached per job).
 #[allow(clippy::too_many_arguments)]
 async fn ask_attribute(
     models: &TruthModels,
@@ -293,20 +313,10 @@ async fn ask_attribute(
     vocab: &dftg_core::vocab::Vocabulary,
 ) -> Result<JudgeAnswer<Option<String>>, ImageError> {
     let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), format!("{family} of {concept}"));
-    let m = &crate::metrics::metrics().service_requests;
-    if let Some(a) = models.described.get(&key) {
-        m.with_label_values(&["judge", "cached"]).inc();
-        return Ok(a);
-    }
-    let a = judge.attribute(image, mime, &label(concept), family, vocab).await.map_err(|e| {
-        m.with_label_values(&["judge", "error"]).inc();
-        reason("judge", &e)
-    })?;
-    m.with_label_values(&["judge", "ok"]).inc();
-    models.described.insert(key, a.clone());
-    Ok(a)
+    judge_cached(&models.described, key, judge.attribute(image, mime, &label(concept), family, vocab)).await
 }
 
+/// Whether a claimed object is there, by the judge (cached per job).
 async fn ask_exists(
     models: &TruthModels,
     judge: &Judge,
@@ -316,18 +326,7 @@ async fn ask_exists(
     label: &str,
 ) -> Result<JudgeAnswer<bool>, ImageError> {
     let key = dftg_model::cache::CacheKey::new(image_key, judge.service(), label);
-    let m = &crate::metrics::metrics().service_requests;
-    if let Some(a) = models.judged.get(&key) {
-        m.with_label_values(&["judge", "cached"]).inc();
-        return Ok(a);
-    }
-    let a = judge.exists(image, mime, label).await.map_err(|e| {
-        m.with_label_values(&["judge", "error"]).inc();
-        reason("judge", &e)
-    })?;
-    m.with_label_values(&["judge", "ok"]).inc();
-    models.judged.insert(key, a.clone());
-    Ok(a)
+    judge_cached(&models.judged, key, judge.exists(image, mime, label)).await
 }
 
 #[cfg(test)]
