@@ -103,7 +103,8 @@ pub struct JobFlags {
     /// The judge's model name.
     #[arg(long, value_name = "NAME")]
     pub judge_model: Option<String>,
-    /// Simulated detector: share of present objects missed.
+    /// Simulated detector: share of object instances missed (no box at 0.35; half of them
+    /// still scored in the uncertain band).
     #[arg(long, value_name = "R")]
     pub sim_detector_miss_rate: Option<f64>,
     /// Simulated detector: rate of false boxes for co-occurring objects.

@@ -58,8 +58,8 @@ pub struct SimArgs {
     /// Fraction of images that fail on every request.
     #[arg(long, default_value_t = 0.0)]
     pub fail_sticky: f64,
-    /// Simulated detector: expected share of object instances it misses (small ones and
-    /// crowds more often).
+    /// Simulated detector: expected share of object instances it misses, i.e. gives no box at
+    /// 0.35 (small ones and crowds more often; half of them still get a weak box below 0.35).
     #[arg(long, default_value_t = 0.1)]
     pub sim_detector_miss_rate: f64,
     /// Simulated detector: probability of a false box for an absent object that co-occurs

@@ -166,7 +166,8 @@ pub struct DetectorSpec {
     /// Concepts asked about on every image, claimed or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub always_check: Vec<String>,
-    /// Simulated detector: share of present objects it misses.
+    /// Simulated detector: share of object instances it misses (no box at 0.35; half of them
+    /// still scored in the uncertain band).
     #[serde(default)]
     pub sim_miss_rate: f64,
     /// Simulated detector: share of images given a false box for a co-occurring object.
