@@ -111,6 +111,8 @@ pub async fn diagnose_with_models(
     let to_detect: Vec<String> = asked.iter().filter(|c| !by_annotation(c)).cloned().collect();
 
     let mut truth = ImageTruth { image: annotated.image.clone(), file: annotated.file.clone(), objects: Vec::new() };
+    // attribute answers asked beside the existence questions, by (concept, family)
+    let mut early_attributes: Vec<((String, String), JudgeAnswer<Option<String>>)> = Vec::new();
     let mut checked: Vec<String> = Vec::new();
     let mut evidence: Vec<ClaimEvidence> = Vec::new();
     let mut unverified: Vec<Unverified> = Vec::new();
@@ -149,18 +151,26 @@ pub async fn diagnose_with_models(
         };
         let verdicts: Vec<Verdict> = labels.iter().map(|label| decide(&reply.detections, label, &models.thresholds)).collect();
         // the judge's questions of one image are independent: they go at once, so an image
-        // holds its slot for one judge round trip, not one per doubtful claim
+        // holds its slot for one judge round trip, not one per doubtful claim; the attributes
+        // of objects the detector is sure of go in the same round
         let mut answers: Vec<Option<JudgeAnswer<bool>>> = match &models.judge {
             Some(judge) => {
-                futures::future::try_join_all(verdicts.iter().zip(&labels).map(|(v, label)| async move {
+                let sure: Vec<&String> = to_detect.iter().zip(&verdicts).filter(|(_, v)| v.is_present()).map(|(c, _)| c).collect();
+                let first_round = attribute_questions(&ex, vocab, |c| sure.contains(&c));
+                let existence = futures::future::try_join_all(verdicts.iter().zip(&labels).map(|(v, label)| async move {
                     match v {
                         Verdict::Absent { .. } | Verdict::Uncertain { .. } => {
                             ask_exists(models, judge, &annotated.image, image, mime, label).await.map(Some)
                         }
                         Verdict::Present { .. } => Ok(None),
                     }
-                }))
-                .await?
+                }));
+                let attributes = futures::future::try_join_all(
+                    first_round.iter().map(|(c, family)| ask_attribute(models, judge, &annotated.image, image, mime, c, family, vocab)),
+                );
+                let (answers, described) = futures::future::try_join(existence, attributes).await?;
+                early_attributes.extend(first_round.into_iter().zip(described));
+                answers
             }
             None => vec![None; verdicts.len()],
         };
@@ -227,25 +237,17 @@ pub async fn diagnose_with_models(
 
     // attributes: only a judge can see colours and materials, and only of present objects
     if let Some(judge) = &models.judge {
-        let mut asked_attr: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut questions: Vec<(String, String)> = Vec::new();
-        for m in &ex.mentions {
-            let concept = vocab.name(m.concept).to_string();
-            if by_annotation(&concept) || !truth.objects.iter().any(|o| o.name == concept) {
-                continue;
-            }
-            for (attr, _) in m.attributes() {
-                let family = vocab.attribute_name(attr).0.to_string();
-                if asked_attr.insert((concept.clone(), family.clone())) {
-                    questions.push((concept.clone(), family));
-                }
-            }
-        }
-        // independent questions: asked at once, answered in the claims' order
-        let replies = futures::future::try_join_all(
-            questions.iter().map(|(concept, family)| ask_attribute(models, judge, &annotated.image, image, mime, concept, family, vocab)),
+        let questions = attribute_questions(&ex, vocab, |c| !by_annotation(c) && truth.objects.iter().any(|o| o.name == *c));
+        // the rest (objects the judge confirmed) now, at once; answers in the claims' order
+        let late: Vec<&(String, String)> = questions.iter().filter(|q| !early_attributes.iter().any(|(e, _)| e == *q)).collect();
+        let late_replies = futures::future::try_join_all(
+            late.iter().map(|(concept, family)| ask_attribute(models, judge, &annotated.image, image, mime, concept, family, vocab)),
         )
         .await?;
+        let mut answered: Vec<((String, String), JudgeAnswer<Option<String>>)> = std::mem::take(&mut early_attributes);
+        answered.extend(late.into_iter().cloned().zip(late_replies));
+        let replies: Vec<JudgeAnswer<Option<String>>> =
+            questions.iter().filter_map(|q| answered.iter().position(|(a, _)| a == q).map(|i| answered.swap_remove(i).1)).collect();
         for ((concept, family), a) in questions.into_iter().zip(replies) {
             let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
             if let Some(value) = &a.answer {
@@ -276,6 +278,25 @@ pub async fn diagnose_with_models(
     record.unverified = unverified;
     record.evidence = evidence;
     Ok(record)
+}
+
+/// The attribute questions a caption's claims raise, (concept, family), once each, in the
+/// claims' order, for the concepts `ask` accepts.
+fn attribute_questions(ex: &Extraction, vocab: &dftg_core::vocab::Vocabulary, ask: impl Fn(&String) -> bool) -> Vec<(String, String)> {
+    let mut questions: Vec<(String, String)> = Vec::new();
+    for m in &ex.mentions {
+        let concept = vocab.name(m.concept).to_string();
+        if !ask(&concept) {
+            continue;
+        }
+        for (attr, _) in m.attributes() {
+            let q = (concept.clone(), vocab.attribute_name(attr).0.to_string());
+            if !questions.contains(&q) {
+                questions.push(q);
+            }
+        }
+    }
+    questions
 }
 
 /// One judge answer through the job's cache, counted in `dftg_service_requests_total{service="judge"}`
