@@ -112,7 +112,7 @@ pub async fn diagnose_with_models(
 
     let mut truth = ImageTruth { image: annotated.image.clone(), file: annotated.file.clone(), objects: Vec::new() };
     // attribute answers asked beside the existence questions, by (concept, family)
-    let mut early_attributes: Vec<((String, String), JudgeAnswer<Option<String>>)> = Vec::new();
+    let mut early_attributes: Vec<AttributeAnswer> = Vec::new();
     let mut checked: Vec<String> = Vec::new();
     let mut evidence: Vec<ClaimEvidence> = Vec::new();
     let mut unverified: Vec<Unverified> = Vec::new();
@@ -244,7 +244,7 @@ pub async fn diagnose_with_models(
             late.iter().map(|(concept, family)| ask_attribute(models, judge, &annotated.image, image, mime, concept, family, vocab)),
         )
         .await?;
-        let mut answered: Vec<((String, String), JudgeAnswer<Option<String>>)> = std::mem::take(&mut early_attributes);
+        let mut answered: Vec<AttributeAnswer> = std::mem::take(&mut early_attributes);
         answered.extend(late.into_iter().cloned().zip(late_replies));
         let replies: Vec<JudgeAnswer<Option<String>>> =
             questions.iter().filter_map(|q| answered.iter().position(|(a, _)| a == q).map(|i| answered.swap_remove(i).1)).collect();
@@ -279,6 +279,9 @@ pub async fn diagnose_with_models(
     record.evidence = evidence;
     Ok(record)
 }
+
+/// A judge's answer on an attribute family of a concept: ((concept, family), answer).
+type AttributeAnswer = ((String, String), JudgeAnswer<Option<String>>);
 
 /// The attribute questions a caption's claims raise, (concept, family), once each, in the
 /// claims' order, for the concepts `ask` accepts.
