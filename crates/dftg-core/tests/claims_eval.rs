@@ -1,6 +1,8 @@
-//! The hand-labelled claims evaluation set (`tests/data/claims-eval/`, see its README): 320 real
+//! The hand-labelled claims evaluation set (`tests/data/claims-eval/`, see its README): 480 real
 //! captions of eight models, each labelled by careful reading with the COCO categories it really
-//! claims are in the image. Both extraction modes are scored against the labels:
+//! claims are in the image: the first draw of 320 (whose even draws were read to write the rules
+//! of issue 11, the odd ones held out) and a fresh draw of 160 made after the rules were written.
+//! Both extraction modes are scored against the labels:
 //!
 //! - object claims: per caption, the set of concepts extracted vs the labelled set (micro
 //!   precision and recall over caption × concept pairs);
@@ -43,6 +45,8 @@ fn source_path(dir: &Path, source: &str) -> PathBuf {
 
 struct Item {
     n: u64,
+    /// Of the fresh draw (made after the rules were written), not of the first 320.
+    fresh: bool,
     why: String,
     caption: String,
     claimed: BTreeSet<String>,
@@ -73,6 +77,7 @@ fn load(dir: &Path) -> Vec<Item> {
         let names = |x: &serde_json::Value| x.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
         items.push(Item {
             n: v["n"].as_u64().unwrap(),
+            fresh: v["draw"].as_str() == Some("fresh"),
             why: v["why"].as_str().unwrap().to_string(),
             caption,
             claimed: names(&v["claimed"]),
@@ -119,9 +124,20 @@ fn score(items: &[Item], mut mode: impl FnMut(&str) -> BTreeSet<String>, mut on_
         }
         let got_h: BTreeSet<String> = got.difference(&item.truth).cloned().collect();
         let want_h: BTreeSet<String> = item.claimed.difference(&item.truth).cloned().collect();
-        // even draws were read to design the rules of issue 11; odd draws are held out
-        let half = if item.n % 2 == 0 { "even" } else { "odd" };
-        for part in ["all", if item.why == "random" { "random" } else { "traps" }, half] {
+        // even draws of the first 320 were read to design the rules of issue 11; odd draws and
+        // the fresh draw are held out
+        let half = if item.fresh {
+            "fresh"
+        } else if item.n % 2 == 0 {
+            "even"
+        } else {
+            "odd"
+        };
+        let mut parts = vec!["all", if item.why == "random" { "random" } else { "traps" }, half];
+        if !item.fresh {
+            parts.push("first");
+        }
+        for part in parts {
             r.claims.entry(part.into()).or_default().add(&got, &item.claimed);
             r.hallucinations.entry(part.into()).or_default().add(&got_h, &want_h);
         }
@@ -157,7 +173,8 @@ fn own_set(extractor: &Extractor, scratch: &mut ExtractScratch, out: &mut Extrac
 fn both_modes_against_the_hand_labels() {
     let Some(dir) = data_dir() else { return };
     let items = load(&dir);
-    assert_eq!(items.len(), 320);
+    assert_eq!(items.len(), 480);
+    assert_eq!(items.iter().filter(|i| i.fresh).count(), 160);
     let vocab = Arc::new(Vocabulary::coco80());
     let extractor = Extractor::new(vocab.clone());
     let names: BTreeSet<&str> = vocab.concepts().iter().map(|c| c.name.as_str()).collect();
@@ -197,7 +214,7 @@ fn both_modes_against_the_hand_labels() {
     print("own", &own);
     print("chair", &chair_report);
 
-    // speed of the own extractor over the 320 captions (printed; the targets live in BENCHMARKS.md)
+    // speed of the own extractor over the captions (printed; the targets live in BENCHMARKS.md)
     let start = Instant::now();
     let mut n = 0usize;
     for _ in 0..20 {
@@ -209,13 +226,17 @@ fn both_modes_against_the_hand_labels() {
 
     // The own extractor must stay well ahead of CHAIR's reading on the traps, and not fall
     // below these floors (the measured values are in BENCHMARKS.md; the issue's target is 0.95).
-    let (c, h) = (&own.claims["all"], &own.hallucinations["all"]);
-    let (cc, ch) = (&chair_report.claims["all"], &chair_report.hallucinations["all"]);
+    let (c, h) = (&own.claims["first"], &own.hallucinations["first"]);
+    let (cc, ch) = (&chair_report.claims["first"], &chair_report.hallucinations["first"]);
     assert!(c.precision() > cc.precision() && h.precision() > ch.precision(), "own extractor not more precise than CHAIR");
+    // and on the fresh draw, which no rule was written from
+    let (fc, fh) = (&own.claims["fresh"], &own.hallucinations["fresh"]);
+    let (fcc, fch) = (&chair_report.claims["fresh"], &chair_report.hallucinations["fresh"]);
+    assert!(fc.precision() > fcc.precision() && fh.precision() > fch.precision(), "fresh draw: own extractor not more precise than CHAIR");
     assert!(c.precision() >= FLOOR.0 && c.recall() >= FLOOR.1, "own claims P={:.3} R={:.3}", c.precision(), c.recall());
     assert!(h.precision() >= FLOOR.2 && h.recall() >= FLOOR.3, "own hallucinations P={:.3} R={:.3}", h.precision(), h.recall());
 }
 
-/// Regression floors (claims P, R; hallucinations P, R) a little under what was measured on all
-/// 320 (0.971, 0.995, 0.951, 0.983; see BENCHMARKS.md for the halves).
+/// Regression floors (claims P, R; hallucinations P, R) a little under what was measured on the
+/// first 320 (0.971, 0.995, 0.951, 0.983; see BENCHMARKS.md for the halves and the fresh draw).
 const FLOOR: (f64, f64, f64, f64) = (0.96, 0.98, 0.94, 0.97);

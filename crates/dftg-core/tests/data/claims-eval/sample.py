@@ -2,7 +2,7 @@
 """Draw the captions of the hand-labelled claims evaluation set (issue 11, part 2).
 
 Reproducible: `python3 sample.py ../../../../../../shared/data > candidates.jsonl` gives the
-same 320 captions (seeded). Half are drawn uniformly at random from 19 real caption files (the
+same 320 captions (seeded); with `--fresh`, the 160 of the fresh draw (see the end). Half are drawn uniformly at random from 19 real caption files (the
 five POPE models x two prompts, the three OPERA models x three decodings); the other half are
 drawn at random among the captions where a naive reader is likely fooled, 32 for each of five
 kinds of trap named in the issue. The patterns only choose which captions get read; the labels
@@ -53,5 +53,24 @@ for trap, pattern in TRAPS.items():
     for i in rng.sample(matches, 32):
         picked.add(i)
         out.append(dict(captions[i], why=trap))
-for n, row in enumerate(out):
-    print(json.dumps({"n": n, **row}, ensure_ascii=False))
+# A second, fresh draw (`--fresh`), made after the rules of issue 11 were written: 80 at random
+# and 16 for each trap, none of the first 320, with its own seed. Nobody designing rules has
+# read these captions; they measure how the rules carry to captions they were not made from.
+if "--fresh" in sys.argv:
+    fresh_rng = random.Random(20261129)
+    first = len(out)
+    fresh = []
+    for i in fresh_rng.sample([i for i in range(len(captions)) if i not in picked], 80):
+        picked.add(i)
+        fresh.append(dict(captions[i], why="random", draw="fresh"))
+    for trap, pattern in TRAPS.items():
+        rx = re.compile(pattern, re.IGNORECASE)
+        matches = [i for i, c in enumerate(captions) if i not in picked and rx.search(c["caption"])]
+        for i in fresh_rng.sample(matches, 16):
+            picked.add(i)
+            fresh.append(dict(captions[i], why=trap, draw="fresh"))
+    for n, row in enumerate(fresh, start=first):
+        print(json.dumps({"n": n, **row}, ensure_ascii=False))
+else:
+    for n, row in enumerate(out):
+        print(json.dumps({"n": n, **row}, ensure_ascii=False))
