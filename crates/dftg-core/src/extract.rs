@@ -49,6 +49,8 @@ mod class {
     pub const CARRIAGE: u32 = 1 << 22;
     /// Quantity words that may sit before a noun ("several", "multiple").
     pub const QUANTITY: u32 = 1 << 23;
+    /// Determiners that point back at something named before ("the", "this", "its").
+    pub const DEFINITE: u32 = 1 << 24;
 }
 
 const WORD_CLASSES: &[(u32, &[&str])] = &[
@@ -178,6 +180,7 @@ const WORD_CLASSES: &[(u32, &[&str])] = &[
     (class::IN, &["in"]),
     (class::MODAL, &["might", "may", "could", "would", "will", "can", "should", "shall"]),
     (class::RELATIVE, &["where", "who", "whom", "whose"]),
+    (class::DEFINITE, &["the", "this", "that", "these", "those", "its", "their", "his", "her"]),
     (class::CARRIAGE, &["of", "pulling", "pulls", "pulled", "pull", "hauling", "hauls", "hauled", "towing", "tows"]),
     (class::QUANTITY, &["several", "multiple", "many", "various", "numerous", "few", "more", "other", "its", "their", "long", "the", "a"]),
 ];
@@ -313,6 +316,10 @@ pub struct Extractor {
     chair: Option<std::sync::Arc<crate::chair::ChairVocab>>,
     /// "car" and "train" when the vocabulary has both: the cars a train pulls are its carriages.
     car_train: Option<(ConceptId, ConceptId)>,
+    /// "person": words for people that also qualify another noun ("a baby elephant").
+    person: Option<ConceptId>,
+    /// "bicycle" and "motorcycle": "the bike" after a motorcycle is that motorcycle.
+    bike: Option<(ConceptId, ConceptId)>,
 }
 
 impl Extractor {
@@ -354,7 +361,9 @@ impl Extractor {
         }
         let longest = lexicon.keys().map(|k| k.len()).max().unwrap_or(0);
         let car_train = vocab.lookup("car").zip(vocab.lookup("train"));
-        Extractor { vocab, lexicon, longest, chair: None, car_train }
+        let person = vocab.lookup("person");
+        let bike = vocab.lookup("bicycle").zip(vocab.lookup("motorcycle"));
+        Extractor { vocab, lexicon, longest, chair: None, car_train, person, bike }
     }
 
     /// An extractor that reads like the reference CHAIR implementation (for numbers that
@@ -444,12 +453,23 @@ impl Extractor {
         let mut hypothetical = false;
         // a train was named in this sentence; one of its cars was read as a carriage
         let (mut train_named, mut carriage_named) = (false, false);
+        // inside a short quotation (a sign's text, a name), up to this token
+        let mut quote_end = 0usize;
+        // inside a clause opened by "that" ("indicating that they might belong to people")
+        let mut that_clause = false;
+        // multi-word phrases named so far: (last word without a plural s, concept), for "the
+        // bear" after "a teddy bear"
+        let mut compounds: Vec<(&str, ConceptId)> = Vec::new();
         let mut i = 0;
         while i < n {
             match toks[i].kind {
                 Kind::Stop { sentence_end } => {
+                    if i >= quote_end && word(toks, norm, i) == "\"" {
+                        quote_end = quotation_end(toks, norm, i).unwrap_or(0);
+                    }
                     neg = Neg::Off;
                     hypothetical = false;
+                    that_clause = false;
                     if sentence_end {
                         sentence += 1;
                         train_named = false;
@@ -462,6 +482,7 @@ impl Extractor {
                 }
                 Kind::Comma => {
                     hypothetical = false;
+                    that_clause = false;
                     neg = match neg {
                         Neg::AfterHead | Neg::Coord => Neg::Coord,
                         _ => Neg::Off,
@@ -473,6 +494,13 @@ impl Extractor {
             }
             let flags = toks[i].flags;
             if flags & class::RELATIVE != 0 && relative_clause_is_modal(toks, norm, i) {
+                hypothetical = true;
+            }
+            // "suggesting that the train may be part of a fleet of trains": the clause's
+            // subject is the train in view; what follows its modal verb may only be
+            if clause_that(toks, norm, i) {
+                that_clause = true;
+            } else if that_clause && modal_of_what_may_be(toks, norm, i) {
                 hypothetical = true;
             }
             if flags & class::NEGATOR != 0 {
@@ -548,6 +576,9 @@ impl Extractor {
             neg = Neg::Off;
             if s.generic_sentence.get(sentence as usize).copied().unwrap_or(false)
                 || hypothetical
+                || i < quote_end
+                || (len == 1 && Some(concept) == self.person && person_word_qualifies(toks, norm, i))
+                || (len == 1 && !entry.plural && sport_word_qualifies(toks, norm, i))
                 || purpose_subject(toks, norm, i, len)
                 || (predicate_of_previous(toks, norm, last_mention_tok_end.map(|end| (last_mention_start, end)), i)
                     && out.mentions.last().is_some_and(|m| m.concept != concept))
@@ -563,6 +594,26 @@ impl Extractor {
                     i += len;
                     continue;
                 }
+            }
+            // "the bear" after "a teddy bear", "the bike" after a motorcycle: the thing named before
+            let definite = i > 0 && toks[i - 1].kind == Kind::Word && toks[i - 1].flags & class::DEFINITE != 0;
+            let mut concept = concept;
+            if len == 1 && definite {
+                let w = word(toks, norm, i);
+                let w = w.strip_suffix('s').unwrap_or(w);
+                if let Some((_, earlier)) = compounds.iter().rev().find(|(last, c)| *last == w && *c != concept) {
+                    concept = *earlier;
+                }
+            }
+            if let Some((bicycle, motorcycle)) = self.bike {
+                let named = |c: ConceptId| out.mentions.iter().any(|m| m.concept == c);
+                if concept == bicycle && matches!(word(toks, norm, i), "bike" | "bikes") && named(motorcycle) && !named(bicycle) {
+                    concept = motorcycle;
+                }
+            }
+            if len > 1 {
+                let last = word(toks, norm, i + len - 1);
+                compounds.push((last.strip_suffix('s').unwrap_or(last), concept));
             }
             let (count, attributes) = self.modifiers_before(toks, norm, i, concept);
             out.push_mention(RawMention { concept, span, count, attributes, sentence, surface: i as u32 });
@@ -746,21 +797,70 @@ fn tokenize(text: &str, s: &mut ExtractScratch) {
 /// six words ahead, inside the clause.
 fn relative_clause_is_modal(toks: &[Tok], norm: &str, at: usize) -> bool {
     let clause = toks[at + 1..].iter().take(6).take_while(|t| t.kind == Kind::Word).count();
-    (at + 1..at + 1 + clause).any(|j| {
-        if toks[j].flags & class::MODAL == 0 {
-            return false;
-        }
-        // "where people can be seen walking" still says they are there
-        let mut k = j + 1;
-        while k < toks.len() && toks[k].kind == Kind::Word && matches!(word(toks, norm, k), "also" | "clearly" | "still") {
-            k += 1;
-        }
-        let seen = k + 1 < toks.len()
-            && toks[k].kind == Kind::Word
-            && word(toks, norm, k) == "be"
-            && toks[k + 1].kind == Kind::Word
-            && toks[k + 1].flags & class::VISIBLE != 0;
-        !seen
+    (at + 1..at + 1 + clause).any(|j| modal_of_what_may_be(toks, norm, j))
+}
+
+/// Token `j` is a modal verb that says what may be, not what can be seen ("where people can be
+/// seen walking" still says they are there).
+fn modal_of_what_may_be(toks: &[Tok], norm: &str, j: usize) -> bool {
+    if toks[j].flags & class::MODAL == 0 {
+        return false;
+    }
+    let mut k = j + 1;
+    while k < toks.len() && toks[k].kind == Kind::Word && matches!(word(toks, norm, k), "also" | "clearly" | "still") {
+        k += 1;
+    }
+    let seen = k + 1 < toks.len()
+        && toks[k].kind == Kind::Word
+        && word(toks, norm, k) == "be"
+        && toks[k + 1].kind == Kind::Word
+        && toks[k + 1].flags & class::VISIBLE != 0;
+    !seen
+}
+
+/// "that" opening a clause ("indicating that they might belong to people"), not pointing at a
+/// noun ("that dog"): a subject follows it.
+fn clause_that(toks: &[Tok], norm: &str, i: usize) -> bool {
+    word(toks, norm, i) == "that"
+        && toks.get(i + 1).is_some_and(|t| t.kind == Kind::Word)
+        && matches!(
+            word(toks, norm, i + 1),
+            "they" | "it" | "he" | "she" | "someone" | "somebody" | "there" | "the" | "a" | "an" | "these" | "those" | "its" | "their"
+        )
+}
+
+/// Where a short quotation opened at token `open` ends (its closing quote), if it closes
+/// within a few words: a sign's text or a name, which claims nothing ("a \"Beware of the Dog\"
+/// sign"). An unclosed quote is not a quotation.
+fn quotation_end(toks: &[Tok], norm: &str, open: usize) -> Option<usize> {
+    (open + 1..toks.len().min(open + 12)).find(|&k| toks[k].kind != Kind::Word && word(toks, norm, k) == "\"").filter(|&k| k > open + 1)
+}
+
+/// A word for people that qualifies the noun after it ("a baby elephant", "the mother
+/// giraffe", "an adult animal"): it says what kind of animal, not that a person is there.
+fn person_word_qualifies(toks: &[Tok], norm: &str, i: usize) -> bool {
+    if !matches!(word(toks, norm, i), "baby" | "adult" | "mother" | "father" | "mom" | "dad" | "parent" | "child" | "kid") {
+        return false;
+    }
+    let Some(next) = toks.get(i + 1).filter(|t| t.kind == Kind::Word) else { return false };
+    next.flags & class::STARTER != 0
+        || matches!(
+            word(toks, norm, i + 1),
+            "animal" | "animals" | "one" | "ones" | "calf" | "calves" | "cub" | "cubs" | "chick" | "chicks"
+        )
+}
+
+/// A sport's name before a noun ("baseball equipment", "ski poles", "football players"): the
+/// game qualifies the noun; no ball or skis are claimed.
+fn sport_word_qualifies(toks: &[Tok], norm: &str, i: usize) -> bool {
+    if !matches!(word(toks, norm, i), "baseball" | "football" | "basketball" | "soccer" | "softball" | "volleyball" | "ski") {
+        return false;
+    }
+    toks.get(i + 1).filter(|t| t.kind == Kind::Word).is_some_and(|t| {
+        let next = word(toks, norm, i + 1);
+        t.flags & (class::FUNCTION | class::BE | class::MODAL | class::NEGATOR | class::COORD | class::NUMBER) == 0
+            && !next.ends_with("ing")
+            && !next.ends_with("ed")
     })
 }
 
@@ -931,6 +1031,28 @@ mod tests {
         assert_eq!(names(&e, "Two baseball players near a bike rack."), ["person"]);
         assert_eq!(names(&e, "A man holds a glass of wine and a glass of water."), ["person", "wine glass", "cup"]);
         assert_eq!(names(&e, "A stuffed toy bear and plants in pots."), ["teddy bear", "potted plant"]);
+    }
+
+    #[test]
+    fn what_is_named_before_and_what_qualifies_a_noun() {
+        let e = ex();
+        // a word for people before another noun says what kind of animal
+        assert_eq!(names(&e, "A mother elephant and a baby elephant near an adult animal."), ["elephant", "elephant"]);
+        assert_eq!(names(&e, "A mother holds her baby."), ["person", "person"]);
+        // a sport's name before a noun is the game, not its ball or skis
+        assert_eq!(names(&e, "Skiers with ski poles and baseball equipment."), ["person"]);
+        assert_eq!(names(&e, "A man throws the baseball to a boy."), ["person", "sports ball", "person"]);
+        // a sign's text or a name in quotes claims nothing; an unclosed quote is ignored
+        assert_eq!(names(&e, "A \"Beware of the Dog\" sign on a fence."), Vec::<String>::new());
+        assert_eq!(names(&e, "A sign says \"welcome and a dog sits by the door."), ["dog"]);
+        // what follows the modal of a "that" clause may only be; its subject is in view
+        assert_eq!(names(&e, "Bicycles, indicating that they might belong to different people."), ["bicycle"]);
+        assert_eq!(names(&e, "It suggests that the train may be part of a fleet."), ["train"]);
+        // the bare head of a phrase named before is that thing
+        assert_eq!(names(&e, "A teddy bear on a bench. The bear is brown."), ["teddy bear", "bench", "teddy bear"]);
+        assert_eq!(names(&e, "A teddy bear and a bear."), ["teddy bear", "bear"]);
+        assert_eq!(names(&e, "A motorcycle in a garage. The bike is red."), ["motorcycle", "motorcycle"]);
+        assert_eq!(names(&e, "A bicycle and a motorcycle. The bike is red."), ["bicycle", "motorcycle", "bicycle"]);
     }
 
     #[test]
