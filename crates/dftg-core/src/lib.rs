@@ -23,6 +23,27 @@
 //! - `tokens`  — token counts of model calls, by role
 //! - `adaptive` — when to stop diagnosing: is the top-k set settled (a pilot wave, weighted pairwise score bounds)
 
+/// Serde through a type's string form: `TryFrom<String>` by its `FromStr`, `Into<String>` by
+/// its `Display`. With `#[serde(try_from = "String", into = "String")]` a choice reads and writes
+/// as the same string, and a value that is none of its choices is refused by `FromStr`'s error
+/// (which names the field, never the value).
+#[macro_export]
+macro_rules! string_form {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = <$t as std::str::FromStr>::Err;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+        impl From<$t> for String {
+            fn from(choice: $t) -> String {
+                choice.to_string()
+            }
+        }
+    };
+}
+
 pub mod adaptive;
 pub mod before_after;
 pub mod chair;

@@ -56,18 +56,13 @@ impl WriterKind {
     }
 }
 
-impl TryFrom<String> for WriterKind {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
+impl std::fmt::Display for WriterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-impl From<WriterKind> for String {
-    fn from(kind: WriterKind) -> String {
-        kind.as_str().to_string()
-    }
-}
+crate::string_form!(WriterKind);
 
 impl std::str::FromStr for WriterKind {
     type Err = String;

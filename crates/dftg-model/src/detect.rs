@@ -87,18 +87,7 @@ impl fmt::Display for DetectorApi {
 #[error("truth.detector.api: hf, roboflow or roboflow-yolo-world")]
 pub struct UnknownDetectorApi;
 
-impl TryFrom<String> for DetectorApi {
-    type Error = UnknownDetectorApi;
-    fn try_from(s: String) -> Result<Self, UnknownDetectorApi> {
-        s.parse()
-    }
-}
-
-impl From<DetectorApi> for String {
-    fn from(api: DetectorApi) -> String {
-        api.as_str().to_string()
-    }
-}
+dftg_core::string_form!(DetectorApi);
 
 impl FromStr for DetectorApi {
     type Err = UnknownDetectorApi;

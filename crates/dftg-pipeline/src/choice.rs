@@ -20,23 +20,6 @@ pub struct ChoiceError {
     pub expected: &'static str,
 }
 
-/// Serde through the string form: `TryFrom<String>` by `FromStr`, `Into<String>` by `Display`.
-macro_rules! string_form {
-    ($t:ty) => {
-        impl TryFrom<String> for $t {
-            type Error = ChoiceError;
-            fn try_from(s: String) -> Result<Self, ChoiceError> {
-                s.parse()
-            }
-        }
-        impl From<$t> for String {
-            fn from(choice: $t) -> String {
-                choice.to_string()
-            }
-        }
-    };
-}
-
 /// `model.kind`: who plays the model under diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -109,7 +92,7 @@ impl fmt::Display for ModelKind {
     }
 }
 
-string_form!(ModelKind);
+dftg_core::string_form!(ModelKind);
 
 /// Declares a choice of fixed names: the enum, `as_str`, `FromStr`, `Display` and serde.
 macro_rules! named_choice {
@@ -145,7 +128,7 @@ macro_rules! named_choice {
             }
         }
 
-        string_form!($name);
+        dftg_core::string_form!($name);
     };
 }
 
@@ -243,7 +226,7 @@ impl fmt::Display for VocabularyChoice {
     }
 }
 
-string_form!(VocabularyChoice);
+dftg_core::string_form!(VocabularyChoice);
 
 #[cfg(test)]
 mod tests {
