@@ -7,25 +7,9 @@
 //! skips with a message without it, except under `CI=true`, where missing data fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
-fn dftg(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dftg"));
-    // a developer's shell must not change what the test sees
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DFTG_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.args(args).stdin(Stdio::null()).output().expect("run dftg")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dftg(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "dftg {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
-    stdout
-}
+mod support;
+use support::{dftg_output as dftg, ok};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))

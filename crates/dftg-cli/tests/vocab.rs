@@ -3,27 +3,11 @@
 //! the bundled example corpus against the simulator end to end.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use dftg_core::vocab::Vocabulary;
 
-fn dftg(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dftg"));
-    // a developer's shell must not change what the test sees
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DFTG_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.args(args).stdin(Stdio::null()).output().expect("run dftg")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dftg(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "dftg {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
-    stdout
-}
+mod support;
+use support::{dftg_output as dftg, ok};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

@@ -25,18 +25,7 @@ use rand::SeedableRng;
 mod support;
 use support::read;
 
-const FILES: [&str; 10] = [
-    "instructblip.instruction1",
-    "instructblip.instruction2",
-    "llava.instruction1",
-    "llava.instruction2",
-    "minigpt-4.instruction1",
-    "minigpt-4.instruction2",
-    "mmgpt.instruction1",
-    "mmgpt.instruction2",
-    "mplug.instruction1",
-    "mplug.instruction2",
-];
+use support::POPE_CAPTION_FILES as FILES;
 const MIN_SEEN: usize = 10;
 
 fn data_dir() -> Option<PathBuf> {

@@ -54,6 +54,19 @@ pub fn dftg_command(args: &[&str], env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// `dftg ARGS` run to completion, its output kept.
+pub fn dftg_output(args: &[&str]) -> std::process::Output {
+    dftg_command(args, &[]).output().expect("run dftg")
+}
+
+/// `dftg ARGS`, which must succeed: its stdout (both streams in the failure message).
+pub fn ok(args: &[&str]) -> String {
+    let out = dftg_output(args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "dftg {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+    stdout
+}
+
 // ---------------------------------------------------------------------------------------------
 // processes
 

@@ -3,6 +3,21 @@
 
 use std::path::{Path, PathBuf};
 
+/// The ten POPE caption files (`pope/captions/<name>.jsonl`): five models, two prompts.
+#[allow(dead_code)] // not every suite reads the caption files
+pub const POPE_CAPTION_FILES: [&str; 10] = [
+    "instructblip.instruction1",
+    "instructblip.instruction2",
+    "llava.instruction1",
+    "llava.instruction2",
+    "minigpt-4.instruction1",
+    "minigpt-4.instruction2",
+    "mmgpt.instruction1",
+    "mmgpt.instruction2",
+    "mplug.instruction1",
+    "mplug.instruction2",
+];
+
 /// The reference data folder: `$DFTG_DATA` (what `scripts/test.sh` sets), else
 /// `$DFTG_SHARED_DATA`, else `<crate>/../../../shared/data`, when every path of `needed`
 /// exists in it. Missing data fails the test under `CI=true` and skips it with a visible
