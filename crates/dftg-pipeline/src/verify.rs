@@ -238,16 +238,16 @@ pub async fn diagnose_with_models(
     // attributes: only a judge can see colours and materials, and only of present objects
     if let Some(judge) = &models.judge {
         let questions = attribute_questions(&ex, vocab, |c| !by_annotation(c) && truth.objects.iter().any(|o| o.name == *c));
-        // the rest (objects the judge confirmed) now, at once; answers in the claims' order
-        let late: Vec<&(String, String)> = questions.iter().filter(|q| !early_attributes.iter().any(|(e, _)| e == *q)).collect();
-        let late_replies = futures::future::try_join_all(
-            late.iter().map(|(concept, family)| ask_attribute(models, judge, &annotated.image, image, mime, concept, family, vocab)),
-        )
+        // answered in the first round, or asked now (objects the judge confirmed), all at once;
+        // answers in the claims' order
+        let early = &early_attributes;
+        let replies = futures::future::try_join_all(questions.iter().map(|q| async move {
+            match early.iter().find(|(e, _)| e == q) {
+                Some((_, a)) => Ok(a.clone()),
+                None => ask_attribute(models, judge, &annotated.image, image, mime, &q.0, &q.1, vocab).await,
+            }
+        }))
         .await?;
-        let mut answered: Vec<AttributeAnswer> = std::mem::take(&mut early_attributes);
-        answered.extend(late.into_iter().cloned().zip(late_replies));
-        let replies: Vec<JudgeAnswer<Option<String>>> =
-            questions.iter().filter_map(|q| answered.iter().position(|(a, _)| a == q).map(|i| answered.swap_remove(i).1)).collect();
         for ((concept, family), a) in questions.into_iter().zip(replies) {
             let Some(obj) = truth.objects.iter_mut().find(|o| o.name == concept) else { continue };
             if let Some(value) = &a.answer {

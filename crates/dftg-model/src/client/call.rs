@@ -11,6 +11,12 @@ pub(crate) use super::retry::parse_retry_after;
 use super::retry::{Jitter, RetryPolicy};
 use super::ModelError;
 
+/// A request's time budget: the configured one, else [`super::DEFAULT_BUDGET_TIMEOUTS`] request
+/// timeouts; `None` when that overflows.
+pub(crate) fn request_budget(configured: Option<Duration>, request_timeout: Duration) -> Option<Duration> {
+    configured.or_else(|| request_timeout.checked_mul(super::DEFAULT_BUDGET_TIMEOUTS))
+}
+
 /// Runs requests to one service. Shared by all callers of that service's client.
 pub(crate) struct Caller {
     /// One permit per attempt in flight; never held across a backoff sleep.

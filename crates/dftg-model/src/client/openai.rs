@@ -13,7 +13,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 use tracing::{field, Instrument as _};
 
-use super::call::Caller;
+use super::call::{request_budget, Caller};
 use super::retry::{parse_retry_after, RetryPolicy};
 use super::{ModelClient, ModelError, ModelReply, ModelRequest};
 use crate::api::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent, ModelList};
@@ -242,7 +242,7 @@ impl OpenAiClient {
             .user_agent(concat!("dftg/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ClientConfigError::Http)?;
-        let budget = config.request_budget.or_else(|| config.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS));
+        let budget = request_budget(config.request_budget, config.request_timeout);
         let caller = Caller::new(config.max_in_flight, config.retry.clone(), config.jitter_seed, config.request_timeout, budget);
         Ok(OpenAiClient {
             inner: Arc::new(Inner {
@@ -289,7 +289,6 @@ impl OpenAiClient {
         })
     }
 
-    /// The request budget (see [`OpenAiConfig::request_budget`]); `None` when it overflows.
     fn authorized(&self, request: reqwest::RequestBuilder, timeout: Duration) -> reqwest::RequestBuilder {
         let request = request.timeout(timeout);
         match &self.inner.auth {
@@ -334,11 +333,9 @@ impl OpenAiClient {
         .map_err(|e| ModelError::rejected(format!("cannot encode the request for {}: {e}", self.inner.completions_shown)))
     }
 
-    /// One attempt: holds an in-flight slot from send to the end of the body, no longer. The
-    /// first attempt encodes the body (so requests queued for a slot hold no encoded copy of
-    /// their image) and starts the budget's clock.
-    /// One attempt, inside the caller's slot and timeout. The body is encoded at the first
-    /// attempt and reused by the retries.
+    /// One attempt, inside the caller's in-flight slot and timeout. The first attempt encodes
+    /// the body (so requests queued for a slot hold no encoded copy of their image); the
+    /// retries reuse it.
     async fn attempt(
         &self,
         encode: &(dyn Fn() -> Result<Bytes, ModelError> + Send + Sync),
@@ -407,12 +404,13 @@ impl OpenAiClient {
     ) -> Result<Completion, ModelError> {
         let span = tracing::Span::current();
         let body = OnceLock::new();
-        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let mut attempt = 0u32;
         let result = self
             .inner
             .caller
             .call(&self.inner.completions_shown, |timeout| {
-                span.record("attempts", attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                attempt += 1;
+                span.record("attempts", attempt);
                 self.attempt(encode, request_id, &body, timeout)
             })
             .await;

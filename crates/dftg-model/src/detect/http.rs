@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::snap::Snapper;
 use super::wire::{parse_reply, request_body};
 use super::{distinct_labels, DetectReply, DetectRequest, Detection, Detector, DetectorApi};
-use crate::client::call::{parse_retry_after, Caller};
+use crate::client::call::{parse_retry_after, request_budget, Caller};
 use crate::client::openai::transport_error;
 use crate::client::{ModelError, RetryPolicy};
 
@@ -30,8 +30,6 @@ const MAX_LABEL_BYTES: usize = 200;
 /// Labels per request at most, whatever the config says (Grounding DINO's text encoder takes
 /// 256 tokens; a label is at least one token plus a separator).
 const MAX_LABELS_PER_REQUEST: usize = 128;
-/// A request's time budget in request timeouts when the config sets none.
-const DEFAULT_BUDGET_TIMEOUTS: u32 = 4;
 
 /// Where the detector is and how to talk to it.
 #[derive(Clone)]
@@ -49,7 +47,7 @@ pub struct DetectorConfig {
     /// Per attempt: connect, send, and read the whole answer.
     pub request_timeout: Duration,
     /// Per request, over all attempts and backoff waits, from the moment the first attempt
-    /// gets an in-flight slot; `None`: 4 × `request_timeout`.
+    /// gets an in-flight slot; `None`: [`crate::client::DEFAULT_BUDGET_TIMEOUTS`] × `request_timeout`.
     pub request_budget: Option<Duration>,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
@@ -201,7 +199,7 @@ impl HttpDetector {
             .user_agent(concat!("dftg/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(DetectorConfigError::Http)?;
-        let budget = config.request_budget.or_else(|| config.request_timeout.checked_mul(DEFAULT_BUDGET_TIMEOUTS));
+        let budget = request_budget(config.request_budget, config.request_timeout);
         let caller = Caller::new(config.max_in_flight, config.retry.clone(), config.jitter_seed, config.request_timeout, budget);
         let shown = redact_url(url.as_str());
         Ok(HttpDetector { inner: Arc::new(Inner { http, service: format!("{} {shown}", config.api), shown, url, auth, caller, config }) })
