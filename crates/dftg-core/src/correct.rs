@@ -837,16 +837,19 @@ fn remove_list_item(text: &str, lo: usize, hi: usize, start: usize, np_end: usiz
             // are its object, one list
             let subject_list = text[lo..items[0].0].trim().is_empty();
             let tail = &text[sep.end..chunk_end(text, sep.end, hi)];
-            let words: Vec<String> = tail.split_whitespace().map(|w| lower(w.trim_matches(|c: char| !is_word_char(c)))).collect();
-            let verb_at = words.iter().position(|w| is_verb(w));
-            // the second noun's own phrase ends in a prepositional phrase before the verb
-            // ("a pedestrian in this setting suggests"); a verb right after it starts a clause
-            // ("of a bird and the other is …")
-            let object_pair = !text[sep.start..sep.end].contains(',')
-                && prev_word(text, lo, items[0].0).is_some_and(|w| word_at(text, w) == "of")
-                && verb_at.is_some_and(|v| words[..v].iter().skip(1).any(|w| PLACE_PREPS.contains(&w.as_str())));
-            if sep.conj && !subject_list && !object_pair && verb_at.is_some() {
-                break;
+            if sep.conj && !subject_list {
+                let words: Vec<String> = tail.split_whitespace().map(|w| lower(w.trim_matches(|c: char| !is_word_char(c)))).collect();
+                // the second noun's own phrase ends in a prepositional phrase before the verb
+                // ("a pedestrian in this setting suggests"); a verb right after it starts a
+                // clause ("of a bird and the other is …")
+                let object_pair = |v: usize| {
+                    !text[sep.start..sep.end].contains(',')
+                        && prev_word(text, lo, items[0].0).is_some_and(|w| word_at(text, w) == "of")
+                        && words[..v].iter().skip(1).any(|w| PLACE_PREPS.contains(&w.as_str()))
+                };
+                if words.iter().position(|w| is_verb(w)).is_some_and(|v| !object_pair(v)) {
+                    break;
+                }
             }
             let idx = items.len() - 1;
             items[idx].1 = sep.start;

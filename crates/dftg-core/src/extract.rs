@@ -498,7 +498,7 @@ impl Extractor {
             }
             // "suggesting that the train may be part of a fleet of trains": the clause's
             // subject is the train in view; what follows its modal verb may only be
-            if clause_that(toks, norm, i) {
+            if flags & class::DEFINITE != 0 && clause_that(toks, norm, i) {
                 that_clause = true;
             } else if that_clause && modal_of_what_may_be(toks, norm, i) {
                 hypothetical = true;

@@ -33,11 +33,6 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// The bundled simulator's default profile.
-    pub fn default_sim() -> Self {
-        ModelKind::Sim("people-everywhere".into())
-    }
-
     pub fn is_openai(&self) -> bool {
         *self == ModelKind::OpenAi
     }
@@ -51,9 +46,10 @@ impl ModelKind {
     }
 }
 
+/// The bundled simulator with its default profile.
 impl Default for ModelKind {
     fn default() -> Self {
-        ModelKind::default_sim()
+        ModelKind::Sim(dftg_model::sim::DEFAULT_PROFILE.into())
     }
 }
 
