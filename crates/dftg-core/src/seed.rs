@@ -13,17 +13,21 @@ use rand_chacha::ChaCha8Rng;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// FNV-1a's step over `bytes`, from state `h`: every hash here is built from it.
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
 /// FNV-1a over the parts, with a separator so ("ab","c") != ("a","bc"); stable across runs
 /// and platforms (unlike std's or ahash's hashers).
 pub fn stable_hash(seed: u64, parts: &[&str]) -> u64 {
     let mut h: u64 = FNV_OFFSET ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     for p in parts {
-        for b in p.as_bytes() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(FNV_PRIME);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(FNV_PRIME);
+        h = fnv_extend(fnv_extend(h, p.as_bytes()), &[0xff]);
     }
     splitmix64(h)
 }
@@ -38,12 +42,7 @@ pub fn splitmix64(mut z: u64) -> u64 {
 
 /// FNV-1a 64 of a byte string.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = FNV_OFFSET;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
+    fnv_extend(FNV_OFFSET, bytes)
 }
 
 /// Hash builder over typed parts; each part is length-prefixed so ("ab","c") ≠ ("a","bc").
@@ -56,12 +55,8 @@ impl StableHasher {
         StableHasher(FNV_OFFSET).str(domain)
     }
 
-    fn bytes(mut self, bytes: &[u8]) -> Self {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(FNV_PRIME);
-        }
-        self
+    fn bytes(self, bytes: &[u8]) -> Self {
+        StableHasher(fnv_extend(self.0, bytes))
     }
 
     pub fn u64(self, v: u64) -> Self {
