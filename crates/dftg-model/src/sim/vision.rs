@@ -14,10 +14,11 @@
 //! no box at the operating threshold (0.35, Grounding DINO's box threshold). A missed instance
 //! still gets a weak box in the uncertain band [0.15, 0.35) with probability
 //! [`MISSED_WEAK_SHARE`] and no box at all otherwise; a found one scores in [0.35, 0.95). 8 % of
-//! boxed instances also get a lower-scored duplicate box (IoU > 0.8, removed by NMS). An absent concept that co-occurs in the corpus with one of the
-//! image's objects gets a false box with probability `false_rate` (a second one a quarter of
-//! those times), scoring in [0.05, 0.15) 35 % of the time, in [0.15, 0.35) 45 %, and in
-//! [0.35, 0.60) 20 %; an absent concept that never co-occurs with what is there gets none.
+//! boxed instances also get a lower-scored duplicate box (IoU > 0.8, removed by NMS). An
+//! absent concept that co-occurs in the corpus with one of the image's objects gets a false box
+//! with probability `false_rate` (a second one a quarter of those times), scoring in
+//! [0.05, 0.15) 35 % of the time, in [0.15, 0.35) 45 %, and in [0.35, 0.60) 20 %; an absent
+//! concept that never co-occurs with what is there gets none.
 //! Boxes below the request's threshold are not returned.
 //!
 //! **Judge.** Answers "Is there a … in the image?" from the truth and "What {family} is the
